@@ -1,0 +1,624 @@
+"""Checkpoint I/O: atomic file writes, the safetensors format in pure NumPy, and checkpoints.
+
+Three layers, each usable on its own.
+
+**Atomic writes** -- :func:`atomic_write_bytes`, :func:`atomic_write_text`.  The data goes to a
+temporary file in the destination's directory (``.<name>.<random>.tmp``), is flushed and
+``os.fsync``-ed, then ``os.replace``-d over the destination, and finally the directory is fsync-ed so
+the rename itself is durable.  ``os.replace`` is atomic on POSIX and Windows, so a reader or a crash
+sees either the complete old file or the complete new one, never a torn mix.  When the write fails
+with an exception the temporary file is removed; after a hard crash (power loss, ``kill -9``) a
+stray ``.*.tmp`` file may remain next to the destination and is safe to delete.
+
+**safetensors** -- :func:`save_tensors` / :func:`load_tensors` (files) and :func:`encode_tensors` /
+:func:`decode_tensors` (bytes).  Hugging Face's format, implemented with NumPy + json + struct::
+
+    8 bytes   N, unsigned 64-bit little-endian: the length of the header
+    N bytes   UTF-8 JSON object {name: {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
+              optional "__metadata__": {str: str}}, padded with spaces to a multiple of 8 bytes
+    rest      the byte buffer: every tensor's raw little-endian C-order bytes, back to back; offsets
+              are relative to the start of the buffer
+
+The writer reproduces the reference implementation byte for byte (tensors ordered by decreasing
+dtype rank then by name, which also keeps every tensor aligned to its item size; compact JSON), so
+files are interchangeable with the ``safetensors`` package in both directions.  The reader never
+executes anything taken from a file -- no pickle, no ``np.load(allow_pickle=True)``: it parses JSON
+and copies bytes, after checking the header length against the file size, the header's JSON, every
+dtype, shape and offset, and that the tensors tile the buffer exactly (contiguous, no overlap, no
+trailing bytes).  Any defect raises :class:`CheckpointError` naming the file and the defect.  Loaded
+arrays are owned, writable, native-byte-order copies.
+
+**Checkpoints** -- :func:`save_checkpoint` / :func:`load_checkpoint`.  A checkpoint at stem
+``runs/model`` is a pair of files:
+
+* ``runs/model.safetensors`` -- the weights under their PyTorch names (``rnn.weight_ih_l0`` ...) and
+  every NumPy array found in the document (see below);
+* ``runs/model.json`` -- ``{"format": "rnnkit.checkpoint", "version": 1, "weights_sha256": ...,
+  "weights_bytes": ..., "document": {...}}``, indented for people to read.
+
+*Arrays in the document.*  The document (config, vocabulary, optimizer state, step, RNG state ...)
+may hold NumPy arrays anywhere in its dicts and lists -- Adam's moments, an MT19937 key.  JSON is a
+poor carrier for them (slow, and floats only round-trip through decimal text with care), so each
+array is stored exactly in the safetensors file under the reserved prefix ``doc/`` followed by its
+path in the document (``document["optimizer"]["m"]["rnn.weight_ih_l0"]`` becomes the tensor
+``doc/optimizer/m/rnn.weight_ih_l0``), and the JSON holds the marker ``{"__ndarray__": "<that
+name>"}`` in its place.  :func:`load_checkpoint` puts the arrays back, so callers just pass and get
+back a dict with arrays in it.  Weight names must therefore not start with ``doc/``.
+
+*The document must round-trip exactly*: dicts with ``str`` keys, lists, ``str``, ``int`` (of any
+size -- the 128-bit state of ``np.random.default_rng`` is fine), finite ``float``, ``bool``, ``None``
+and ``np.ndarray``.  Values that JSON would silently change are refused with a message naming their
+place: tuples (they would come back as lists), NumPy scalars (they would come back as Python numbers;
+pass ``.item()`` or a 0-d array), non-finite floats (not valid JSON), non-``str`` keys.
+
+*Consistency of the pair.*  The weights are written first and the JSON second, each atomically, and
+the JSON records the SHA-256 of the exact weight bytes.  :func:`load_checkpoint` reads the weights
+once, hashes those bytes and parses the same bytes, so a crash between the two writes (new weights,
+old JSON) or a pair mixed up by hand is reported as a :class:`CheckpointError`, never loaded as a
+silently inconsistent model.  Such a crash does leave the stem unloadable: a training loop that
+must always keep one good checkpoint should alternate between two stems or number them by step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "CheckpointError",
+    "Tensors",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "checkpoint_paths",
+    "decode_tensors",
+    "encode_tensors",
+    "load_checkpoint",
+    "load_tensors",
+    "save_checkpoint",
+    "save_tensors",
+]
+
+Tensors = dict[str, npt.NDArray[Any]]
+"""Named arrays of any supported dtype, as stored in a safetensors file."""
+
+# The safetensors dtype codes NumPy can represent, in the reference implementation's dtype order
+# (its ``Dtype`` enum, ascending).  The writer sorts tensors by *decreasing* rank here, then by name,
+# exactly as the reference does, so both produce the same bytes.  BF16 and the F8/F6/F4 formats have
+# no NumPy dtype and are reported as unsupported rather than unknown.
+_DTYPE_ORDER: tuple[tuple[str, np.dtype[Any]], ...] = (
+    ("BOOL", np.dtype(np.bool_)),
+    ("U8", np.dtype("<u1")),
+    ("I8", np.dtype("<i1")),
+    ("I16", np.dtype("<i2")),
+    ("U16", np.dtype("<u2")),
+    ("F16", np.dtype("<f2")),
+    ("I32", np.dtype("<i4")),
+    ("U32", np.dtype("<u4")),
+    ("F32", np.dtype("<f4")),
+    ("F64", np.dtype("<f8")),
+    ("I64", np.dtype("<i8")),
+    ("U64", np.dtype("<u8")),
+)
+_DTYPE_BY_CODE: dict[str, np.dtype[Any]] = dict(_DTYPE_ORDER)
+_RANK_BY_CODE: dict[str, int] = {code: rank for rank, (code, _) in enumerate(_DTYPE_ORDER)}
+# Keyed by (kind, itemsize) so that big-endian and native arrays map to the same code.
+_CODE_BY_KIND_SIZE: dict[tuple[str, int], str] = {
+    (dtype.kind, dtype.itemsize): code for code, dtype in _DTYPE_ORDER
+}
+_UNSUPPORTED_CODES = frozenset({"BF16", "C64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4"})
+
+_METADATA_KEY = "__metadata__"
+# The reference refuses headers above 100 MB; so do we, so that a garbage length cannot make us
+# try to parse a gigantic "header" out of a large but corrupt file.
+_MAX_HEADER_BYTES = 100_000_000
+
+_CHECKPOINT_FORMAT = "rnnkit.checkpoint"
+_CHECKPOINT_VERSION = 1
+_DOC_PREFIX = "doc/"
+_ARRAY_MARKER = "__ndarray__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or safetensors file is missing, corrupt, or inconsistent.
+
+    The message names the file and what is wrong with it.
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace the file at ``path`` with ``data`` atomically and durably.
+
+    Either the complete old content or the complete new content is at ``path`` at every moment,
+    including after a crash.  The parent directory must exist.  On failure the exception propagates,
+    the old file is untouched and the temporary file is removed.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    # os.open with mode 0o666 (not tempfile.mkstemp, whose files are 0o600) so that the umask gives
+    # the checkpoint the same permissions as any other file the user creates; O_EXCL never reuses
+    # an existing file.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            # Without fsync the rename can reach the disk before the data does, and a power loss
+            # would then leave an empty or partial file under the final name.
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        # BaseException: a KeyboardInterrupt mid-write must not leave the temporary file behind either.
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
+    """Replace the file at ``path`` with ``text`` atomically (see :func:`atomic_write_bytes`).
+
+    The text is encoded as given: no newline translation happens.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a completed rename in ``directory`` durable, where the platform supports it."""
+    if os.name != "posix":
+        # Windows cannot open a directory for fsync; NTFS journals the rename itself.
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        # Some file systems (network mounts, some FUSE) reject fsync on a directory.  The new file is
+        # already complete and in place, so failing the whole write here would only mislead.
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------
+# safetensors
+# --------------------------------------------------------------------------------------------------
+
+
+def encode_tensors(
+    tensors: Mapping[str, npt.NDArray[Any]], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """Serialize ``tensors`` (and optional string ``metadata``) to safetensors bytes.
+
+    Arrays keep their dtype and shape (0-d and empty shapes included); they are written little-endian
+    in C order whatever their memory layout.  Raises TypeError for a non-array value, an unsupported
+    dtype, or non-``str`` names or metadata, and ValueError for the reserved name ``__metadata__``.
+    """
+    if not isinstance(tensors, Mapping):
+        raise TypeError(f"tensors must be a mapping of name -> np.ndarray, got {type(tensors).__name__}")
+    entries: list[tuple[int, str, str, npt.NDArray[Any]]] = []
+    for name, array in tensors.items():
+        if not isinstance(name, str):
+            raise TypeError(f"tensor names must be str, got {name!r} ({type(name).__name__})")
+        if name == _METADATA_KEY:
+            raise ValueError(f"tensor name {_METADATA_KEY!r} is reserved by the safetensors format")
+        code = _dtype_code(name, array)
+        entries.append((-_RANK_BY_CODE[code], name, code, array))
+    entries.sort(key=lambda entry: (entry[0], entry[1]))
+
+    header: dict[str, Any] = {}
+    if metadata is not None:
+        header[_METADATA_KEY] = _checked_metadata(metadata)
+    chunks: list[bytes] = []
+    offset = 0
+    for _, name, code, array in entries:
+        data = np.asarray(array, dtype=_DTYPE_BY_CODE[code]).tobytes(order="C")
+        header[name] = {
+            "dtype": code,
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        chunks.append(data)
+        offset += len(data)
+
+    # Compact separators and raw UTF-8 match the reference's serde_json output; the space padding
+    # makes the buffer start 8-byte aligned, so every tensor (ordered by decreasing item size) is
+    # aligned for zero-copy readers.
+    header_bytes = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    header_bytes += b" " * (-len(header_bytes) % 8)
+    return b"".join([struct.pack("<Q", len(header_bytes)), header_bytes, *chunks])
+
+
+def decode_tensors(data: bytes, source: str = "<bytes>") -> tuple[Tensors, dict[str, str]]:
+    """Parse safetensors bytes into ``(tensors, metadata)``; the inverse of :func:`encode_tensors`.
+
+    ``source`` names the data in error messages (usually the file path).  ``metadata`` is ``{}`` when
+    the header has none.  Every array is an owned, writable copy in native byte order.  Raises
+    :class:`CheckpointError` for any defect in the data.
+    """
+
+    def fail(problem: str) -> CheckpointError:
+        return CheckpointError(f"{source}: {problem}")
+
+    if len(data) < 8:
+        raise fail(
+            f"truncated or not a safetensors file: {len(data)} bytes, shorter than the 8-byte header length"
+        )
+    (header_len,) = struct.unpack("<Q", data[:8])
+    available = len(data) - 8
+    if header_len > available:
+        raise fail(
+            f"truncated or not a safetensors file: the header length field says {header_len} bytes "
+            f"but only {available} bytes follow it"
+        )
+    if header_len > _MAX_HEADER_BYTES:
+        raise fail(
+            f"not a safetensors file: header length {header_len} exceeds the {_MAX_HEADER_BYTES}-byte limit"
+        )
+    header_bytes = data[8 : 8 + header_len]
+    if not header_bytes.startswith(b"{"):
+        raise fail("not a safetensors file: the header does not start with '{'")
+    try:
+        header = json.loads(header_bytes.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise fail(f"the header is not valid UTF-8 JSON ({error})") from None
+    if not isinstance(header, dict):
+        raise fail(f"the header is a JSON {type(header).__name__}, not an object")
+
+    metadata = header.pop(_METADATA_KEY, {})
+    if not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values()):
+        raise fail(f"{_METADATA_KEY!r} must be an object mapping str to str, got {metadata!r}")
+
+    buffer_start = 8 + header_len
+    buffer_len = len(data) - buffer_start
+    layouts = {name: _parse_tensor_info(name, info, fail) for name, info in header.items()}
+
+    # The tensors must tile the buffer exactly: sorting by offsets, each one starts where the previous
+    # one ended.  This rules out gaps, overlaps (one byte read as two tensors) and trailing bytes.
+    expected, previous = 0, None
+    for begin, end, name in sorted((begin, end, name) for name, (_, _, begin, end) in layouts.items()):
+        if begin != expected:
+            after = f"after tensor {previous!r}" if previous is not None else "before it"
+            problem = (
+                f"overlaps tensor {previous!r}"
+                if begin < expected
+                else f"leaves a gap of {begin - expected} bytes {after}"
+            )
+            raise fail(f"tensor {name!r} has data_offsets [{begin}, {end}] which {problem}")
+        if end > buffer_len:
+            raise fail(
+                f"truncated: tensor {name!r} ends at byte {end} of the data buffer but the buffer has only "
+                f"{buffer_len} bytes"
+            )
+        expected, previous = end, name
+    if expected != buffer_len:
+        raise fail(f"{buffer_len - expected} trailing bytes after the last tensor (file not fully covered)")
+
+    # Built in the header's order, which is the order the writer chose.
+    tensors: Tensors = {}
+    for name, (dtype, shape, begin, end) in layouts.items():
+        raw = np.frombuffer(
+            data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=buffer_start + begin
+        )
+        if dtype.kind == "b" and np.any(raw.view(np.uint8) > 1):
+            raise fail(f"tensor {name!r} is BOOL but holds bytes other than 0 and 1")
+        # astype copies: the result owns its memory and is writable (frombuffer over bytes is
+        # read-only), and it is in native byte order.
+        tensors[name] = raw.reshape(shape).astype(dtype.newbyteorder("="))
+    return tensors, dict(metadata)
+
+
+def save_tensors(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, npt.NDArray[Any]],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write ``tensors`` to a safetensors file at ``path``, atomically.
+
+    See :func:`encode_tensors` for what is accepted and :func:`atomic_write_bytes` for the guarantee.
+    """
+    atomic_write_bytes(path, encode_tensors(tensors, metadata))
+
+
+def load_tensors(path: str | os.PathLike[str]) -> tuple[Tensors, dict[str, str]]:
+    """Read a safetensors file: ``(tensors, metadata)``, fully validated (see :func:`decode_tensors`).
+
+    Raises :class:`CheckpointError` if the file is missing or defective.
+    """
+    return decode_tensors(_read_file(Path(path), "safetensors file"), source=str(path))
+
+
+def _dtype_code(name: str, array: object) -> str:
+    """The safetensors dtype code of ``array`` (stored under ``name``), or a TypeError."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"tensor {name!r} must be an np.ndarray, got {type(array).__name__}")
+    code = _CODE_BY_KIND_SIZE.get((array.dtype.kind, array.dtype.itemsize))
+    if code is None:
+        supported = ", ".join(str(dtype) for _, dtype in _DTYPE_ORDER)
+        raise TypeError(
+            f"tensor {name!r} has dtype {array.dtype}, which safetensors cannot hold here ({supported})"
+        )
+    return code
+
+
+def _checked_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping of str -> str, got {type(metadata).__name__}")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"metadata must map str to str, got {key!r}: {value!r}")
+    return dict(metadata)
+
+
+def _parse_tensor_info(
+    name: str, info: object, fail: Callable[[str], CheckpointError]
+) -> tuple[np.dtype[Any], tuple[int, ...], int, int]:
+    """Validate one header entry: ``(little-endian dtype, shape, begin, end)`` or a CheckpointError."""
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+        raise fail(
+            f"tensor {name!r}: header entry must be an object with dtype, shape and data_offsets, "
+            f"got {info!r}"
+        )
+    code = info["dtype"]
+    if isinstance(code, str) and code in _UNSUPPORTED_CODES:
+        raise fail(f"tensor {name!r} has dtype {code!r}, which NumPy cannot represent")
+    if not isinstance(code, str) or code not in _DTYPE_BY_CODE:
+        raise fail(f"unknown dtype {code!r} for tensor {name!r}")
+    shape, offsets = info["shape"], info["data_offsets"]
+    if not isinstance(shape, list) or not all(_is_natural(dim) for dim in shape):
+        raise fail(f"tensor {name!r} has shape {shape!r}, not a list of non-negative integers")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_natural(offset) for offset in offsets)
+    ):
+        raise fail(f"tensor {name!r} has data_offsets {offsets!r}, not a pair of non-negative integers")
+    begin, end = offsets
+    if end < begin:
+        raise fail(f"tensor {name!r} has data_offsets [{begin}, {end}] that end before they begin")
+    dtype = _DTYPE_BY_CODE[code]
+    expected_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if end - begin != expected_bytes:
+        raise fail(
+            f"tensor {name!r}: shape {shape} of {code} needs {expected_bytes} bytes but data_offsets "
+            f"[{begin}, {end}] span {end - begin}"
+        )
+    return dtype, tuple(shape), begin, end
+
+
+def _is_natural(value: object) -> bool:
+    # bool is a subclass of int, but ``true`` is no dimension.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a repeated key would silently shadow the first entry, so refuse it."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: {what} does not exist") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: {what} is a directory, not a file") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints: weights + document
+# --------------------------------------------------------------------------------------------------
+
+
+def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The ``(weights, document)`` file paths of the checkpoint at ``path``.
+
+    ``path`` is the stem (``runs/model`` -> ``runs/model.safetensors``, ``runs/model.json``); a path
+    ending in ``.safetensors`` or ``.json`` names the same pair.  Other suffixes are part of the stem
+    (``model.v2`` -> ``model.v2.json``).
+    """
+    stem = Path(path)
+    if stem.suffix in (".safetensors", ".json"):
+        stem = stem.with_suffix("")
+    if not stem.name:
+        raise ValueError(f"path must name a checkpoint file stem, got {str(path)!r}")
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, npt.NDArray[Any]],
+    document: Mapping[str, Any],
+) -> tuple[Path, Path]:
+    """Save ``tensors`` (weights) and ``document`` as the checkpoint pair at ``path``.
+
+    ``path``: the stem, see :func:`checkpoint_paths`; its directory must exist.
+    ``tensors``: name -> array (PyTorch names); names must not start with ``doc/``.
+    ``document``: a JSON-like dict that may contain NumPy arrays (module docstring: "Arrays in the
+    document" and "The document must round-trip exactly").
+
+    The weights are written first and the document, which records their SHA-256, second; both
+    atomically.  Returns the ``(weights, document)`` paths written.  Raises TypeError / ValueError
+    naming the offending tensor or document entry before anything is written.
+    """
+    weights_path, document_path = checkpoint_paths(path)
+    if not isinstance(tensors, Mapping):
+        raise TypeError(f"tensors must be a mapping of name -> np.ndarray, got {type(tensors).__name__}")
+    for name in tensors:
+        if isinstance(name, str) and name.startswith(_DOC_PREFIX):
+            raise ValueError(
+                f"tensor name {name!r}: names starting with {_DOC_PREFIX!r} are reserved for document arrays"
+            )
+    if not isinstance(document, Mapping):
+        raise TypeError(f"document must be a dict, got {type(document).__name__}")
+
+    doc_arrays: Tensors = {}
+    plain_document = _externalize_arrays(document, "document", [], doc_arrays)
+    weights_bytes = encode_tensors({**tensors, **doc_arrays})
+    envelope = {
+        "format": _CHECKPOINT_FORMAT,
+        "version": _CHECKPOINT_VERSION,
+        "weights_sha256": hashlib.sha256(weights_bytes).hexdigest(),
+        "weights_bytes": len(weights_bytes),
+        "document": plain_document,
+    }
+    # allow_nan=False keeps the file standard JSON; _externalize_arrays has already rejected
+    # non-finite floats with a message naming their place.
+    document_text = json.dumps(envelope, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+    # Weights first: if we crash before the document is replaced, the old document's hash no longer
+    # matches and load_checkpoint says so, instead of pairing new weights with an old document.
+    atomic_write_bytes(weights_path, weights_bytes)
+    atomic_write_text(document_path, document_text)
+    return weights_path, document_path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Tensors, dict[str, Any]]:
+    """Load the checkpoint pair at ``path``: ``(tensors, document)``, as given to :func:`save_checkpoint`.
+
+    Document arrays are put back in their places (and are not among ``tensors``).  Raises
+    :class:`CheckpointError` naming the file and the problem when either file is missing or corrupt,
+    or when the weights are not the ones the document was saved with (SHA-256 mismatch).
+    """
+    weights_path, document_path = checkpoint_paths(path)
+    if not document_path.exists() and weights_path.exists():
+        raise CheckpointError(
+            f"{document_path}: document file does not exist, but {weights_path.name} does (the save was "
+            "interrupted before the document was written, or the file was removed)"
+        )
+    document_bytes = _read_file(document_path, "checkpoint document")
+    try:
+        envelope = json.loads(
+            document_bytes.decode("utf-8"),
+            object_pairs_hook=_reject_duplicate_keys,
+            parse_constant=_reject_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise CheckpointError(f"{document_path}: not valid UTF-8 JSON ({error})") from None
+    if not isinstance(envelope, dict) or envelope.get("format") != _CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{document_path}: not an rnnkit checkpoint document (no format {_CHECKPOINT_FORMAT!r})"
+        )
+    if envelope.get("version") != _CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{document_path}: checkpoint version {envelope.get('version')!r} is not supported "
+            f"(this rnnkit reads version {_CHECKPOINT_VERSION})"
+        )
+    expected_hash, document = envelope.get("weights_sha256"), envelope.get("document")
+    if not isinstance(expected_hash, str) or not isinstance(document, dict):
+        raise CheckpointError(f"{document_path}: 'weights_sha256' (str) or 'document' (object) is missing")
+
+    weights_bytes = _read_file(weights_path, "checkpoint weights file")
+    # Hash and parse the same bytes, so nothing can change the file between the check and the use.
+    actual_hash = hashlib.sha256(weights_bytes).hexdigest()
+    if actual_hash != expected_hash:
+        raise CheckpointError(
+            f"{weights_path}: weights do not match {document_path.name} (sha256 {actual_hash[:16]}..., "
+            f"the document expects {expected_hash[:16]}...); the save was probably interrupted between "
+            "writing the weights and the document, or the files come from different checkpoints"
+        )
+    all_tensors, _ = decode_tensors(weights_bytes, source=str(weights_path))
+
+    doc_arrays = {name: array for name, array in all_tensors.items() if name.startswith(_DOC_PREFIX)}
+    tensors = {name: array for name, array in all_tensors.items() if not name.startswith(_DOC_PREFIX)}
+    used: set[str] = set()
+    restored = _internalize_arrays(document, doc_arrays, used, document_path)
+    unused = doc_arrays.keys() - used
+    if unused:
+        raise CheckpointError(
+            f"{weights_path}: document arrays {sorted(unused)} are not referenced by {document_path.name}"
+        )
+    return tensors, restored
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _externalize_arrays(value: Any, where: str, keys: list[str], arrays: Tensors) -> Any:
+    """Copy of the document ``value`` with arrays moved to ``arrays`` and replaced by markers.
+
+    ``where`` is the Python expression of ``value`` for messages (``document['optim']['m']``) and
+    ``keys`` its path, which names the array's tensor.  Refuses everything that would not come back
+    from JSON identical (see the module docstring).
+    """
+    if isinstance(value, np.ndarray):
+        name = _DOC_PREFIX + "/".join(keys)
+        if name in arrays:
+            raise ValueError(
+                f"{where}: its tensor name {name!r} is already used by another array (a key contains '/')"
+            )
+        _dtype_code(where, value)
+        arrays[name] = value
+        return {_ARRAY_MARKER: name}
+    if isinstance(value, Mapping):
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{where}: keys must be str (JSON would turn {key!r} into a string), got {key!r}"
+                )
+            if key == _ARRAY_MARKER:
+                raise ValueError(f"{where}: the key {_ARRAY_MARKER!r} is reserved for array references")
+            result[key] = _externalize_arrays(item, f"{where}[{key!r}]", [*keys, key], arrays)
+        return result
+    if isinstance(value, list):
+        return [
+            _externalize_arrays(item, f"{where}[{index}]", [*keys, str(index)], arrays)
+            for index, item in enumerate(value)
+        ]
+    if isinstance(value, tuple):
+        raise TypeError(f"{where} is a tuple, which JSON would return as a list; pass a list")
+    if isinstance(value, np.generic):
+        raise TypeError(
+            f"{where} is a NumPy scalar ({type(value).__name__}), which JSON would return as a Python "
+            "number; pass value.item() or a 0-d array"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} is {value}, which is not valid JSON")
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    raise TypeError(f"{where} has type {type(value).__name__}, which a checkpoint document cannot hold")
+
+
+def _internalize_arrays(value: Any, arrays: Tensors, used: set[str], document_path: Path) -> Any:
+    """Inverse of :func:`_externalize_arrays`: replace every array marker by its array.
+
+    The names of the arrays put back are added to ``used``, so that the caller can find arrays that
+    no marker refers to.
+    """
+    if isinstance(value, dict):
+        if _ARRAY_MARKER in value:
+            name = value[_ARRAY_MARKER]
+            if len(value) != 1 or not isinstance(name, str) or name not in arrays:
+                raise CheckpointError(
+                    f"{document_path}: array reference {value!r} names no array in the weights file"
+                )
+            used.add(name)
+            return arrays[name]
+        return {key: _internalize_arrays(item, arrays, used, document_path) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_internalize_arrays(item, arrays, used, document_path) for item in value]
+    return value

@@ -1,0 +1,638 @@
+"""Tests for rnnkit.io.checkpoint: safetensors in pure NumPy, atomic writes, checkpoint pairs.
+
+The safetensors package (a test dependency) is the oracle for the file format: files must pass
+between it and rnnkit in both directions, and rnnkit's writer must produce its exact bytes.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import safetensors.numpy as st
+
+from rnnkit.io import (
+    CheckpointError,
+    atomic_write_bytes,
+    atomic_write_text,
+    checkpoint_paths,
+    decode_tensors,
+    encode_tensors,
+    load_checkpoint,
+    load_tensors,
+    save_checkpoint,
+    save_tensors,
+)
+from rnnkit.io import checkpoint as ckpt
+
+ALL_DTYPES = [
+    np.bool_,
+    np.uint8,
+    np.int8,
+    np.int16,
+    np.uint16,
+    np.float16,
+    np.int32,
+    np.uint32,
+    np.float32,
+    np.float64,
+    np.int64,
+    np.uint64,
+]
+SHAPES = [(2, 3), (), (0, 3), (0,), (3, 1, 2)]
+
+
+def random_array(dtype: Any, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Values that exercise every bit: full integer ranges; floats with NaN, infinities and -0.0."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(dtype)
+    # np.asarray: with shape () the generators return NumPy scalars, not 0-d arrays.
+    if dtype.kind == "b":
+        return np.asarray(rng.integers(0, 2, size=shape), dtype=bool)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.asarray(rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True))
+    values = np.asarray(rng.standard_normal(size=shape) * 1000, dtype=dtype)
+    flat = values.reshape(-1)
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0], dtype=dtype)
+    flat[: min(flat.size, specials.size)] = specials[: flat.size]
+    return values
+
+
+def assert_identical(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Same dtype, same shape, same bytes (NaN payloads and the sign of zero included)."""
+    assert isinstance(actual, np.ndarray)
+    assert actual.dtype == expected.dtype
+    assert actual.shape == expected.shape
+    assert actual.tobytes() == expected.tobytes()
+
+
+def assert_same_tensors(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    assert sorted(actual) == sorted(expected)
+    for name in expected:
+        assert_identical(actual[name], expected[name])
+
+
+def assert_same_document(actual: Any, expected: Any) -> None:
+    """Deep equality that also compares arrays bit for bit and refuses int/float/bool look-alikes."""
+    assert type(actual) is type(expected), (actual, expected)
+    if isinstance(expected, dict):
+        assert list(actual) == list(expected)
+        for key in expected:
+            assert_same_document(actual[key], expected[key])
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected)
+        for a, e in zip(actual, expected, strict=True):
+            assert_same_document(a, e)
+    elif isinstance(expected, np.ndarray):
+        assert_identical(actual, expected)
+    else:
+        assert actual == expected
+
+
+def temp_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def mixed_tensors() -> dict[str, np.ndarray]:
+    return {
+        "rnn.weight_ih_l0": random_array(np.float32, (8, 3), seed=1),
+        "rnn.bias_hh_l0": random_array(np.float64, (8,), seed=2),
+        "embedding.weight": random_array(np.float32, (5, 3), seed=3),
+        "counts": random_array(np.int64, (4,), seed=4),
+        "lengths": random_array(np.int32, (2, 2), seed=5),
+        "scalar": np.array(2.5),
+        "empty": np.zeros((0, 4), dtype=np.float32),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# safetensors: round trips and interoperability
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_round_trip_is_bit_exact_for_every_dtype_and_shape(tmp_path: Path, dtype: Any) -> None:
+    tensors = {f"t{i}": random_array(dtype, shape, seed=i) for i, shape in enumerate(SHAPES)}
+    path = tmp_path / "x.safetensors"
+    save_tensors(path, tensors, metadata={"note": "é ✓"})
+    loaded, metadata = load_tensors(path)
+    assert_same_tensors(loaded, tensors)
+    assert metadata == {"note": "é ✓"}
+
+
+def test_loaded_arrays_are_owned_writable_native_copies(tmp_path: Path) -> None:
+    path = tmp_path / "x.safetensors"
+    save_tensors(path, {"w": np.arange(6, dtype=">f8").reshape(2, 3), "s": np.array(3, dtype=np.int32)})
+    loaded, metadata = load_tensors(path)
+    assert metadata == {}
+    for array in loaded.values():
+        assert array.flags.writeable and array.flags.owndata and array.dtype.isnative
+    # The big-endian input comes back with the same values as native float64.
+    np.testing.assert_array_equal(loaded["w"], np.arange(6.0).reshape(2, 3))
+    loaded["w"][0, 0] = 42.0
+    assert load_tensors(path)[0]["w"][0, 0] == 0.0
+
+
+def test_non_contiguous_input_is_written_in_c_order(tmp_path: Path) -> None:
+    base = np.arange(24, dtype=np.float32).reshape(4, 6)
+    view = base.T[::2]  # (3, 4), neither C- nor F-contiguous
+    path = tmp_path / "x.safetensors"
+    save_tensors(path, {"v": view})
+    assert_identical(load_tensors(path)[0]["v"], np.ascontiguousarray(view))
+    assert_identical(st.load_file(path)["v"], np.ascontiguousarray(view))
+
+
+def test_files_written_by_rnnkit_are_read_identically_by_safetensors(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    tensors = mixed_tensors()
+    path = tmp_path / "ours.safetensors"
+    save_tensors(path, tensors, metadata={"format": "np", "step": "12"})
+    assert_same_tensors(st.load_file(path), tensors)
+    with safe_open(path, framework="np") as handle:
+        assert handle.metadata() == {"format": "np", "step": "12"}
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_files_written_by_safetensors_are_read_identically(tmp_path: Path, dtype: Any) -> None:
+    tensors = {f"t{i}": random_array(dtype, shape, seed=i) for i, shape in enumerate(SHAPES)}
+    tensors.update(mixed_tensors())
+    path = tmp_path / "theirs.safetensors"
+    st.save_file(tensors, path, metadata={"k": "v"})
+    loaded, metadata = load_tensors(path)
+    assert_same_tensors(loaded, tensors)
+    assert metadata == {"k": "v"}
+
+
+@pytest.mark.parametrize("metadata", [None, {}, {"a": "b", "ключ": "значение"}])
+def test_encoding_is_byte_identical_to_the_reference(metadata: dict[str, str] | None) -> None:
+    # One tensor per dtype, named against the reference's dtype order, plus same-dtype ties broken by name.
+    tensors = {f"{chr(ord('z') - i)}": random_array(d, (3,), seed=i) for i, d in enumerate(ALL_DTYPES)}
+    tensors.update(mixed_tensors())
+    assert encode_tensors(tensors, metadata) == st.save(tensors, metadata=metadata)
+
+
+def test_empty_file_round_trips_and_matches_reference() -> None:
+    data = encode_tensors({})
+    assert data == st.save({}) == struct.pack("<Q", 8) + b"{}      "
+    assert decode_tensors(data) == ({}, {})
+
+
+def test_header_is_padded_to_a_multiple_of_eight_with_spaces() -> None:
+    for length in range(1, 12):
+        data = encode_tensors({"n" * length: np.zeros(1, np.float32)})
+        (header_len,) = struct.unpack("<Q", data[:8])
+        assert header_len % 8 == 0
+        header = data[8 : 8 + header_len]
+        assert header.rstrip(b" ").endswith(b"}")
+        assert json.loads(header)["n" * length] == {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+
+
+def test_encode_rejects_values_it_cannot_store() -> None:
+    with pytest.raises(TypeError, match="tensor 'w' must be an np.ndarray, got list"):
+        encode_tensors({"w": [1.0, 2.0]})
+    with pytest.raises(TypeError, match="tensor 'c' has dtype complex128"):
+        encode_tensors({"c": np.zeros(2, np.complex128)})
+    with pytest.raises(TypeError, match="tensor 'o' has dtype object"):
+        encode_tensors({"o": np.array([None])})
+    with pytest.raises(TypeError, match="tensor names must be str"):
+        encode_tensors({1: np.zeros(1)})
+    with pytest.raises(ValueError, match="'__metadata__' is reserved"):
+        encode_tensors({"__metadata__": np.zeros(1)})
+    with pytest.raises(TypeError, match="metadata must map str to str"):
+        encode_tensors({}, metadata={"step": 3})
+
+
+# --------------------------------------------------------------------------------------------------
+# safetensors: corrupt files
+# --------------------------------------------------------------------------------------------------
+
+
+def raw_file(header: dict[str, Any], buffer: bytes) -> bytes:
+    """A safetensors file with an arbitrary (possibly invalid) header."""
+    header_bytes = json.dumps(header).encode()
+    return struct.pack("<Q", len(header_bytes)) + header_bytes + buffer
+
+
+def f32_entry(begin: int, end: int, shape: list[int] | None = None) -> dict[str, Any]:
+    return {
+        "dtype": "F32",
+        "shape": [(end - begin) // 4] if shape is None else shape,
+        "data_offsets": [begin, end],
+    }
+
+
+def load_bytes(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(data)
+    load_tensors(path)
+
+
+def test_truncated_file_is_reported(tmp_path: Path) -> None:
+    good = encode_tensors(mixed_tensors())
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors: truncated: tensor '.*' ends at byte"):
+        load_bytes(tmp_path, good[:-3])
+    with pytest.raises(
+        CheckpointError, match=r"bad\.safetensors: truncated or not a safetensors file: the header"
+    ):
+        load_bytes(tmp_path, good[:20])
+    with pytest.raises(CheckpointError, match="truncated or not a safetensors file: 5 bytes"):
+        load_bytes(tmp_path, good[:5])
+    with pytest.raises(CheckpointError, match="truncated or not a safetensors file: 0 bytes"):
+        load_bytes(tmp_path, b"")
+
+
+def test_garbage_is_not_a_safetensors_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_bytes(tmp_path, b"this is a text file, certainly not tensors\n" * 4)
+    # A plausible length but a header that is not a JSON object.
+    with pytest.raises(CheckpointError, match="header does not start with '{'"):
+        load_bytes(tmp_path, struct.pack("<Q", 8) + b"[1, 2]  ")
+    with pytest.raises(CheckpointError, match="not a safetensors file: header length"):
+        load_bytes(tmp_path, struct.pack("<Q", 200_000_000) + b"{" + b" " * 200_000_000)
+
+
+@pytest.mark.parametrize(
+    ("header_bytes", "message"),
+    [
+        (b'{"w": {"dtype": "F32", ', "header is not valid UTF-8 JSON"),
+        (b'{"w": "\xff\xfe"}', "header is not valid UTF-8 JSON"),
+        (b'{"a": 1, "a": 2}', "duplicate key 'a'"),
+    ],
+)
+def test_bad_json_header_is_reported(tmp_path: Path, header_bytes: bytes, message: str) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        load_bytes(tmp_path, struct.pack("<Q", len(header_bytes)) + header_bytes)
+
+
+@pytest.mark.parametrize(
+    ("header", "buffer", "message"),
+    [
+        (
+            {"w": {"dtype": "X", "shape": [1], "data_offsets": [0, 4]}},
+            b"\0" * 4,
+            "unknown dtype 'X' for tensor 'w'",
+        ),
+        (
+            {"w": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}},
+            b"\0" * 4,
+            "'BF16', which NumPy cannot",
+        ),
+        ({"w": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4, "unknown dtype"),
+        (
+            {"w": {"dtype": "F32", "shape": [1]}},
+            b"\0" * 4,
+            "must be an object with dtype, shape and data_offsets",
+        ),
+        ({"w": [1, 2]}, b"", "must be an object with dtype"),
+        ({"w": f32_entry(0, 4, shape=[-1])}, b"\0" * 4, r"shape \[-1\], not a list of non-negative"),
+        ({"w": f32_entry(0, 4, shape=[True])}, b"\0" * 4, "not a list of non-negative integers"),
+        ({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0]}}, b"\0" * 4, "not a pair of non-negative"),
+        ({"w": f32_entry(4, 0, shape=[1])}, b"\0" * 4, "end before they begin"),
+        ({"w": f32_entry(0, 8, shape=[1])}, b"\0" * 8, r"shape \[1\] of F32 needs 4 bytes but .* span 8"),
+        ({"w": f32_entry(0, 8), "v": f32_entry(4, 12)}, b"\0" * 12, "tensor 'v' .* overlaps tensor 'w'"),
+        ({"w": f32_entry(0, 4), "v": f32_entry(0, 4)}, b"\0" * 4, "tensor 'w' .* overlaps tensor 'v'"),
+        (
+            {"w": f32_entry(0, 4), "v": f32_entry(8, 12)},
+            b"\0" * 12,
+            "tensor 'v' .* leaves a gap of 4 bytes after tensor 'w'",
+        ),
+        ({"w": f32_entry(4, 8)}, b"\0" * 8, "tensor 'w' .* leaves a gap of 4 bytes before it"),
+        ({"w": f32_entry(0, 4)}, b"\0" * 8, "4 trailing bytes after the last tensor"),
+        ({"w": f32_entry(0, 8)}, b"\0" * 4, "truncated: tensor 'w' ends at byte 8 .* only 4 bytes"),
+        ({"__metadata__": {"step": 3}}, b"", "'__metadata__' must be an object mapping str to str"),
+        (
+            {"b": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}},
+            b"\x01\x02",
+            "bytes other than 0 and 1",
+        ),
+    ],
+)
+def test_inconsistent_headers_are_reported(
+    tmp_path: Path, header: dict[str, Any], buffer: bytes, message: str
+) -> None:
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors: .*" + message):
+        load_bytes(tmp_path, raw_file(header, buffer))
+
+
+def test_missing_file_is_a_checkpoint_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"nope\.safetensors: safetensors file does not exist"):
+        load_tensors(tmp_path / "nope.safetensors")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_tensors(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------------
+
+
+def test_atomic_write_creates_and_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    atomic_write_text(path, "first\n")
+    atomic_write_text(path, "second ✓\r\n")
+    assert path.read_bytes() == "second ✓\r\n".encode()
+    assert temp_files(tmp_path) == []
+    with pytest.raises(TypeError, match="data must be bytes"):
+        atomic_write_bytes(path, "text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="text must be a str"):
+        atomic_write_text(path, b"bytes")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_write_gives_ordinary_permissions(tmp_path: Path) -> None:
+    # A temporary file made by tempfile.mkstemp is 0o600; the result must follow the umask instead.
+    old_umask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    path = tmp_path / "model.safetensors"
+    save_tensors(path, {"w": np.ones(3, np.float32)})
+    before = path.read_bytes()
+
+    def crash(*args: Any) -> None:
+        raise OSError(f"simulated crash in os.{failing}")
+
+    monkeypatch.setattr(ckpt.os, failing, crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        save_tensors(path, {"w": np.zeros(1000, np.float32)})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert temp_files(tmp_path) == []
+    assert_same_tensors(load_tensors(path)[0], {"w": np.ones(3, np.float32)})
+
+
+def test_killed_process_never_leaves_a_torn_file(tmp_path: Path) -> None:
+    # A real crash runs no cleanup: the child process dies (os._exit) right before the rename.
+    path = tmp_path / "model.safetensors"
+    save_tensors(path, {"w": np.ones(3, np.float32)})
+    before = path.read_bytes()
+    child = (
+        "import os, sys, numpy as np\n"
+        "from rnnkit.io import checkpoint\n"
+        "checkpoint.os.replace = lambda *a: os._exit(3)\n"
+        "checkpoint.save_tensors(sys.argv[1], {'w': np.zeros(1000, np.float32)})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, timeout=60)
+    assert result.returncode == 3, result.stderr.decode()
+    assert path.read_bytes() == before
+    # The complete new data sits in the stray temporary file, never under the real name.
+    (stray,) = temp_files(tmp_path)
+    assert stray.startswith(".model.safetensors.")
+    assert decode_tensors((tmp_path / stray).read_bytes())[0]["w"].shape == (1000,)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def training_document(rng: np.random.Generator) -> dict[str, Any]:
+    params = mixed_tensors()
+    return {
+        "config": {
+            "hidden_size": 8,
+            "cell": "lstm",
+            "lr": 0.002,
+            "clip": None,
+            "bidirectional": False,
+            "sizes": [8, 8],
+        },
+        "vocab": ["\n", " ", "a", "é", "✓", '"', "\\"],
+        "step": 1234,
+        "losses": [4.25, 3.5, 1e-300, -0.0],
+        "optimizer": {
+            "name": "adam",
+            "t": 1234,
+            "m": {name: random_array(np.float32, p.shape, seed=7) for name, p in params.items() if p.size},
+            "v": {
+                name: random_array(np.uint16, p.shape, seed=8).astype(np.float32)
+                for name, p in params.items()
+                if p.size
+            },
+        },
+        "rng": rng.bit_generator.state,
+        "history": [{"step": 1, "loss": 4.0}, np.array([1.5, 2.5])],
+    }
+
+
+def test_checkpoint_round_trip_restores_weights_and_document(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2024)
+    rng.standard_normal(17)  # advance, so the state is not the seed's
+    weights = mixed_tensors()
+    document = training_document(rng)
+    assert document["rng"]["state"]["state"] > 2**64  # PCG64's 128-bit state: a big int for JSON
+
+    weights_path, document_path = save_checkpoint(tmp_path / "model", weights, document)
+    assert (weights_path, document_path) == (tmp_path / "model.safetensors", tmp_path / "model.json")
+    loaded_weights, loaded_document = load_checkpoint(tmp_path / "model")
+    assert_same_tensors(loaded_weights, weights)
+    assert_same_document(loaded_document, document)
+
+    # The restored RNG continues exactly where the saved one was.
+    resumed = np.random.default_rng()
+    resumed.bit_generator.state = loaded_document["rng"]
+    np.testing.assert_array_equal(resumed.standard_normal(5), rng.standard_normal(5))
+    assert resumed.integers(0, 2**63, size=3).tolist() == rng.integers(0, 2**63, size=3).tolist()
+
+
+def test_checkpoint_files_are_plain_and_readable_by_other_tools(tmp_path: Path) -> None:
+    document = training_document(np.random.default_rng(0))
+    save_checkpoint(tmp_path / "model", mixed_tensors(), document)
+
+    envelope = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
+    assert envelope["format"] == "rnnkit.checkpoint" and envelope["version"] == 1
+    assert envelope["document"]["step"] == 1234
+    assert envelope["document"]["vocab"] == document["vocab"]
+    m_ref = envelope["document"]["optimizer"]["m"]["rnn.weight_ih_l0"]
+    assert m_ref == {"__ndarray__": "doc/optimizer/m/rnn.weight_ih_l0"}
+    assert envelope["document"]["history"][1] == {"__ndarray__": "doc/history/1"}
+
+    # The weights file is ordinary safetensors: weights under their own names, document arrays under doc/.
+    theirs = st.load_file(tmp_path / "model.safetensors")
+    assert_identical(theirs["rnn.weight_ih_l0"], mixed_tensors()["rnn.weight_ih_l0"])
+    assert_identical(
+        theirs["doc/optimizer/m/rnn.weight_ih_l0"], document["optimizer"]["m"]["rnn.weight_ih_l0"]
+    )
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.MT19937, np.random.Philox, np.random.SFC64])
+def test_rng_states_holding_arrays_round_trip(tmp_path: Path, bit_generator: Any) -> None:
+    # MT19937 keeps a uint32 key array, Philox uint64 arrays: they travel through the weights file.
+    rng = np.random.Generator(bit_generator(5))
+    rng.random(3)
+    save_checkpoint(tmp_path / "c", {}, {"rng": rng.bit_generator.state})
+    _, document = load_checkpoint(tmp_path / "c")
+    resumed = np.random.Generator(bit_generator())
+    resumed.bit_generator.state = document["rng"]
+    np.testing.assert_array_equal(resumed.random(4), rng.random(4))
+
+
+def test_checkpoint_paths_accept_the_stem_or_either_file() -> None:
+    expected = (Path("runs/model.safetensors"), Path("runs/model.json"))
+    assert checkpoint_paths("runs/model") == expected
+    assert checkpoint_paths(Path("runs/model.json")) == expected
+    assert checkpoint_paths("runs/model.safetensors") == expected
+    assert checkpoint_paths("runs/model.v2") == (
+        Path("runs/model.v2.safetensors"),
+        Path("runs/model.v2.json"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("document", "error", "message"),
+    [
+        ({"config": {"sizes": (8, 8)}}, TypeError, r"document\['config'\]\['sizes'\] is a tuple"),
+        ({"step": np.int64(3)}, TypeError, r"document\['step'\] is a NumPy scalar \(int64\)"),
+        ({"losses": [1.0, float("nan")]}, ValueError, r"document\['losses'\]\[1\] is nan"),
+        ({"lr": float("inf")}, ValueError, r"document\['lr'\] is inf"),
+        ({"vocab": {1: "a"}}, TypeError, r"document\['vocab'\]: keys must be str"),
+        ({"x": {"__ndarray__": "doc/x"}}, ValueError, "'__ndarray__' is reserved"),
+        ({"a/b": np.zeros(1), "a": {"b": np.ones(1)}}, ValueError, "'doc/a/b' is already used"),
+        ({"when": object()}, TypeError, r"document\['when'\] has type object"),
+        ({"m": np.zeros(2, np.complex64)}, TypeError, "has dtype complex64"),
+    ],
+)
+def test_documents_that_would_not_round_trip_are_refused_before_writing(
+    tmp_path: Path, document: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        save_checkpoint(tmp_path / "c", {"w": np.zeros(1)}, document)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reserved_weight_names_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'doc/w': names starting with 'doc/' are reserved"):
+        save_checkpoint(tmp_path / "c", {"doc/w": np.zeros(1)}, {})
+    with pytest.raises(TypeError, match="document must be a dict"):
+        save_checkpoint(tmp_path / "c", {}, [])  # type: ignore[arg-type]
+
+
+def test_crash_while_writing_weights_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = {"w": np.full(3, 1.0)}
+    save_checkpoint(tmp_path / "c", old, {"step": 1})
+
+    def crash(*args: Any) -> None:
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(ckpt.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        save_checkpoint(tmp_path / "c", {"w": np.full(3, 2.0)}, {"step": 2})
+    monkeypatch.undo()
+    weights, document = load_checkpoint(tmp_path / "c")
+    assert_same_tensors(weights, old)
+    assert document == {"step": 1}
+    assert temp_files(tmp_path) == []
+
+
+def test_crash_between_the_two_writes_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_checkpoint(tmp_path / "c", {"w": np.full(3, 1.0)}, {"step": 1})
+    real_replace = os.replace
+    calls = []
+
+    def replace_then_crash(src: Any, dst: Any) -> None:
+        calls.append(Path(dst).name)
+        if len(calls) == 2:  # the weights are in place, the document is not
+            raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", replace_then_crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        save_checkpoint(tmp_path / "c", {"w": np.full(3, 2.0)}, {"step": 2})
+    monkeypatch.undo()
+    assert calls == ["c.safetensors", "c.json"]
+    assert temp_files(tmp_path) == []
+    with pytest.raises(CheckpointError, match=r"c\.safetensors: weights do not match c\.json .* interrupted"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_hash_mismatch_from_swapped_weights_is_detected(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "a", {"w": np.zeros(2)}, {})
+    save_checkpoint(tmp_path / "b", {"w": np.ones(2)}, {})
+    (tmp_path / "a.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=r"a\.safetensors: weights do not match a\.json \(sha256"):
+        load_checkpoint(tmp_path / "a.json")
+
+
+def test_missing_files_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"nothing\.json: checkpoint document does not exist"):
+        load_checkpoint(tmp_path / "nothing")
+    save_checkpoint(tmp_path / "c", {"w": np.zeros(2)}, {})
+    (tmp_path / "c.json").unlink()
+    with pytest.raises(
+        CheckpointError, match=r"c\.json: document file does not exist, but c\.safetensors does"
+    ):
+        load_checkpoint(tmp_path / "c")
+    save_checkpoint(tmp_path / "d", {"w": np.zeros(2)}, {})
+    (tmp_path / "d.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"d\.safetensors: checkpoint weights file does not exist"):
+        load_checkpoint(tmp_path / "d")
+
+
+def rewrite_envelope(path: Path, change: Any) -> None:
+    envelope = json.loads(path.read_text(encoding="utf-8"))
+    change(envelope)
+    path.write_text(json.dumps(envelope), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda e: e.update(format="something-else"), "not an rnnkit checkpoint document"),
+        (lambda e: e.update(version=99), "checkpoint version 99 is not supported"),
+        (lambda e: e.pop("weights_sha256"), "'weights_sha256' .* is missing"),
+        (lambda e: e["document"].update(m={"__ndarray__": "doc/zz"}), "array reference .* names no array"),
+        (lambda e: e["document"].pop("m"), r"document arrays \['doc/m'\] are not referenced"),
+    ],
+)
+def test_inconsistent_documents_are_reported(tmp_path: Path, change: Any, message: str) -> None:
+    save_checkpoint(tmp_path / "c", {"w": np.zeros(2)}, {"m": np.ones(2)})
+    rewrite_envelope(tmp_path / "c.json", change)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "c")
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"format": NaN}', "\udcff", '{"a": 1, "a": 1}'])
+def test_corrupt_document_json_is_reported(tmp_path: Path, text: str) -> None:
+    save_checkpoint(tmp_path / "c", {"w": np.zeros(2)}, {})
+    (tmp_path / "c.json").write_bytes(text.encode("utf-8", errors="surrogateescape"))
+    with pytest.raises(CheckpointError, match=r"c\.json: not valid UTF-8 JSON"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_loading_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("pickle or np.load was used")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, forbidden)
+    monkeypatch.setattr(np, "load", forbidden)
+    document = training_document(np.random.default_rng(1))
+    save_checkpoint(tmp_path / "c", mixed_tensors(), document)
+    _, loaded = load_checkpoint(tmp_path / "c")
+    assert_same_document(loaded, document)
+    # And the module does not even import a deserializer that can run code.
+    tree = ast.parse(Path(ckpt.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert "numpy" in imported and not imported & {"pickle", "marshal", "shelve", "dill", "cloudpickle"}
