@@ -1,0 +1,18 @@
+"""Per-step cell math: pure step functions, one file per cell (see ``_spec.py`` for the contract)."""
+
+from rnnkit.cells._spec import CellSpec, sigmoid
+from rnnkit.cells.gru import GRU_CELL, GRUCache
+from rnnkit.cells.lstm import LSTM_CELL, LSTMCache
+from rnnkit.cells.rnn import RNN_RELU_CELL, RNN_TANH_CELL, RNNCache
+
+__all__ = [
+    "CellSpec",
+    "sigmoid",
+    "GRU_CELL",
+    "GRUCache",
+    "LSTM_CELL",
+    "LSTMCache",
+    "RNN_RELU_CELL",
+    "RNN_TANH_CELL",
+    "RNNCache",
+]

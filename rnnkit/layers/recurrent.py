@@ -1,0 +1,364 @@
+"""Batch-first recurrent layers with PyTorch's names and layouts: :class:`RNN`, :class:`LSTM`, :class:`GRU`.
+
+A layer is a cell (:mod:`rnnkit.cells`) run by the one time loop (:mod:`rnnkit.unroll`); stacking
+and bidirectionality are composition of that loop:
+
+* layer ``l`` reads the output of layer ``l-1`` (both directions concatenated along features);
+* the reverse direction runs the same forward loop on each sequence reversed *within its length*
+  and reverses the result back, so a padded sequence's reverse pass starts at its last valid step.
+
+Nothing about a forward pass is kept in the layer object: ``forward`` returns an explicit cache
+that ``backward`` takes back, so several forward passes can be in flight and truncated BPTT is
+just passing ``state`` on.  Shapes: ``x`` ``(B, T, I)``, ``out`` ``(B, T, D*H)``, each state
+``(L*D, B, H)`` (L layers, D directions), as in ``torch.nn`` with ``batch_first=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from rnnkit._types import Array, Grads, IntArray, Params
+from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec
+from rnnkit.unroll import UnrollCache, Weights, batch_sizes_from_lengths, unroll_backward, unroll_forward
+
+State = Any
+"""``h`` ``(L*D, B, H)`` for RNN and GRU; the pair ``(h, c)`` for LSTM."""
+
+
+class RecurrentCache(NamedTuple):
+    """What :meth:`Recurrent.backward` needs from :meth:`Recurrent.forward`."""
+
+    units: list[UnrollCache]     # one per (layer, direction), index l*D + d
+    order: IntArray | None       # batch permutation sorting the lengths (longest first), or None
+    rev_index: IntArray | None   # (T, B) reversal within each length (sorted order), or None
+    x_shape: tuple[int, int, int]
+
+
+class Recurrent:
+    """A stacked, optionally bidirectional recurrent layer over any cell (see the module docstring)."""
+
+    cell: CellSpec
+
+    def __init__(
+        self,
+        cell: CellSpec,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.cell = cell
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.params: Params = self._init_params(np.random.default_rng(seed))
+
+    # ------------------------------------------------------------------ parameters
+    def _suffix(self, layer: int, direction: int) -> str:
+        return f"_l{layer}" + ("_reverse" if direction else "")
+
+    def _param_shapes(self) -> dict[str, tuple[int, ...]]:
+        GH, H = self.cell.num_gates * self.hidden_size, self.hidden_size
+        shapes = {}
+        for layer in range(self.num_layers):
+            in_size = self.input_size if layer == 0 else self.num_directions * H
+            for direction in range(self.num_directions):
+                s = self._suffix(layer, direction)
+                shapes[f"weight_ih{s}"] = (GH, in_size)
+                shapes[f"weight_hh{s}"] = (GH, H)
+                shapes[f"bias_ih{s}"] = (GH,)
+                shapes[f"bias_hh{s}"] = (GH,)
+        return shapes
+
+    def _init_params(self, rng: np.random.Generator) -> Params:
+        # PyTorch's initialisation: every parameter ~ U(-1/sqrt(H), 1/sqrt(H)).
+        k = 1.0 / np.sqrt(self.hidden_size)
+        return {
+            name: rng.uniform(-k, k, size=shape).astype(self.dtype)
+            for name, shape in self._param_shapes().items()
+        }
+
+    def _weights(self, layer: int, direction: int) -> Weights:
+        s = self._suffix(layer, direction)
+        p = self.params
+        return Weights(p[f"weight_ih{s}"], p[f"weight_hh{s}"], p[f"bias_ih{s}"], p[f"bias_hh{s}"])
+
+    def state_dict(self) -> Params:
+        """A copy of the parameters (PyTorch's names)."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Replace the parameters; every key must be present, known and of the right shape."""
+        expected = self._param_shapes()
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        loaded = {}
+        for name, shape in expected.items():
+            value = np.asarray(state_dict[name])
+            if value.shape != shape:
+                raise ValueError(f"load_state_dict: {name!r} has shape {value.shape}, expected {shape}")
+            if not np.issubdtype(value.dtype, np.floating):
+                raise ValueError(f"load_state_dict: {name!r} has dtype {value.dtype}, expected a float array")
+            loaded[name] = np.array(value, dtype=self.dtype, copy=True)
+        self.params = loaded
+
+    # ------------------------------------------------------------------ helpers
+    def _unit_states(self, state: tuple[Array, ...], order: IntArray | None) -> list[list[Array]]:
+        """(L*D, B, H) per state -> per unit, a list of feature-major (H, B) states."""
+        units = []
+        for u in range(self.num_layers * self.num_directions):
+            per_state = []
+            for s in state:
+                su = s[u] if order is None else s[u][order]
+                per_state.append(np.ascontiguousarray(su.T))
+            units.append(per_state)
+        return units
+
+    @staticmethod
+    def _reverse(seq: Array, rev_index: IntArray | None) -> Array:
+        """Reverse a feature-major (F, T, B) sequence in time, each column within its own length."""
+        if rev_index is None:
+            return seq[:, ::-1]
+        return seq[:, rev_index, np.arange(seq.shape[2])]
+
+    def _pack_state(self, finals: list[tuple[Array, ...]], inv: IntArray | None) -> State:
+        stacked = []
+        for k in range(len(self.cell.state_names)):
+            s = np.stack([f[k].T for f in finals])  # (L*D, B, H)
+            stacked.append(s if inv is None else s[:, inv])
+        return tuple(stacked) if len(stacked) > 1 else stacked[0]
+
+    # ------------------------------------------------------------------ validation
+    def _check_array(self, name: str, a: Any, shape: tuple[int, ...]) -> Array:
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{name} must be a NumPy array, got {type(a).__name__}")
+        if a.shape != shape:
+            raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
+        if a.dtype != self.dtype:
+            raise ValueError(
+                f"{name} has dtype {a.dtype} but the layer's parameters are {self.dtype}; "
+                f"convert it with .astype(np.{self.dtype}) or build the layer with dtype=np.{a.dtype}"
+            )
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return a
+
+    def _check_state(self, name: str, state: Any, B: int) -> tuple[Array, ...]:
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        n = len(self.cell.state_names)
+        if n == 1:
+            return (self._check_array(name, state, shape),)
+        if not isinstance(state, (tuple, list)) or len(state) != n:
+            raise ValueError(f"{name} must be a pair (h, c) of arrays of shape {shape}")
+        return tuple(
+            self._check_array(f"{name}[{k}] ({s})", a, shape)
+            for k, (s, a) in enumerate(zip(self.cell.state_names, state, strict=True))
+        )
+
+    def _check_lengths(self, lengths: Any, B: int, T: int) -> IntArray:
+        lengths = np.asarray(lengths)
+        if not np.issubdtype(lengths.dtype, np.integer):
+            raise ValueError(f"lengths must be an integer array, got dtype {lengths.dtype}")
+        if lengths.shape != (B,):
+            raise ValueError(f"lengths has shape {lengths.shape}, expected ({B},) (one length per sequence)")
+        if lengths.min() < 1 or lengths.max() > T:
+            raise ValueError(f"lengths must lie in 1..{T} (T = x.shape[1]), got values in "
+                             f"{lengths.min()}..{lengths.max()}")
+        return lengths.astype(np.int64)
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(
+        self,
+        x: Array,
+        state: State | None = None,
+        lengths: IntArray | None = None,
+        *,
+        keep_cache: bool = True,
+    ) -> tuple[Array, State, RecurrentCache | None]:
+        """Run the layer over a batch of sequences.
+
+        Args:
+            x: ``(B, T, I)`` input, the layer's dtype.
+            state: initial state (zeros when None): ``h`` ``(L*D, B, H)``, or ``(h, c)`` for LSTM.
+            lengths: ``(B,)`` integers in ``1..T``, each sequence's true length (None: all ``T``).
+                Outputs past a sequence's end are zero and its final state is the state after
+                its last valid step; the reverse direction starts at that step.
+            keep_cache: False for inference (no backward possible; faster, less memory).
+
+        Returns:
+            ``(out, state, cache)``: ``out`` ``(B, T, D*H)``, the final state in the same form as
+            ``state``, and the cache for :meth:`backward` (None when ``keep_cache`` is False).
+        """
+        if not isinstance(x, np.ndarray) or x.ndim != 3:
+            got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
+            raise ValueError(f"x must be a batch-first array (B, T, I) with I = {self.input_size}, got {got}")
+        B, T, _ = x.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"x must hold at least one sequence of at least one step, got shape {x.shape}")
+        self._check_array("x", x, (B, T, self.input_size))
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        if state is None:
+            zeros = np.zeros((L * D, B, H), self.dtype)
+            state_t = tuple(zeros for _ in self.cell.state_names)
+        else:
+            state_t = self._check_state("state", state, B)
+
+        order = batch_sizes = rev_index = inv = None
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, B, T)
+            order = np.argsort(-lengths, kind="stable")
+            inv = np.argsort(order)
+            sorted_lengths = lengths[order]
+            batch_sizes = batch_sizes_from_lengths(sorted_lengths, T)
+            if D == 2:
+                t = np.arange(T)[:, None]
+                rev_index = np.where(t < sorted_lengths, sorted_lengths - 1 - t, t)  # (T, B)
+        x_fm = x.transpose(2, 1, 0) if order is None else x.transpose(2, 1, 0)[:, :, order]
+        layer_in = np.ascontiguousarray(x_fm)  # (I, T, B)
+        states0 = self._unit_states(state_t, order)
+
+        units, finals = [], []
+        for layer in range(L):
+            outs = []
+            for direction in range(D):
+                u = layer * D + direction
+                seq = layer_in if direction == 0 else self._reverse(layer_in, rev_index)
+                out, final, cache = unroll_forward(
+                    self.cell, self._weights(layer, direction), seq, states0[u], batch_sizes, keep_cache
+                )
+                outs.append(out if direction == 0 else self._reverse(out, rev_index))
+                finals.append(final)
+                units.append(cache)
+            layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=0)  # (D*H, T, B)
+
+        out_bf = layer_in.transpose(2, 1, 0)
+        out_bf = np.ascontiguousarray(out_bf if inv is None else out_bf[inv])
+        rcache = RecurrentCache(units, order, rev_index, (B, T, self.input_size)) if keep_cache else None
+        return out_bf, self._pack_state(finals, inv), rcache
+
+    def backward(
+        self,
+        d_out: Array | None,
+        d_state: State | None,
+        cache: RecurrentCache,
+    ) -> tuple[Array, State, Grads]:
+        """Backpropagation through time.
+
+        Args:
+            d_out: ``(B, T, D*H)`` gradient of the loss with respect to ``out`` (None: zero).
+            d_state: gradient with respect to the final state, same form as the state (None: zero).
+            cache: from :meth:`forward` of the same call.
+
+        Returns:
+            ``(dx, d_state0, grads)``: ``dx`` ``(B, T, I)``, the gradient with respect to the initial
+            state (same form as the state), and ``grads`` with exactly the keys of :attr:`params`.
+        """
+        if not isinstance(cache, RecurrentCache):
+            raise ValueError("cache must be the cache returned by forward(..., keep_cache=True)")
+        B, T, _ = cache.x_shape
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        order, rev_index = cache.order, cache.rev_index
+        inv = None if order is None else np.argsort(order)
+        if d_out is not None:
+            self._check_array("d_out", d_out, (B, T, D * H))
+            d_fm = d_out.transpose(2, 1, 0) if order is None else d_out.transpose(2, 1, 0)[:, :, order]
+            d_layer: Array | None = np.ascontiguousarray(d_fm)  # (D*H, T, B)
+        else:
+            d_layer = None
+        d_finals = None if d_state is None else self._unit_states(self._check_state("d_state", d_state, B), order)
+
+        grads: Grads = {}
+        d_states0: list[tuple[Array, ...]] = [()] * (L * D)
+        for layer in reversed(range(L)):
+            d_in = None
+            for direction in range(D):
+                u = layer * D + direction
+                d_o = None if d_layer is None else d_layer[direction * H : (direction + 1) * H]
+                if d_o is not None and direction == 1:
+                    d_o = self._reverse(d_o, rev_index)
+                w = self._weights(layer, direction)
+                dx, d_s0, g = unroll_backward(
+                    self.cell, w, cache.units[u], d_o, None if d_finals is None else d_finals[u]
+                )
+                if direction == 1:
+                    dx = self._reverse(dx, rev_index)
+                d_in = dx if d_in is None else d_in + dx
+                d_states0[u] = d_s0
+                s = self._suffix(layer, direction)
+                grads[f"weight_ih{s}"], grads[f"weight_hh{s}"] = g.w_ih, g.w_hh
+                grads[f"bias_ih{s}"], grads[f"bias_hh{s}"] = g.b_ih, g.b_hh
+            d_layer = d_in
+        assert d_layer is not None
+        dx_bf = d_layer.transpose(2, 1, 0)
+        dx_bf = np.ascontiguousarray(dx_bf if inv is None else dx_bf[inv])
+        return dx_bf, self._pack_state(d_states0, inv), {k: grads[k] for k in self.params}
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, dtype={self.dtype.name})")
+
+
+class RNN(Recurrent):
+    """Elman RNN, ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, f = tanh or relu (as ``torch.nn.RNN``)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        cells = {"tanh": RNN_TANH_CELL, "relu": RNN_RELU_CELL}
+        if nonlinearity not in cells:
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(cells[nonlinearity], input_size, hidden_size, num_layers, bidirectional, dtype, seed)
+
+
+class LSTM(Recurrent):
+    """Long short-term memory, gates i, f, g, o (as ``torch.nn.LSTM``); the state is ``(h, c)``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(LSTM_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed)
+
+
+class GRU(Recurrent):
+    """Gated recurrent unit, gates r, z, n with the reset gate on ``W_hn h + b_hn`` (as ``torch.nn.GRU``)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(GRU_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed)
