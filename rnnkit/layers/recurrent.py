@@ -51,7 +51,8 @@ class Recurrent:
         dtype: Any = np.float32,
         seed: int | None = None,
     ) -> None:
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        sizes = {"input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers}
+        for name, value in sizes.items():
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.dtype = np.dtype(dtype)
@@ -279,7 +280,9 @@ class Recurrent:
             d_layer: Array | None = np.ascontiguousarray(d_fm)  # (D*H, T, B)
         else:
             d_layer = None
-        d_finals = None if d_state is None else self._unit_states(self._check_state("d_state", d_state, B), order)
+        d_finals = None
+        if d_state is not None:
+            d_finals = self._unit_states(self._check_state("d_state", d_state, B), order)
 
         grads: Grads = {}
         d_states0: list[tuple[Array, ...]] = [()] * (L * D)
@@ -315,7 +318,7 @@ class Recurrent:
 
 
 class RNN(Recurrent):
-    """Elman RNN, ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, f = tanh or relu (as ``torch.nn.RNN``)."""
+    """Elman RNN (as ``torch.nn.RNN``): ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, f tanh/relu."""
 
     def __init__(
         self,
