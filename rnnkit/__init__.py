@@ -1,7 +1,42 @@
-"""rnnkit: recurrent neural networks (RNN, LSTM, GRU) from first principles in NumPy."""
+"""rnnkit: recurrent neural networks (RNN, LSTM, GRU) from first principles in NumPy.
 
+The public API, by stratum (each imports only from the ones before it):
+
+* cells and the BPTT loop: :mod:`rnnkit.cells`, :mod:`rnnkit.unroll`;
+* layers: :class:`RNN`, :class:`LSTM`, :class:`GRU` (batch-first, PyTorch's names and layouts);
+* the textbook API: :mod:`rnnkit.textbook` (``rnn_cell_forward``, ``lstm_backward``, ...);
+* training: losses, clipping, optimizers, gradient checking.
+"""
+
+from rnnkit import optim
+from rnnkit.clip import clip_grad_norm, clip_grad_value
+from rnnkit.gradcheck import GradcheckReport, gradcheck
 from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
+from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "LSTM", "RNN", "__version__"]
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "CosineAnnealingLR",
+    "GradcheckReport",
+    "LinearWarmup",
+    "RMSprop",
+    "StepLR",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "gradcheck",
+    "log_softmax",
+    "mse",
+    "optim",
+    "softmax",
+    "softmax_cross_entropy",
+    "__version__",
+]
