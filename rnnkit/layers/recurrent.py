@@ -154,7 +154,8 @@ class Recurrent:
                 f"{name} has dtype {a.dtype} but the layer's parameters are {self.dtype}; "
                 f"convert it with .astype(np.{self.dtype}) or build the layer with dtype=np.{a.dtype}"
             )
-        if not np.isfinite(a).all():
+        # min and max propagate NaN and show ±inf, without the temporary array of isfinite(a).
+        if not (np.isfinite(a.min()) and np.isfinite(a.max())):
             raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
