@@ -1,0 +1,160 @@
+"""A fully connected layer applied at every time step, as ``torch.nn.Linear``.
+
+``Linear`` maps the last axis of any array ``(..., in_features)`` to ``(..., out_features)``, so the
+same layer is the output head of a recurrent model (``(B, T, H) -> (B, T, V)``) and an ordinary
+dense layer.  All steps of all sequences go through one matrix product over ``x.reshape(-1, in)``.
+
+The module also holds :func:`checked_state_dict`, the ``load_state_dict`` validation shared by the
+feed-forward layers and :class:`~rnnkit.layers.sequential.Sequential`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from rnnkit._types import Array, Grads, Params
+
+
+class LinearCache(NamedTuple):
+    """What :meth:`Linear.backward` needs from :meth:`Linear.forward`."""
+
+    x: Array  # (..., in_features) the input
+
+
+def check_dtype(dtype: Any) -> np.dtype[Any]:
+    """The layers' parameter dtype, float32 or float64, as a ``np.dtype``."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def check_size(name: str, value: Any) -> int:
+    """A positive integer size argument (``in_features``, ``num_embeddings`` ...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def checked_state_dict(
+    state_dict: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, ...]],
+    dtype: np.dtype[Any],
+) -> Params:
+    """Validate ``state_dict`` against the expected ``shapes`` and return float copies in ``dtype``.
+
+    Every expected key must be present and no other key may appear; every value must be a
+    floating-point array of the expected shape.  The error messages name the offending keys, so a
+    failed load says exactly what to fix, and nothing is returned (nor loaded) on failure.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
+    missing = sorted(set(shapes) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(shapes))
+    if missing or unexpected:
+        raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+    loaded = {}
+    for name, shape in shapes.items():
+        value = np.asarray(state_dict[name])
+        if value.shape != tuple(shape):
+            raise ValueError(f"load_state_dict: {name!r} has shape {value.shape}, expected {tuple(shape)}")
+        if not np.issubdtype(value.dtype, np.floating):
+            raise ValueError(f"load_state_dict: {name!r} has dtype {value.dtype}, expected a float array")
+        loaded[name] = np.array(value, dtype=dtype, copy=True)
+    return loaded
+
+
+def check_float_input(name: str, a: Any, dtype: np.dtype[Any]) -> Array:
+    """``a`` must be a finite NumPy array of exactly ``dtype`` (the layer's); it is never converted."""
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a NumPy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise ValueError(
+            f"{name} has dtype {a.dtype} but the layer's parameters are {dtype}; "
+            f"convert it with .astype(np.{dtype}) or build the layer with dtype=np.{a.dtype}"
+        )
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+class Linear:
+    """``y = x W^T + b`` over the last axis, at every time step (as ``torch.nn.Linear``).
+
+    Parameters (PyTorch's names and layouts): ``weight`` ``(out_features, in_features)`` and
+    ``bias`` ``(out_features,)``, both initialised ``U(-1/sqrt(in_features), 1/sqrt(in_features))``
+    like PyTorch's default.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        self.in_features = check_size("in_features", in_features)
+        self.out_features = check_size("out_features", out_features)
+        self.dtype = check_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        k = 1.0 / np.sqrt(self.in_features)
+        self.params: Params = {
+            name: rng.uniform(-k, k, size=shape).astype(self.dtype)
+            for name, shape in self._param_shapes().items()
+        }
+
+    def _param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
+
+    def state_dict(self) -> Params:
+        """A copy of the parameters (``weight``, ``bias``)."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Replace the parameters; every key must be present, known and of the right shape."""
+        self.params = checked_state_dict(state_dict, self._param_shapes(), self.dtype)
+
+    def forward(self, x: Array) -> tuple[Array, LinearCache]:
+        """Apply the layer to the last axis of ``x``.
+
+        Args:
+            x: ``(..., in_features)``, e.g. ``(B, T, H)``; the layer's dtype.
+
+        Returns:
+            ``(out, cache)``: ``out`` ``(..., out_features)`` and the cache for :meth:`backward`.
+        """
+        check_float_input("x", x, self.dtype)
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x has shape {x.shape}, expected (..., {self.in_features}) (in_features)")
+        # One GEMM over every position: (N, in) @ (in, out).
+        out = x.reshape(-1, self.in_features) @ self.params["weight"].T
+        out += self.params["bias"]
+        return out.reshape(*x.shape[:-1], self.out_features), LinearCache(x)
+
+    def backward(self, d_out: Array, cache: LinearCache) -> tuple[Array, Grads]:
+        """Gradients of the loss given ``d_out = dL/d out``.
+
+        Returns:
+            ``(dx, grads)``: ``dx`` with the shape of ``x``, and ``grads`` with the keys of :attr:`params`.
+        """
+        if not isinstance(cache, LinearCache):
+            raise ValueError("cache must be the cache returned by Linear.forward")
+        x = cache.x
+        check_float_input("d_out", d_out, self.dtype)
+        expected = (*x.shape[:-1], self.out_features)
+        if d_out.shape != expected:
+            raise ValueError(f"d_out has shape {d_out.shape}, expected {expected} (the shape of out)")
+        d2 = d_out.reshape(-1, self.out_features)
+        x2 = x.reshape(-1, self.in_features)
+        grads = {"weight": d2.T @ x2, "bias": d2.sum(axis=0)}
+        dx = (d2 @ self.params["weight"]).reshape(x.shape)
+        return dx, grads
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+                f"dtype={self.dtype.name})")
