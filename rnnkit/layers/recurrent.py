@@ -36,6 +36,21 @@ class RecurrentCache(NamedTuple):
     x_shape: tuple[int, int, int]
 
 
+def _to_feature_major(a: Array, order: IntArray | None) -> Array:
+    """``(B, T, F)`` -> a new C-contiguous ``(F, T, B)``, the batch permuted by ``order`` if given."""
+    fm = a.transpose(2, 1, 0)
+    return fm.copy(order="C") if order is None else np.ascontiguousarray(fm[:, :, order])
+
+
+def _to_batch_first(a: Array, inv: IntArray | None) -> Array:
+    """``(F, T, B)`` -> a new C-contiguous ``(B, T, F)``, un-permuting the batch by ``inv`` if given.
+
+    Always a copy: the result must never share memory with a cache (``a`` may be a view of one).
+    """
+    bf = a.transpose(2, 1, 0)
+    return bf.copy(order="C") if inv is None else np.ascontiguousarray(bf[inv])  # indexing copies
+
+
 class Recurrent:
     """A stacked, optionally bidirectional recurrent layer over any cell (see the module docstring)."""
 
@@ -229,8 +244,7 @@ class Recurrent:
             if D == 2:
                 t = np.arange(T)[:, None]
                 rev_index = np.where(t < sorted_lengths, sorted_lengths - 1 - t, t)  # (T, B)
-        x_fm = x.transpose(2, 1, 0) if order is None else x.transpose(2, 1, 0)[:, :, order]
-        layer_in = np.ascontiguousarray(x_fm)  # (I, T, B)
+        layer_in = _to_feature_major(x, order)  # (I, T, B)
         states0 = self._unit_states(state_t, order)
 
         units, finals = [], []
@@ -247,8 +261,7 @@ class Recurrent:
                 units.append(cache)
             layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=0)  # (D*H, T, B)
 
-        out_bf = layer_in.transpose(2, 1, 0)
-        out_bf = np.ascontiguousarray(out_bf if inv is None else out_bf[inv])
+        out_bf = _to_batch_first(layer_in, inv)
         rcache = RecurrentCache(units, order, rev_index, (B, T, self.input_size)) if keep_cache else None
         return out_bf, self._pack_state(finals, inv), rcache
 
@@ -277,8 +290,7 @@ class Recurrent:
         inv = None if order is None else np.argsort(order)
         if d_out is not None:
             self._check_array("d_out", d_out, (B, T, D * H))
-            d_fm = d_out.transpose(2, 1, 0) if order is None else d_out.transpose(2, 1, 0)[:, :, order]
-            d_layer: Array | None = np.ascontiguousarray(d_fm)  # (D*H, T, B)
+            d_layer: Array | None = _to_feature_major(d_out, order)  # (D*H, T, B)
         else:
             d_layer = None
         d_finals = None
@@ -307,9 +319,7 @@ class Recurrent:
                 grads[f"bias_ih{s}"], grads[f"bias_hh{s}"] = g.b_ih, g.b_hh
             d_layer = d_in
         assert d_layer is not None
-        dx_bf = d_layer.transpose(2, 1, 0)
-        dx_bf = np.ascontiguousarray(dx_bf if inv is None else dx_bf[inv])
-        return dx_bf, self._pack_state(d_states0, inv), {k: grads[k] for k in self.params}
+        return _to_batch_first(d_layer, inv), self._pack_state(d_states0, inv), {k: grads[k] for k in self.params}
 
     __call__ = forward
 
