@@ -76,7 +76,8 @@ def check_float_input(name: str, a: Any, dtype: np.dtype[Any]) -> Array:
             f"{name} has dtype {a.dtype} but the layer's parameters are {dtype}; "
             f"convert it with .astype(np.{dtype}) or build the layer with dtype=np.{a.dtype}"
         )
-    if not np.isfinite(a).all():
+    # min and max propagate NaN and show ±inf, without the temporary array of isfinite(a).
+    if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
         raise ValueError(f"{name} contains NaN or infinite values")
     return a
 
