@@ -140,6 +140,23 @@ def test_state_dict_round_trip_and_errors(layer: Any) -> None:
         layer.load_state_dict({**state, "weight": state["weight"].astype(np.int64)})
 
 
+def test_caches_do_not_share_memory_with_the_inputs() -> None:
+    """Reusing the input buffer between forward and backward must not change the gradients."""
+    rng = np.random.default_rng(5)
+    linear, embedding = Linear(H, V, dtype=np.float64, seed=0), Embedding(V, E, dtype=np.float64, seed=0)
+    x, ids = rng.standard_normal((B, T, H)), rng.integers(0, V, (B, T))
+    d_lin, d_emb = rng.standard_normal((B, T, V)), rng.standard_normal((B, T, E))
+    expected = linear.backward(d_lin, linear.forward(x)[1]), embedding.backward(d_emb, embedding.forward(ids)[1])
+    (_, lin_cache), (_, emb_cache) = linear.forward(x), embedding.forward(ids)
+    x[:] = 0.0
+    ids[:] = 0
+    (dx, lin_grads), (_, emb_grads) = linear.backward(d_lin, lin_cache), embedding.backward(d_emb, emb_cache)
+    np.testing.assert_array_equal(dx, expected[0][0])
+    for got, want in ((lin_grads, expected[0][1]), (emb_grads, expected[1][1])):
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
 # ---------------------------------------------------------------------------- Sequential
 def _model(dtype: Any = np.float64) -> Sequential:
     return Sequential([

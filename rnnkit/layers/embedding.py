@@ -79,7 +79,8 @@ class Embedding:
             ``(out, cache)``: ``out`` ``(*ids.shape, embedding_dim)`` (a new array) and the cache.
         """
         self._check_ids(ids)
-        return self.params["weight"][ids], EmbeddingCache(ids)
+        # Fancy indexing returns a new array; the cache keeps its own copy of the ids.
+        return self.params["weight"][ids], EmbeddingCache(ids.copy())
 
     def backward(self, d_out: Array, cache: EmbeddingCache) -> tuple[None, Grads]:
         """Scatter-add ``d_out`` into the rows of ``weight`` that were looked up.

@@ -125,11 +125,14 @@ class Linear:
             x: ``(..., in_features)``, e.g. ``(B, T, H)``; the layer's dtype.
 
         Returns:
-            ``(out, cache)``: ``out`` ``(..., out_features)`` and the cache for :meth:`backward`.
+            ``(out, cache)``: ``out`` ``(..., out_features)`` (a new array) and the cache for
+            :meth:`backward`; neither shares memory with ``x``.
         """
         check_float_input("x", x, self.dtype)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x has shape {x.shape}, expected (..., {self.in_features}) (in_features)")
+        # The cache keeps its own copy: the caller may reuse x before backward.
+        x = x.copy()
         # One GEMM over every position: (N, in) @ (in, out).
         out = x.reshape(-1, self.in_features) @ self.params["weight"].T
         out += self.params["bias"]
