@@ -1,4 +1,4 @@
-"""Tests for rnnkit.io.checkpoint: safetensors in pure NumPy, atomic writes, checkpoint pairs.
+"""Tests for rnnkit.io.checkpoint: safetensors in pure NumPy, atomic writes, single-file checkpoints.
 
 The safetensors package (a test dependency) is the oracle for the file format: files must pass
 between it and rnnkit in both directions, and rnnkit's writer must produce its exact bytes.
@@ -7,6 +7,7 @@ between it and rnnkit in both directions, and rnnkit's writer must produce its e
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import pickle
@@ -24,7 +25,6 @@ from rnnkit.io import (
     CheckpointError,
     atomic_write_bytes,
     atomic_write_text,
-    checkpoint_paths,
     decode_tensors,
     encode_tensors,
     load_checkpoint,
@@ -174,7 +174,9 @@ def test_files_written_by_safetensors_are_read_identically(tmp_path: Path, dtype
     assert metadata == {"k": "v"}
 
 
-@pytest.mark.parametrize("metadata", [None, {}, {"a": "b", "ключ": "значение"}])
+# At most one metadata entry: the reference writes several in Rust hash-map order, which changes from
+# one process to the next (their round trip is checked by the interoperability tests instead).
+@pytest.mark.parametrize("metadata", [None, {}, {"ключ": "значение"}])
 def test_encoding_is_byte_identical_to_the_reference(metadata: dict[str, str] | None) -> None:
     # One tensor per dtype, named against the reference's dtype order, plus same-dtype ties broken by name.
     tensors = {f"{chr(ord('z') - i)}": random_array(d, (3,), seed=i) for i, d in enumerate(ALL_DTYPES)}
@@ -441,9 +443,10 @@ def test_checkpoint_round_trip_restores_weights_and_document(tmp_path: Path) -> 
     document = training_document(rng)
     assert document["rng"]["state"]["state"] > 2**64  # PCG64's 128-bit state: a big int for JSON
 
-    weights_path, document_path = save_checkpoint(tmp_path / "model", weights, document)
-    assert (weights_path, document_path) == (tmp_path / "model.safetensors", tmp_path / "model.json")
-    loaded_weights, loaded_document = load_checkpoint(tmp_path / "model")
+    written = save_checkpoint(str(tmp_path / "model.safetensors"), weights, document)
+    assert written == tmp_path / "model.safetensors"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]  # one file, nothing beside it
+    loaded_weights, loaded_document = load_checkpoint(written)
     assert_same_tensors(loaded_weights, weights)
     assert_same_document(loaded_document, document)
 
@@ -454,47 +457,53 @@ def test_checkpoint_round_trip_restores_weights_and_document(tmp_path: Path) -> 
     assert resumed.integers(0, 2**63, size=3).tolist() == rng.integers(0, 2**63, size=3).tolist()
 
 
-def test_checkpoint_files_are_plain_and_readable_by_other_tools(tmp_path: Path) -> None:
+def test_checkpoint_file_is_plain_safetensors_for_other_tools(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    path = tmp_path / "model.safetensors"
     document = training_document(np.random.default_rng(0))
-    save_checkpoint(tmp_path / "model", mixed_tensors(), document)
+    save_checkpoint(path, mixed_tensors(), document)
 
-    envelope = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
-    assert envelope["format"] == "rnnkit.checkpoint" and envelope["version"] == 1
-    assert envelope["document"]["step"] == 1234
-    assert envelope["document"]["vocab"] == document["vocab"]
-    m_ref = envelope["document"]["optimizer"]["m"]["rnn.weight_ih_l0"]
-    assert m_ref == {"__ndarray__": "doc/optimizer/m/rnn.weight_ih_l0"}
-    assert envelope["document"]["history"][1] == {"__ndarray__": "doc/history/1"}
-
-    # The weights file is ordinary safetensors: weights under their own names, document arrays under doc/.
-    theirs = st.load_file(tmp_path / "model.safetensors")
+    # Weights under their own names, document arrays under doc/.
+    theirs = st.load_file(path)
     assert_identical(theirs["rnn.weight_ih_l0"], mixed_tensors()["rnn.weight_ih_l0"])
-    assert_identical(
-        theirs["doc/optimizer/m/rnn.weight_ih_l0"], document["optimizer"]["m"]["rnn.weight_ih_l0"]
-    )
+    assert_identical(theirs["doc/optimizer/m/rnn.weight_ih_l0"], document["optimizer"]["m"]["rnn.weight_ih_l0"])
+    assert_identical(theirs["doc/history/1"], np.array([1.5, 2.5]))
+    assert sum(not name.startswith("doc/") for name in theirs) == len(mixed_tensors())
+
+    with safe_open(path, framework="np") as handle:
+        metadata = handle.metadata()
+    assert sorted(metadata) == ["document", "format", "tensors_sha256", "version"]
+    assert (metadata["format"], metadata["version"]) == ("rnnkit.checkpoint", "1")
+    plain = json.loads(metadata["document"])
+    assert plain["step"] == 1234 and plain["vocab"] == document["vocab"]
+    assert plain["optimizer"]["m"]["rnn.weight_ih_l0"] == {"__ndarray__": "doc/optimizer/m/rnn.weight_ih_l0"}
+    assert plain["history"][1] == {"__ndarray__": "doc/history/1"}
+    # The checksum covers exactly the data buffer: everything after the 8-byte length and the header.
+    data = path.read_bytes()
+    (header_len,) = struct.unpack("<Q", data[:8])
+    assert metadata["tensors_sha256"] == hashlib.sha256(data[8 + header_len :]).hexdigest()
 
 
 @pytest.mark.parametrize("bit_generator", [np.random.MT19937, np.random.Philox, np.random.SFC64])
 def test_rng_states_holding_arrays_round_trip(tmp_path: Path, bit_generator: Any) -> None:
-    # MT19937 keeps a uint32 key array, Philox uint64 arrays: they travel through the weights file.
+    # MT19937 keeps a uint32 key array, Philox uint64 arrays: they travel as doc/ tensors.
     rng = np.random.Generator(bit_generator(5))
     rng.random(3)
-    save_checkpoint(tmp_path / "c", {}, {"rng": rng.bit_generator.state})
-    _, document = load_checkpoint(tmp_path / "c")
+    save_checkpoint(tmp_path / "c.safetensors", {}, {"rng": rng.bit_generator.state})
+    _, document = load_checkpoint(tmp_path / "c.safetensors")
     resumed = np.random.Generator(bit_generator())
     resumed.bit_generator.state = document["rng"]
     np.testing.assert_array_equal(resumed.random(4), rng.random(4))
 
 
-def test_checkpoint_paths_accept_the_stem_or_either_file() -> None:
-    expected = (Path("runs/model.safetensors"), Path("runs/model.json"))
-    assert checkpoint_paths("runs/model") == expected
-    assert checkpoint_paths(Path("runs/model.json")) == expected
-    assert checkpoint_paths("runs/model.safetensors") == expected
-    assert checkpoint_paths("runs/model.v2") == (
-        Path("runs/model.v2.safetensors"),
-        Path("runs/model.v2.json"),
-    )
+@pytest.mark.parametrize("name", ["model", "model.json", "model.safetensors.tmp", ".safetensors"])
+def test_checkpoint_path_must_end_in_safetensors(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="path must name a checkpoint file ending in '.safetensors'"):
+        save_checkpoint(tmp_path / name, {"w": np.zeros(1)}, {})
+    with pytest.raises(ValueError, match="path must name a checkpoint file ending in '.safetensors'"):
+        load_checkpoint(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -515,109 +524,142 @@ def test_documents_that_would_not_round_trip_are_refused_before_writing(
     tmp_path: Path, document: dict[str, Any], error: type[Exception], message: str
 ) -> None:
     with pytest.raises(error, match=message):
-        save_checkpoint(tmp_path / "c", {"w": np.zeros(1)}, document)
+        save_checkpoint(tmp_path / "c.safetensors", {"w": np.zeros(1)}, document)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_reserved_weight_names_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'doc/w': names starting with 'doc/' are reserved"):
-        save_checkpoint(tmp_path / "c", {"doc/w": np.zeros(1)}, {})
+        save_checkpoint(tmp_path / "c.safetensors", {"doc/w": np.zeros(1)}, {})
     with pytest.raises(TypeError, match="document must be a dict"):
-        save_checkpoint(tmp_path / "c", {}, [])  # type: ignore[arg-type]
+        save_checkpoint(tmp_path / "c.safetensors", {}, [])  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_crash_while_writing_weights_keeps_the_previous_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    old = {"w": np.full(3, 1.0)}
-    save_checkpoint(tmp_path / "c", old, {"step": 1})
-
-    def crash(*args: Any) -> None:
-        raise OSError("simulated crash")
-
-    monkeypatch.setattr(ckpt.os, "replace", crash)
-    with pytest.raises(OSError, match="simulated crash"):
-        save_checkpoint(tmp_path / "c", {"w": np.full(3, 2.0)}, {"step": 2})
-    monkeypatch.undo()
-    weights, document = load_checkpoint(tmp_path / "c")
-    assert_same_tensors(weights, old)
-    assert document == {"step": 1}
-    assert temp_files(tmp_path) == []
-
-
-def test_crash_between_the_two_writes_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    save_checkpoint(tmp_path / "c", {"w": np.full(3, 1.0)}, {"step": 1})
+def test_a_save_is_a_single_atomic_replace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One rename is what makes an interrupted save harmless: there is no moment between two files.
     real_replace = os.replace
-    calls = []
+    renamed: list[str] = []
 
-    def replace_then_crash(src: Any, dst: Any) -> None:
-        calls.append(Path(dst).name)
-        if len(calls) == 2:  # the weights are in place, the document is not
-            raise OSError("simulated crash")
+    def spy(src: Any, dst: Any) -> None:
+        renamed.append(Path(dst).name)
         real_replace(src, dst)
 
-    monkeypatch.setattr(ckpt.os, "replace", replace_then_crash)
+    monkeypatch.setattr(ckpt.os, "replace", spy)
+    save_checkpoint(tmp_path / "c.safetensors", {"w": np.zeros(2)}, {"m": np.ones(2), "step": 3})
+    assert renamed == ["c.safetensors"]
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_crash_while_saving_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    path = tmp_path / "c.safetensors"
+    old_weights, old_document = {"w": np.full(3, 1.0)}, {"step": 1, "m": np.full(2, 10.0)}
+    save_checkpoint(path, old_weights, old_document)
+
+    def crash(*args: Any) -> None:
+        raise OSError(f"simulated crash in os.{failing}")
+
+    monkeypatch.setattr(ckpt.os, failing, crash)
     with pytest.raises(OSError, match="simulated crash"):
-        save_checkpoint(tmp_path / "c", {"w": np.full(3, 2.0)}, {"step": 2})
+        save_checkpoint(path, {"w": np.full(3, 2.0)}, {"step": 2, "m": np.full(2, 20.0)})
     monkeypatch.undo()
-    assert calls == ["c.safetensors", "c.json"]
+    weights, document = load_checkpoint(path)
+    assert_same_tensors(weights, old_weights)
+    assert_same_document(document, old_document)
     assert temp_files(tmp_path) == []
-    with pytest.raises(CheckpointError, match=r"c\.safetensors: weights do not match c\.json .* interrupted"):
-        load_checkpoint(tmp_path / "c")
 
 
-def test_hash_mismatch_from_swapped_weights_is_detected(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "a", {"w": np.zeros(2)}, {})
-    save_checkpoint(tmp_path / "b", {"w": np.ones(2)}, {})
-    (tmp_path / "a.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes())
-    with pytest.raises(CheckpointError, match=r"a\.safetensors: weights do not match a\.json \(sha256"):
-        load_checkpoint(tmp_path / "a.json")
+def test_missing_file_and_directory_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"nothing\.safetensors: checkpoint file does not exist"):
+        load_checkpoint(tmp_path / "nothing.safetensors")
+    (tmp_path / "dir.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match=r"dir\.safetensors: checkpoint file is a directory"):
+        load_checkpoint(tmp_path / "dir.safetensors")
 
 
-def test_missing_files_are_reported(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"nothing\.json: checkpoint document does not exist"):
-        load_checkpoint(tmp_path / "nothing")
-    save_checkpoint(tmp_path / "c", {"w": np.zeros(2)}, {})
-    (tmp_path / "c.json").unlink()
+def saved_checkpoint(tmp_path: Path) -> tuple[Path, bytes, int]:
+    """A small valid checkpoint: its path, its bytes, and where its data buffer starts."""
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"w": np.arange(4.0)}, {"step": 7, "m": np.ones(2)})
+    data = path.read_bytes()
+    (header_len,) = struct.unpack("<Q", data[:8])
+    return path, data, 8 + header_len
+
+
+def test_truncated_checkpoint_is_reported(tmp_path: Path) -> None:
+    path, data, buffer_start = saved_checkpoint(tmp_path)
+    path.write_bytes(data[:-3])
+    with pytest.raises(CheckpointError, match=r"c\.safetensors: truncated: tensor '.*' ends at byte"):
+        load_checkpoint(path)
+    path.write_bytes(data[: buffer_start // 2])
+    with pytest.raises(CheckpointError, match=r"c\.safetensors: truncated or not a safetensors file"):
+        load_checkpoint(path)
+    path.write_bytes(b"not tensors at all, just some text\n")
+    with pytest.raises(CheckpointError, match=r"c\.safetensors: .*not a safetensors file"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("damage", ["flip one bit", "zero the second half"])
+def test_changed_data_fails_the_checksum(tmp_path: Path, damage: str) -> None:
+    # The file keeps its length and a valid header, so only the checksum can notice.
+    path, data, buffer_start = saved_checkpoint(tmp_path)
+    corrupt = bytearray(data)
+    if damage == "flip one bit":
+        corrupt[-1] ^= 0x01
+    else:
+        middle = (buffer_start + len(data)) // 2
+        corrupt[middle:] = bytes(len(data) - middle)
+    assert len(corrupt) == len(data) and bytes(corrupt) != data
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(CheckpointError, match=r"c\.safetensors: corrupt: data does not match its checksum"):
+        load_checkpoint(path)
+
+
+def test_plain_safetensors_file_is_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "plain.safetensors"
+    st.save_file({"w": np.zeros(2)}, path)
     with pytest.raises(
-        CheckpointError, match=r"c\.json: document file does not exist, but c\.safetensors does"
+        CheckpointError, match=r"plain\.safetensors: not an rnnkit checkpoint: a plain safetensors file without"
     ):
-        load_checkpoint(tmp_path / "c")
-    save_checkpoint(tmp_path / "d", {"w": np.zeros(2)}, {})
-    (tmp_path / "d.safetensors").unlink()
-    with pytest.raises(CheckpointError, match=r"d\.safetensors: checkpoint weights file does not exist"):
-        load_checkpoint(tmp_path / "d")
+        load_checkpoint(path)
+    st.save_file({"w": np.zeros(2)}, path, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"not an rnnkit checkpoint: its format is 'pt'"):
+        load_checkpoint(path)
 
 
-def rewrite_envelope(path: Path, change: Any) -> None:
-    envelope = json.loads(path.read_text(encoding="utf-8"))
-    change(envelope)
-    path.write_text(json.dumps(envelope), encoding="utf-8")
+def rewrite_metadata(path: Path, change: Any) -> None:
+    """Re-save the checkpoint with ``change`` applied to its metadata; the data and its checksum stay valid."""
+    tensors, metadata = load_tensors(path)
+    change(metadata)
+    save_tensors(path, tensors, metadata)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda e: e.update(format="something-else"), "not an rnnkit checkpoint document"),
-        (lambda e: e.update(version=99), "checkpoint version 99 is not supported"),
-        (lambda e: e.pop("weights_sha256"), "'weights_sha256' .* is missing"),
-        (lambda e: e["document"].update(m={"__ndarray__": "doc/zz"}), "array reference .* names no array"),
-        (lambda e: e["document"].pop("m"), r"document arrays \['doc/m'\] are not referenced"),
+        (lambda m: m.update(version="2"), "checkpoint version '2' is not supported"),
+        (lambda m: m.pop("version"), "checkpoint version None is not supported"),
+        (lambda m: m.pop("tensors_sha256"), "metadata has no 'tensors_sha256' entry"),
+        (lambda m: m.pop("document"), "metadata has no 'document' entry"),
+        (lambda m: m.update(tensors_sha256="0" * 64), "corrupt: data does not match its checksum"),
+        (lambda m: m.update(document="{not json"), "document is not valid JSON"),
+        (lambda m: m.update(document='{"step": NaN}'), "document is not valid JSON .*NaN"),
+        (lambda m: m.update(document='{"a": 1, "a": 2}'), "document is not valid JSON .*duplicate key 'a'"),
+        (lambda m: m.update(document="[1, 2]"), "document is a JSON list, not an object"),
+        (
+            lambda m: m.update(document='{"m": {"__ndarray__": "doc/zz"}}'),
+            r"document array reference \{'__ndarray__': 'doc/zz'\} names no array",
+        ),
+        (lambda m: m.update(document='{"step": 7}'), r"document arrays \['doc/m'\] are not referenced"),
     ],
 )
-def test_inconsistent_documents_are_reported(tmp_path: Path, change: Any, message: str) -> None:
-    save_checkpoint(tmp_path / "c", {"w": np.zeros(2)}, {"m": np.ones(2)})
-    rewrite_envelope(tmp_path / "c.json", change)
-    with pytest.raises(CheckpointError, match=message):
-        load_checkpoint(tmp_path / "c")
-
-
-@pytest.mark.parametrize("text", ["{not json", '{"format": NaN}', "\udcff", '{"a": 1, "a": 1}'])
-def test_corrupt_document_json_is_reported(tmp_path: Path, text: str) -> None:
-    save_checkpoint(tmp_path / "c", {"w": np.zeros(2)}, {})
-    (tmp_path / "c.json").write_bytes(text.encode("utf-8", errors="surrogateescape"))
-    with pytest.raises(CheckpointError, match=r"c\.json: not valid UTF-8 JSON"):
-        load_checkpoint(tmp_path / "c")
+def test_defective_metadata_is_reported(tmp_path: Path, change: Any, message: str) -> None:
+    path, _, _ = saved_checkpoint(tmp_path)
+    rewrite_metadata(path, change)
+    with pytest.raises(CheckpointError, match=r"c\.safetensors: .*" + message):
+        load_checkpoint(path)
 
 
 def test_loading_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -628,8 +670,8 @@ def test_loading_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         monkeypatch.setattr(pickle, name, forbidden)
     monkeypatch.setattr(np, "load", forbidden)
     document = training_document(np.random.default_rng(1))
-    save_checkpoint(tmp_path / "c", mixed_tensors(), document)
-    _, loaded = load_checkpoint(tmp_path / "c")
+    save_checkpoint(tmp_path / "c.safetensors", mixed_tensors(), document)
+    _, loaded = load_checkpoint(tmp_path / "c.safetensors")
     assert_same_document(loaded, document)
     # And the module does not even import a deserializer that can run code.
     tree = ast.parse(Path(ckpt.__file__).read_text(encoding="utf-8"))

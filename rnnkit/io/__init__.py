@@ -1,4 +1,4 @@
-"""Saving and loading: safetensors files, atomic writes, and checkpoints (weights + JSON document).
+"""Saving and loading: safetensors files, atomic writes, and single-file checkpoints (weights + document).
 
 Everything lives in :mod:`rnnkit.io.checkpoint`; its docstring describes the formats and guarantees.
 """
@@ -8,7 +8,6 @@ from rnnkit.io.checkpoint import (
     Tensors,
     atomic_write_bytes,
     atomic_write_text,
-    checkpoint_paths,
     decode_tensors,
     encode_tensors,
     load_checkpoint,
@@ -22,7 +21,6 @@ __all__ = [
     "Tensors",
     "atomic_write_bytes",
     "atomic_write_text",
-    "checkpoint_paths",
     "decode_tensors",
     "encode_tensors",
     "load_checkpoint",

@@ -20,43 +20,50 @@ stray ``.*.tmp`` file may remain next to the destination and is safe to delete.
               are relative to the start of the buffer
 
 The writer reproduces the reference implementation byte for byte (tensors ordered by decreasing
-dtype rank then by name, which also keeps every tensor aligned to its item size; compact JSON), so
-files are interchangeable with the ``safetensors`` package in both directions.  The reader never
-executes anything taken from a file -- no pickle, no ``np.load(allow_pickle=True)``: it parses JSON
-and copies bytes, after checking the header length against the file size, the header's JSON, every
-dtype, shape and offset, and that the tensors tile the buffer exactly (contiguous, no overlap, no
-trailing bytes).  Any defect raises :class:`CheckpointError` naming the file and the defect.  Loaded
+dtype rank then by name, which also keeps every tensor aligned to its item size; compact JSON) --
+except the order of several metadata entries, which the reference takes from a hash map and which
+varies between its runs; readers do not depend on it.  Files are interchangeable with the
+``safetensors`` package in both directions.  The reader never executes anything taken from a file
+-- no pickle, no ``np.load(allow_pickle=True)``: it parses JSON and copies bytes, after checking the
+header length against the file size, the header's JSON, every dtype, shape and offset, and that the
+tensors tile the buffer exactly (contiguous, no overlap, no trailing bytes).  Any defect raises
+:class:`CheckpointError` naming the file and the defect.  Loaded
 arrays are owned, writable, native-byte-order copies.
 
-**Checkpoints** -- :func:`save_checkpoint` / :func:`load_checkpoint`.  A checkpoint at stem
-``runs/model`` is a pair of files:
+**Checkpoints** -- :func:`save_checkpoint` / :func:`load_checkpoint`.  A checkpoint is ONE
+safetensors file (``runs/model.safetensors``) written by a single :func:`atomic_write_bytes`.  So an
+interrupted save -- an exception, ``kill -9``, a power loss -- never destroys the previous checkpoint:
+the path holds the complete old checkpoint or the complete new one, and at worst a stray ``.*.tmp``
+file remains beside it.  (Two files, say weights + JSON, cannot give this: a crash between their two
+renames pairs new weights with the old document, and the previous checkpoint is gone.)  Any
+safetensors reader, the ``safetensors`` package included, sees
 
-* ``runs/model.safetensors`` -- the weights under their PyTorch names (``rnn.weight_ih_l0`` ...) and
-  every NumPy array found in the document (see below);
-* ``runs/model.json`` -- ``{"format": "rnnkit.checkpoint", "version": 1, "weights_sha256": ...,
-  "weights_bytes": ..., "document": {...}}``, indented for people to read.
+* the tensors: the weights under their PyTorch names (``rnn.weight_ih_l0`` ...) and every NumPy array
+  found in the document, under ``doc/...`` (see below);
+* ``__metadata__`` (str -> str): ``"format": "rnnkit.checkpoint"``, ``"version": "1"``,
+  ``"document"``: the document as compact JSON, and ``"tensors_sha256"``: the SHA-256 (hex) of the
+  data buffer, i.e. of all tensor bytes after the header.
+
+*Why a checksum.*  The structural checks of :func:`decode_tensors` catch a truncated file and a
+damaged header, but not changed bytes inside the data -- bit rot, or a partial copy whose length
+happens to be right.  :func:`load_checkpoint` hashes the data buffer it parses and refuses the file
+when the hash differs from ``tensors_sha256``.  The header itself is not hashed; damage there almost
+always breaks its JSON or its layout, which the reader reports.
 
 *Arrays in the document.*  The document (config, vocabulary, optimizer state, step, RNG state ...)
 may hold NumPy arrays anywhere in its dicts and lists -- Adam's moments, an MT19937 key.  JSON is a
 poor carrier for them (slow, and floats only round-trip through decimal text with care), so each
-array is stored exactly in the safetensors file under the reserved prefix ``doc/`` followed by its
-path in the document (``document["optimizer"]["m"]["rnn.weight_ih_l0"]`` becomes the tensor
-``doc/optimizer/m/rnn.weight_ih_l0``), and the JSON holds the marker ``{"__ndarray__": "<that
-name>"}`` in its place.  :func:`load_checkpoint` puts the arrays back, so callers just pass and get
-back a dict with arrays in it.  Weight names must therefore not start with ``doc/``.
+array is stored exactly as a tensor named by the reserved prefix ``doc/`` followed by its path in the
+document (``document["optimizer"]["m"]["rnn.weight_ih_l0"]`` becomes the tensor
+``doc/optimizer/m/rnn.weight_ih_l0``), and the document JSON holds the marker ``{"__ndarray__":
+"<that name>"}`` in its place.  :func:`load_checkpoint` puts the arrays back, so callers just pass and
+get back a dict with arrays in it.  Weight names must therefore not start with ``doc/``.
 
 *The document must round-trip exactly*: dicts with ``str`` keys, lists, ``str``, ``int`` (of any
 size -- the 128-bit state of ``np.random.default_rng`` is fine), finite ``float``, ``bool``, ``None``
 and ``np.ndarray``.  Values that JSON would silently change are refused with a message naming their
 place: tuples (they would come back as lists), NumPy scalars (they would come back as Python numbers;
 pass ``.item()`` or a 0-d array), non-finite floats (not valid JSON), non-``str`` keys.
-
-*Consistency of the pair.*  The weights are written first and the JSON second, each atomically, and
-the JSON records the SHA-256 of the exact weight bytes.  :func:`load_checkpoint` reads the weights
-once, hashes those bytes and parses the same bytes, so a crash between the two writes (new weights,
-old JSON) or a pair mixed up by hand is reported as a :class:`CheckpointError`, never loaded as a
-silently inconsistent model.  Such a crash does leave the stem unloadable: a training loop that
-must always keep one good checkpoint should alternate between two stems or number them by step.
 """
 
 from __future__ import annotations
@@ -79,7 +86,6 @@ __all__ = [
     "Tensors",
     "atomic_write_bytes",
     "atomic_write_text",
-    "checkpoint_paths",
     "decode_tensors",
     "encode_tensors",
     "load_checkpoint",
@@ -123,7 +129,7 @@ _METADATA_KEY = "__metadata__"
 _MAX_HEADER_BYTES = 100_000_000
 
 _CHECKPOINT_FORMAT = "rnnkit.checkpoint"
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = "1"  # a string: safetensors metadata maps str to str
 _DOC_PREFIX = "doc/"
 _ARRAY_MARKER = "__ndarray__"
 
@@ -211,33 +217,49 @@ def encode_tensors(
     in C order whatever their memory layout.  Raises TypeError for a non-array value, an unsupported
     dtype, or non-``str`` names or metadata, and ValueError for the reserved name ``__metadata__``.
     """
+    entries, chunks = _tensor_entries(tensors)
+    return _join_file(entries, metadata, chunks)
+
+
+def _tensor_entries(tensors: Mapping[str, npt.NDArray[Any]]) -> tuple[dict[str, Any], list[bytes]]:
+    """The header entries of ``tensors`` and their byte chunks, both in file order.
+
+    Split from :func:`encode_tensors` because the data buffer does not depend on the metadata: a
+    checkpoint hashes the chunks first and then puts the hash into the metadata.
+    """
     if not isinstance(tensors, Mapping):
         raise TypeError(f"tensors must be a mapping of name -> np.ndarray, got {type(tensors).__name__}")
-    entries: list[tuple[int, str, str, npt.NDArray[Any]]] = []
+    ordered: list[tuple[int, str, str, npt.NDArray[Any]]] = []
     for name, array in tensors.items():
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be str, got {name!r} ({type(name).__name__})")
         if name == _METADATA_KEY:
             raise ValueError(f"tensor name {_METADATA_KEY!r} is reserved by the safetensors format")
         code = _dtype_code(name, array)
-        entries.append((-_RANK_BY_CODE[code], name, code, array))
-    entries.sort(key=lambda entry: (entry[0], entry[1]))
+        ordered.append((-_RANK_BY_CODE[code], name, code, array))
+    ordered.sort(key=lambda entry: (entry[0], entry[1]))
 
-    header: dict[str, Any] = {}
-    if metadata is not None:
-        header[_METADATA_KEY] = _checked_metadata(metadata)
+    entries: dict[str, Any] = {}
     chunks: list[bytes] = []
     offset = 0
-    for _, name, code, array in entries:
+    for _, name, code, array in ordered:
         data = np.asarray(array, dtype=_DTYPE_BY_CODE[code]).tobytes(order="C")
-        header[name] = {
+        entries[name] = {
             "dtype": code,
             "shape": list(array.shape),
             "data_offsets": [offset, offset + len(data)],
         }
         chunks.append(data)
         offset += len(data)
+    return entries, chunks
 
+
+def _join_file(entries: dict[str, Any], metadata: Mapping[str, str] | None, chunks: list[bytes]) -> bytes:
+    """Assemble a safetensors file from :func:`_tensor_entries`' output and optional metadata."""
+    header: dict[str, Any] = {}
+    if metadata is not None:
+        header[_METADATA_KEY] = _checked_metadata(metadata)
+    header.update(entries)
     # Compact separators and raw UTF-8 match the reference's serde_json output; the space padding
     # makes the buffer start 8-byte aligned, so every tensor (ordered by decreasing item size) is
     # aligned for zero-copy readers.
@@ -428,42 +450,28 @@ def _read_file(path: Path, what: str) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------------
-# Checkpoints: weights + document
+# Checkpoints: weights + document in one file
 # --------------------------------------------------------------------------------------------------
-
-
-def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """The ``(weights, document)`` file paths of the checkpoint at ``path``.
-
-    ``path`` is the stem (``runs/model`` -> ``runs/model.safetensors``, ``runs/model.json``); a path
-    ending in ``.safetensors`` or ``.json`` names the same pair.  Other suffixes are part of the stem
-    (``model.v2`` -> ``model.v2.json``).
-    """
-    stem = Path(path)
-    if stem.suffix in (".safetensors", ".json"):
-        stem = stem.with_suffix("")
-    if not stem.name:
-        raise ValueError(f"path must name a checkpoint file stem, got {str(path)!r}")
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
 def save_checkpoint(
     path: str | os.PathLike[str],
     tensors: Mapping[str, npt.NDArray[Any]],
     document: Mapping[str, Any],
-) -> tuple[Path, Path]:
-    """Save ``tensors`` (weights) and ``document`` as the checkpoint pair at ``path``.
+) -> Path:
+    """Save ``tensors`` (weights) and ``document`` as the checkpoint file ``path``, atomically.
 
-    ``path``: the stem, see :func:`checkpoint_paths`; its directory must exist.
+    ``path``: the file, ending in ``.safetensors``; its directory must exist.
     ``tensors``: name -> array (PyTorch names); names must not start with ``doc/``.
     ``document``: a JSON-like dict that may contain NumPy arrays (module docstring: "Arrays in the
     document" and "The document must round-trip exactly").
 
-    The weights are written first and the document, which records their SHA-256, second; both
-    atomically.  Returns the ``(weights, document)`` paths written.  Raises TypeError / ValueError
-    naming the offending tensor or document entry before anything is written.
+    One atomic write: if it is interrupted, the previous checkpoint at ``path`` stays intact.  Returns
+    ``path`` as a :class:`~pathlib.Path`.  Raises ValueError for a path without the ``.safetensors``
+    suffix, and TypeError / ValueError naming the offending tensor or document entry, before anything
+    is written.
     """
-    weights_path, document_path = checkpoint_paths(path)
+    target = _checkpoint_file(path)
     if not isinstance(tensors, Mapping):
         raise TypeError(f"tensors must be a mapping of name -> np.ndarray, got {type(tensors).__name__}")
     for name in tensors:
@@ -476,81 +484,90 @@ def save_checkpoint(
 
     doc_arrays: Tensors = {}
     plain_document = _externalize_arrays(document, "document", [], doc_arrays)
-    weights_bytes = encode_tensors({**tensors, **doc_arrays})
-    envelope = {
+    entries, chunks = _tensor_entries({**tensors, **doc_arrays})
+    data_hash = hashlib.sha256()
+    for chunk in chunks:
+        data_hash.update(chunk)
+    metadata = {
         "format": _CHECKPOINT_FORMAT,
         "version": _CHECKPOINT_VERSION,
-        "weights_sha256": hashlib.sha256(weights_bytes).hexdigest(),
-        "weights_bytes": len(weights_bytes),
-        "document": plain_document,
+        # allow_nan=False keeps the document standard JSON; _externalize_arrays has already rejected
+        # non-finite floats with a message naming their place.
+        "document": json.dumps(plain_document, separators=(",", ":"), ensure_ascii=False, allow_nan=False),
+        "tensors_sha256": data_hash.hexdigest(),
     }
-    # allow_nan=False keeps the file standard JSON; _externalize_arrays has already rejected
-    # non-finite floats with a message naming their place.
-    document_text = json.dumps(envelope, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-    # Weights first: if we crash before the document is replaced, the old document's hash no longer
-    # matches and load_checkpoint says so, instead of pairing new weights with an old document.
-    atomic_write_bytes(weights_path, weights_bytes)
-    atomic_write_text(document_path, document_text)
-    return weights_path, document_path
+    atomic_write_bytes(target, _join_file(entries, metadata, chunks))
+    return target
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Tensors, dict[str, Any]]:
-    """Load the checkpoint pair at ``path``: ``(tensors, document)``, as given to :func:`save_checkpoint`.
+    """Load the checkpoint file ``path``: ``(tensors, document)``, as given to :func:`save_checkpoint`.
 
-    Document arrays are put back in their places (and are not among ``tensors``).  Raises
-    :class:`CheckpointError` naming the file and the problem when either file is missing or corrupt,
-    or when the weights are not the ones the document was saved with (SHA-256 mismatch).
+    Document arrays are put back in their places (and are not among ``tensors``).  Raises ValueError
+    for a path without the ``.safetensors`` suffix, and :class:`CheckpointError` naming the file and
+    the problem when it is missing, not a valid safetensors file, not an rnnkit checkpoint, of an
+    unsupported version, has a damaged document, or its data does not match its checksum.
     """
-    weights_path, document_path = checkpoint_paths(path)
-    if not document_path.exists() and weights_path.exists():
-        raise CheckpointError(
-            f"{document_path}: document file does not exist, but {weights_path.name} does (the save was "
-            "interrupted before the document was written, or the file was removed)"
-        )
-    document_bytes = _read_file(document_path, "checkpoint document")
-    try:
-        envelope = json.loads(
-            document_bytes.decode("utf-8"),
-            object_pairs_hook=_reject_duplicate_keys,
-            parse_constant=_reject_constant,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise CheckpointError(f"{document_path}: not valid UTF-8 JSON ({error})") from None
-    if not isinstance(envelope, dict) or envelope.get("format") != _CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{document_path}: not an rnnkit checkpoint document (no format {_CHECKPOINT_FORMAT!r})"
-        )
-    if envelope.get("version") != _CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{document_path}: checkpoint version {envelope.get('version')!r} is not supported "
-            f"(this rnnkit reads version {_CHECKPOINT_VERSION})"
-        )
-    expected_hash, document = envelope.get("weights_sha256"), envelope.get("document")
-    if not isinstance(expected_hash, str) or not isinstance(document, dict):
-        raise CheckpointError(f"{document_path}: 'weights_sha256' (str) or 'document' (object) is missing")
+    source = _checkpoint_file(path)
+    data = _read_file(source, "checkpoint file")
+    all_tensors, metadata = decode_tensors(data, source=str(source))
 
-    weights_bytes = _read_file(weights_path, "checkpoint weights file")
-    # Hash and parse the same bytes, so nothing can change the file between the check and the use.
-    actual_hash = hashlib.sha256(weights_bytes).hexdigest()
-    if actual_hash != expected_hash:
-        raise CheckpointError(
-            f"{weights_path}: weights do not match {document_path.name} (sha256 {actual_hash[:16]}..., "
-            f"the document expects {expected_hash[:16]}...); the save was probably interrupted between "
-            "writing the weights and the document, or the files come from different checkpoints"
+    def fail(problem: str) -> CheckpointError:
+        return CheckpointError(f"{source}: {problem}")
+
+    if metadata.get("format") != _CHECKPOINT_FORMAT:
+        if "format" not in metadata:
+            raise fail(
+                "not an rnnkit checkpoint: a plain safetensors file without rnnkit metadata "
+                f"(no 'format': {_CHECKPOINT_FORMAT!r} in its {_METADATA_KEY})"
+            )
+        raise fail(f"not an rnnkit checkpoint: its format is {metadata['format']!r}, not {_CHECKPOINT_FORMAT!r}")
+    if metadata.get("version") != _CHECKPOINT_VERSION:
+        raise fail(
+            f"checkpoint version {metadata.get('version')!r} is not supported "
+            f"(this rnnkit reads version {_CHECKPOINT_VERSION!r})"
         )
-    all_tensors, _ = decode_tensors(weights_bytes, source=str(weights_path))
+    for key in ("document", "tensors_sha256"):
+        if key not in metadata:
+            raise fail(f"the checkpoint metadata has no {key!r} entry")
+
+    # Hash the very bytes that decode_tensors parsed, so nothing can change between check and use.
+    # decode_tensors has validated the header length, so the buffer starts right after the header.
+    (header_len,) = struct.unpack("<Q", data[:8])
+    actual_hash = hashlib.sha256(memoryview(data)[8 + header_len :]).hexdigest()
+    expected_hash = metadata["tensors_sha256"]
+    if actual_hash != expected_hash:
+        raise fail(
+            f"corrupt: data does not match its checksum (sha256 {actual_hash[:16]}..., "
+            f"recorded {expected_hash[:16]}...)"
+        )
+
+    try:
+        document = json.loads(
+            metadata["document"], object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
+        )
+    except (ValueError, RecursionError) as error:
+        raise fail(f"the checkpoint document is not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise fail(f"the checkpoint document is a JSON {type(document).__name__}, not an object")
 
     doc_arrays = {name: array for name, array in all_tensors.items() if name.startswith(_DOC_PREFIX)}
     tensors = {name: array for name, array in all_tensors.items() if not name.startswith(_DOC_PREFIX)}
     used: set[str] = set()
-    restored = _internalize_arrays(document, doc_arrays, used, document_path)
+    restored = _internalize_arrays(document, doc_arrays, used, fail)
     unused = doc_arrays.keys() - used
     if unused:
-        raise CheckpointError(
-            f"{weights_path}: document arrays {sorted(unused)} are not referenced by {document_path.name}"
-        )
+        raise fail(f"document arrays {sorted(unused)} are not referenced by the document")
     return tensors, restored
+
+
+def _checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, or a ValueError unless it names a ``.safetensors`` file."""
+    target = Path(path)
+    # Path(".safetensors").suffix is "": a bare suffix names a hidden file, not a checkpoint.
+    if target.suffix != ".safetensors":
+        raise ValueError(f"path must name a checkpoint file ending in '.safetensors', got {str(path)!r}")
+    return target
 
 
 def _reject_constant(name: str) -> Any:
@@ -603,7 +620,9 @@ def _externalize_arrays(value: Any, where: str, keys: list[str], arrays: Tensors
     raise TypeError(f"{where} has type {type(value).__name__}, which a checkpoint document cannot hold")
 
 
-def _internalize_arrays(value: Any, arrays: Tensors, used: set[str], document_path: Path) -> Any:
+def _internalize_arrays(
+    value: Any, arrays: Tensors, used: set[str], fail: Callable[[str], CheckpointError]
+) -> Any:
     """Inverse of :func:`_externalize_arrays`: replace every array marker by its array.
 
     The names of the arrays put back are added to ``used``, so that the caller can find arrays that
@@ -613,12 +632,10 @@ def _internalize_arrays(value: Any, arrays: Tensors, used: set[str], document_pa
         if _ARRAY_MARKER in value:
             name = value[_ARRAY_MARKER]
             if len(value) != 1 or not isinstance(name, str) or name not in arrays:
-                raise CheckpointError(
-                    f"{document_path}: array reference {value!r} names no array in the weights file"
-                )
+                raise fail(f"document array reference {value!r} names no array in the file")
             used.add(name)
             return arrays[name]
-        return {key: _internalize_arrays(item, arrays, used, document_path) for key, item in value.items()}
+        return {key: _internalize_arrays(item, arrays, used, fail) for key, item in value.items()}
     if isinstance(value, list):
-        return [_internalize_arrays(item, arrays, used, document_path) for item in value]
+        return [_internalize_arrays(item, arrays, used, fail) for item in value]
     return value
