@@ -4,8 +4,9 @@
 same layer is the output head of a recurrent model (``(B, T, H) -> (B, T, V)``) and an ordinary
 dense layer.  All steps of all sequences go through one matrix product over ``x.reshape(-1, in)``.
 
-The module also holds :func:`checked_state_dict`, the ``load_state_dict`` validation shared by the
-feed-forward layers and :class:`~rnnkit.layers.sequential.Sequential`.
+The module also holds the small validators shared with :mod:`~rnnkit.layers.embedding` and
+:mod:`~rnnkit.layers.sequential`: :func:`check_dtype`, :func:`check_size`, :func:`check_float_input`
+and :func:`checked_state_dict` (the ``load_state_dict`` validation).
 """
 
 from __future__ import annotations
