@@ -5,15 +5,19 @@ The public API, by stratum (each imports only from the ones before it):
 * cells and the BPTT loop: :mod:`rnnkit.cells`, :mod:`rnnkit.unroll`;
 * layers: :class:`RNN`, :class:`LSTM`, :class:`GRU` (batch-first, PyTorch's names and layouts);
 * the textbook API: :mod:`rnnkit.textbook` (``rnn_cell_forward``, ``lstm_backward``, ...);
-* training: losses, clipping, optimizers, gradient checking.
+* models: :class:`Embedding`, :class:`Linear`, :class:`Sequential`;
+* training: losses, clipping, optimizers, truncated BPTT, gradient checking, gradient-flow
+  diagnostics.
 """
 
 from rnnkit import optim
 from rnnkit.clip import clip_grad_norm, clip_grad_value
+from rnnkit.diagnostics import gradient_norms_over_time, plot_gradient_flow
 from rnnkit.gradcheck import GradcheckReport, gradcheck
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, Sequential, detach_state
 from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
 from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
+from rnnkit.tbptt import TBPTTStep, stream_batches, tbptt_step
 
 __version__ = "0.1.0"
 
@@ -21,6 +25,15 @@ __all__ = [
     "GRU",
     "LSTM",
     "RNN",
+    "Embedding",
+    "Linear",
+    "Sequential",
+    "TBPTTStep",
+    "detach_state",
+    "gradient_norms_over_time",
+    "plot_gradient_flow",
+    "stream_batches",
+    "tbptt_step",
     "SGD",
     "Adagrad",
     "Adam",

@@ -1,5 +1,8 @@
 """Batch-first layers with explicit caches and PyTorch's parameter names."""
 
+from rnnkit.layers.embedding import Embedding
+from rnnkit.layers.linear import Linear
 from rnnkit.layers.recurrent import GRU, LSTM, RNN, Recurrent, RecurrentCache
+from rnnkit.layers.sequential import Sequential, detach_state
 
-__all__ = ["GRU", "LSTM", "RNN", "Recurrent", "RecurrentCache"]
+__all__ = ["GRU", "LSTM", "RNN", "Embedding", "Linear", "Recurrent", "RecurrentCache", "Sequential", "detach_state"]
