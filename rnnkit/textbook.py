@@ -1,0 +1,837 @@
+"""The classic step-by-step RNN, LSTM and GRU API, in the textbook's column layout.
+
+The functions, argument orders, dictionary keys and shapes are those of the well-known "build a
+recurrent network step by step" exercise, so that material written for it runs unchanged.  Layout
+is features × batch × time: an input sequence ``x`` is ``(n_x, m, T_x)``, one step's input ``xt``
+is ``(n_x, m)``, the hidden state ``a`` is ``(n_a, m)`` per step, predictions are ``(n_y, m)`` per
+step, and every bias is a column ``(n, 1)``.  Every array of one call must share one floating
+dtype (float64 for gradient checks); nothing is converted silently.
+
+This module holds no recurrent math of its own.  The gate equations live once, in
+:mod:`rnnkit.cells` (the same code the fast layers run); each cell function here is an adapter
+that
+
+1. stacks the exercise's weights into PyTorch's layout (gates along rows, in PyTorch's order:
+   LSTM ``i, f, g, o``, GRU ``r, z, n``) as ``W_ih`` (input side), ``W_hh`` (hidden side) and the
+   biases ``b_ih``, ``b_hh``;
+2. forms the input side of the pre-activations, ``xp = W_ih xt + b_x`` (``b_x`` being the part of
+   the biases the cell lets us hoist, see :attr:`rnnkit.cells.CellSpec.split_bias`);
+3. calls the cell's pure step function, and its backward maps the gradients back::
+
+       dW_ih = d_xp xtᵀ       dW_hh = d_hp a_prevᵀ       db = row sums of d_xp (d_hp: hidden side)
+       dxt   = W_ihᵀ d_xp     da_prev (and dc_prev) = what the cell's backward leaves in d_state
+
+The sequence functions loop over the cell functions exactly as the exercise does.
+
+Weights as PyTorch names them (``torch.nn.RNN`` / ``LSTM`` / ``GRU`` with one layer; every
+textbook bias goes to ``bias_ih_l0`` with ``bias_hh_l0`` zero, except the GRU's ``bn_a``)::
+
+    RNN   weight_ih_l0 = Wax                      weight_hh_l0 = Waa
+          bias_ih_l0   = ba[:, 0]                 bias_hh_l0   = 0
+    LSTM  W = [Wi; Wf; Wc; Wo]  (4 n_a, n_a + n_x), gates act on [a_prev; xt]
+          weight_ih_l0 = W[:, n_a:]               weight_hh_l0 = W[:, :n_a]
+          bias_ih_l0   = [bi; bf; bc; bo][:, 0]   bias_hh_l0   = 0
+    GRU   weight_ih_l0 = [Wr[:, n_a:]; Wz[:, n_a:]; Wn_x]
+          weight_hh_l0 = [Wr[:, :n_a]; Wz[:, :n_a]; Wn_a]
+          bias_ih_l0   = [br; bz; bn_x][:, 0]     bias_hh_l0   = [0; 0; bn_a[:, 0]]
+
+(Any split ``b_ih + b_hh`` of a torch bias that the textbook keeps as one works too: the
+textbook bias is their sum, and its gradient equals each of theirs.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from rnnkit._types import Array, Grads, Params
+from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec, GRUCache, LSTMCache
+from rnnkit.cells.rnn import RNNCache
+from rnnkit.clip import clip_grad_value
+from rnnkit.losses import softmax, softmax_cross_entropy
+from rnnkit.unroll import Weights
+
+Nonlinearity = Literal["tanh", "relu"]
+
+_RNN_CELLS: dict[str, CellSpec] = {"tanh": RNN_TANH_CELL, "relu": RNN_RELU_CELL}
+
+# The symbolic shape of every parameter, in the exercise's names.  Sizes are bound from the
+# inputs (xt gives n_x and m, a_prev gives n_a) or, for n_y, from the first key that has it.
+_RNN_KEYS: dict[str, tuple[str | int, ...]] = {
+    "Wax": ("n_a", "n_x"),
+    "Waa": ("n_a", "n_a"),
+    "Wya": ("n_y", "n_a"),
+    "ba": ("n_a", 1),
+    "by": ("n_y", 1),
+}
+_LSTM_KEYS: dict[str, tuple[str | int, ...]] = {
+    **{f"W{gate}": ("n_a", "n_a+n_x") for gate in "fico"},
+    **{f"b{gate}": ("n_a", 1) for gate in "fico"},
+    "Wy": ("n_y", "n_a"),
+    "by": ("n_y", 1),
+}
+_GRU_KEYS: dict[str, tuple[str | int, ...]] = {
+    "Wr": ("n_a", "n_a+n_x"),
+    "br": ("n_a", 1),
+    "Wz": ("n_a", "n_a+n_x"),
+    "bz": ("n_a", 1),
+    "Wn_x": ("n_a", "n_x"),
+    "bn_x": ("n_a", 1),
+    "Wn_a": ("n_a", "n_a"),
+    "bn_a": ("n_a", 1),
+    "Wy": ("n_y", "n_a"),
+    "by": ("n_y", 1),
+}
+
+SAMPLE_MAX_CHARS = 50
+""":func:`sample` stops after this many characters if it has not drawn a newline."""
+
+
+# ------------------------------------------------------------------------------------ step caches
+class RNNStepCache(NamedTuple):
+    """What :func:`rnn_cell_forward` keeps: the exercise's four fields, then the adapter's."""
+
+    a_next: Array  # (n_a, m)
+    a_prev: Array  # (n_a, m)
+    xt: Array  # (n_x, m)
+    parameters: Params
+    nonlinearity: str
+    core: RNNCache  # the cell's own step cache (see rnnkit.cells.rnn)
+
+
+class LSTMStepCache(NamedTuple):
+    """What :func:`lstm_cell_forward` keeps: the exercise's ten fields, then the adapter's."""
+
+    a_next: Array  # (n_a, m)
+    c_next: Array  # (n_a, m)
+    a_prev: Array  # (n_a, m)
+    c_prev: Array  # (n_a, m)
+    ft: Array  # (n_a, m) forget gate
+    it: Array  # (n_a, m) update (input) gate
+    cct: Array  # (n_a, m) candidate cell value
+    ot: Array  # (n_a, m) output gate
+    xt: Array  # (n_x, m)
+    parameters: Params
+    core: LSTMCache  # the cell's own step cache; ft, it, cct, ot are views of its gates
+
+
+class GRUStepCache(NamedTuple):
+    """What :func:`gru_cell_forward` keeps: states, gates, input and parameters, then the adapter's."""
+
+    a_next: Array  # (n_a, m)
+    a_prev: Array  # (n_a, m)
+    rt: Array  # (n_a, m) reset gate
+    zt: Array  # (n_a, m) update gate
+    nt: Array  # (n_a, m) candidate
+    xt: Array  # (n_x, m)
+    parameters: Params
+    core: GRUCache  # the cell's own step cache; rt, zt, nt are views of its gates
+
+
+# ------------------------------------------------------------------------------------ validation
+class _Shapes:
+    """Checks arrays against symbolic shapes such as ``("n_a", "n_x")``.
+
+    Each size (``n_x``, ``n_a``, ``m``, ...) is bound by the first array that has it (or by
+    :meth:`bind`), and a later mismatch is reported with where the expected sizes came from.
+    The functions check their inputs before their parameters, so a composite size such as
+    ``n_a+n_x`` always has both parts bound when it is met.  The first array checked also fixes
+    the dtype every other array must have.
+    """
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, int] = {}
+        self.origins: dict[str, str] = {}
+        self.dtype: np.dtype[Any] | None = None
+        self.dtype_origin = ""
+
+    def bind(self, origin: str, dtype: np.dtype[Any] | None = None, **sizes: int) -> None:
+        """Fix sizes (and optionally the dtype) that come from somewhere other than a checked array."""
+        self.sizes.update(sizes)
+        self.origins.update(dict.fromkeys(sizes, origin))
+        if dtype is not None:
+            self.dtype, self.dtype_origin = dtype, origin
+
+    def _size(self, dim: str | int) -> int | None:
+        if isinstance(dim, int):
+            return dim
+        parts = [self.sizes.get(part) for part in dim.split("+")]
+        return None if None in parts else sum(p for p in parts if p is not None)
+
+    def check(self, name: str, value: object, dims: tuple[str | int, ...]) -> Array:
+        symbolic = "(" + ", ".join(str(d) for d in dims) + ")"
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{name} must be a NumPy array of shape {symbolic}, got {type(value).__name__}")
+        if value.ndim != len(dims):
+            raise ValueError(f"{name} must be {len(dims)}-D with shape {symbolic}, got shape {value.shape}")
+        for dim, size in zip(dims, value.shape, strict=True):
+            if isinstance(dim, str) and "+" not in dim and dim not in self.sizes:
+                if size < 1:
+                    raise ValueError(f"{name} has shape {value.shape}: {dim} must be at least 1")
+                self.bind(name, **{dim: size})
+        expected = tuple(self._size(d) for d in dims)
+        if value.shape != expected:
+            used = dict.fromkeys(p for d in dims if isinstance(d, str) for p in d.split("+"))
+            sources = [f"{d} = {self.sizes[d]} from {self.origins[d]}" for d in used
+                       if d in self.sizes and self.origins[d] != name]
+            raise ValueError(
+                f"{name} has shape {value.shape}, expected {symbolic} = {expected}"
+                + (f" ({', '.join(sources)})" if sources else "")
+            )
+        if not np.issubdtype(value.dtype, np.floating):
+            raise ValueError(f"{name} must have a floating-point dtype, got {value.dtype}")
+        if self.dtype is None:
+            self.dtype, self.dtype_origin = value.dtype, name
+        elif value.dtype != self.dtype:
+            raise ValueError(
+                f"{name} has dtype {value.dtype}, expected {self.dtype} like {self.dtype_origin} "
+                "(convert with .astype; rnnkit never converts silently)"
+            )
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return value
+
+    def parameters(self, parameters: object, keys: Mapping[str, tuple[str | int, ...]], what: str) -> Params:
+        if not isinstance(parameters, Mapping):
+            raise TypeError(f"parameters must be a dict of NumPy arrays, got {type(parameters).__name__}")
+        missing = [key for key in keys if key not in parameters]
+        if missing:
+            raise ValueError(
+                f"parameters is missing {', '.join(repr(k) for k in missing)}; {what} needs "
+                + ", ".join(f"{k} ({', '.join(str(d) for d in dims)})" for k, dims in keys.items())
+            )
+        for key, dims in keys.items():
+            self.check(f"parameters[{key!r}]", parameters[key], dims)
+        return dict(parameters)
+
+
+def _check_nonlinearity(nonlinearity: object) -> CellSpec:
+    if nonlinearity not in _RNN_CELLS:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return _RNN_CELLS[str(nonlinearity)]
+
+
+def _check_step_cache(cache: object, kind: type, producer: str) -> None:
+    if not isinstance(cache, kind):
+        raise TypeError(
+            f"cache must be the {kind.__name__} returned by {producer}, got {type(cache).__name__}"
+        )
+
+
+def _check_sequence_caches(caches: object, kind: type, producer: str) -> list[Any]:
+    """``caches`` must be ``(list_of_step_caches, x)`` as returned by ``producer``."""
+    if not (isinstance(caches, (tuple, list)) and len(caches) == 2 and isinstance(caches[0], Sequence)):
+        raise TypeError(f"caches must be the pair (list_of_step_caches, x) returned by {producer}")
+    steps = list(caches[0])
+    for t, step in enumerate(steps):
+        if not isinstance(step, kind):
+            raise TypeError(
+                f"caches[0][{t}] must be a {kind.__name__} from {producer}, got {type(step).__name__}"
+            )
+    return steps
+
+
+def _check_upstream(name: str, d: object, steps: list[Any], state: str) -> None:
+    """``d`` ``(n_a, m, T)`` with ``1 <= T <= len(steps)``; n_a, m and dtype those of the caches."""
+    if not steps:
+        raise ValueError("caches holds no time step")
+    ref = getattr(steps[0], state)
+    shapes = _Shapes()
+    shapes.bind("caches", ref.dtype, n_a=ref.shape[0], m=ref.shape[1])
+    shapes.check(name, d, ("n_a", "m", "T_x"))
+    if shapes.sizes["T_x"] > len(steps):
+        raise ValueError(f"{name} has {shapes.sizes['T_x']} time steps but caches holds only {len(steps)}")
+
+
+# ------------------------------------------------------------------------------------ the core adapter
+def _step_cache(cell: CellSpec, n_a: int, m: int, dtype: np.dtype[Any]) -> Any:
+    """A fresh step cache: the cell's NamedTuple with fields ``(rows*n_a, m)``."""
+    return cell.cache_type(*(np.empty((rows * n_a, m), dtype) for rows in cell.cache_rows))
+
+
+def _scratch(cell: CellSpec, n_a: int, m: int, dtype: np.dtype[Any]) -> Array:
+    """The scratch space a step function may use: ``(scratch_rows*n_a, m)``."""
+    return np.empty((cell.scratch_rows * n_a, m), dtype)
+
+
+def _core_forward(
+    cell: CellSpec, weights: Weights, xt: Array, prev: tuple[Array, ...]
+) -> tuple[tuple[Array, ...], Any]:
+    """One step of ``cell`` from the states ``prev``: returns the new states and the cell's cache."""
+    n_a, m = prev[0].shape
+    b_x, b_in = cell.split_bias(weights.b_ih, weights.b_hh)
+    xp = weights.w_ih @ xt + b_x[:, None]  # (G*n_a, m) the input side of every gate
+    new = tuple(np.empty((n_a, m), xt.dtype) for _ in prev)
+    core = _step_cache(cell, n_a, m, xt.dtype)
+    cell.forward(xp, prev, new, core, weights.w_hh, b_in, _scratch(cell, n_a, m, xt.dtype))
+    return new, core
+
+
+def _core_backward(
+    cell: CellSpec,
+    weights: Weights,
+    xt: Array,
+    prev: tuple[Array, ...],
+    new: tuple[Array, ...],
+    core: Any,
+    d_new: tuple[Array, ...],
+) -> tuple[tuple[Array, ...], Array, Weights]:
+    """Backward of :func:`_core_forward`: ``(d_prev, dxt, weight gradients)`` given ``d_new``."""
+    n_a, m = prev[0].shape
+    # The cell turns the gradients for the new states into those for prev in place: copy first.
+    d_state = tuple(np.array(d, copy=True) for d in d_new)
+    d_xp = np.empty((cell.num_gates * n_a, m), xt.dtype)
+    d_hp = np.empty_like(d_xp) if cell.separate_hidden_grad else d_xp
+    cell.backward(d_state, prev, new, core, weights.w_hh, d_xp, d_hp, _scratch(cell, n_a, m, xt.dtype))
+    grads = Weights(
+        w_ih=d_xp @ xt.T,
+        w_hh=d_hp @ prev[0].T,
+        b_ih=d_xp.sum(axis=1),
+        b_hh=d_hp.sum(axis=1),
+    )
+    return d_state, weights.w_ih.T @ d_xp, grads
+
+
+def _rnn_weights(p: Params) -> Weights:
+    ba = p["ba"][:, 0]
+    return Weights(w_ih=p["Wax"], w_hh=p["Waa"], b_ih=ba, b_hh=np.zeros_like(ba))
+
+
+def _lstm_weights(p: Params) -> Weights:
+    n_a = p["Wi"].shape[0]
+    w = np.concatenate([p["Wi"], p["Wf"], p["Wc"], p["Wo"]])  # PyTorch's gate order i, f, g, o
+    b = np.concatenate([p["bi"], p["bf"], p["bc"], p["bo"]])[:, 0]
+    return Weights(w_ih=w[:, n_a:], w_hh=w[:, :n_a], b_ih=b, b_hh=np.zeros_like(b))
+
+
+def _gru_weights(p: Params) -> Weights:
+    n_a = p["Wr"].shape[0]
+    b_hn = p["bn_a"][:, 0]
+    return Weights(
+        w_ih=np.concatenate([p["Wr"][:, n_a:], p["Wz"][:, n_a:], p["Wn_x"]]),
+        w_hh=np.concatenate([p["Wr"][:, :n_a], p["Wz"][:, :n_a], p["Wn_a"]]),
+        b_ih=np.concatenate([p["br"], p["bz"], p["bn_x"]])[:, 0],
+        # Only the candidate has a hidden-side bias: the reset gate scales it (see rnnkit.cells.gru).
+        b_hh=np.concatenate([np.zeros(2 * n_a, b_hn.dtype), b_hn]),
+    )
+
+
+def _zero_grads(parameters: Params, keys: Sequence[str]) -> Grads:
+    """Zero accumulators ``{"d" + key: zeros like parameters[key]}``, in the order of ``keys``."""
+    return {f"d{key}": np.zeros_like(parameters[key]) for key in keys}
+
+
+def _output(w_y: Array, b_y: Array, a: Array) -> Array:
+    """``softmax(W_y a + b_y)`` over the classes (axis 0), per column."""
+    return softmax(w_y @ a + b_y, axis=0)
+
+
+# ------------------------------------------------------------------------------------ RNN
+def rnn_cell_forward(
+    xt: Array, a_prev: Array, parameters: Params, nonlinearity: Nonlinearity = "tanh"
+) -> tuple[Array, Array, RNNStepCache]:
+    """One step of a vanilla RNN::
+
+        a_next  = f(Waa a_prev + Wax xt + ba)        f = tanh (default) or relu
+        yt_pred = softmax(Wya a_next + by)
+
+    Args:
+        xt: ``(n_x, m)`` input at this step.
+        a_prev: ``(n_a, m)`` previous hidden state.
+        parameters: ``Wax (n_a, n_x)``, ``Waa (n_a, n_a)``, ``Wya (n_y, n_a)``, ``ba (n_a, 1)``,
+            ``by (n_y, 1)`` (other keys are ignored).
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+
+    Returns:
+        ``(a_next (n_a, m), yt_pred (n_y, m), cache)``.
+
+    Raises:
+        TypeError / ValueError: an argument is not an array, has the wrong shape or dtype, holds
+            NaN, a key is missing, or ``nonlinearity`` is unknown.
+    """
+    cell = _check_nonlinearity(nonlinearity)
+    shapes = _Shapes()
+    shapes.check("xt", xt, ("n_x", "m"))
+    shapes.check("a_prev", a_prev, ("n_a", "m"))
+    p = shapes.parameters(parameters, _RNN_KEYS, "an RNN cell")
+    (a_next,), core = _core_forward(cell, _rnn_weights(p), xt, (a_prev,))
+    yt_pred = _output(p["Wya"], p["by"], a_next)
+    return a_next, yt_pred, RNNStepCache(a_next, a_prev, xt, parameters, str(nonlinearity), core)
+
+
+def rnn_forward(
+    x: Array, a0: Array, parameters: Params, nonlinearity: Nonlinearity = "tanh"
+) -> tuple[Array, Array, tuple[list[RNNStepCache], Array]]:
+    """Run :func:`rnn_cell_forward` over a sequence.
+
+    Args:
+        x: ``(n_x, m, T_x)`` inputs, one ``(n_x, m)`` column block per step.
+        a0: ``(n_a, m)`` initial hidden state.
+        parameters: as for :func:`rnn_cell_forward`.
+
+    Returns:
+        ``(a (n_a, m, T_x), y_pred (n_y, m, T_x), caches)`` with ``caches = (list_of_step_caches, x)``.
+    """
+    _check_nonlinearity(nonlinearity)
+    shapes = _Shapes()
+    shapes.check("x", x, ("n_x", "m", "T_x"))
+    shapes.check("a0", a0, ("n_a", "m"))
+    shapes.parameters(parameters, _RNN_KEYS, "an RNN")
+    n_a, m, T_x, n_y = (shapes.sizes[k] for k in ("n_a", "m", "T_x", "n_y"))
+    a = np.empty((n_a, m, T_x), x.dtype)
+    y_pred = np.empty((n_y, m, T_x), x.dtype)
+    steps = []
+    a_next = a0
+    for t in range(T_x):
+        a_next, yt_pred, cache = rnn_cell_forward(x[:, :, t], a_next, parameters, nonlinearity)
+        a[:, :, t] = a_next
+        y_pred[:, :, t] = yt_pred
+        steps.append(cache)
+    return a, y_pred, (steps, x)
+
+
+def rnn_cell_backward(da_next: Array, cache: RNNStepCache) -> Grads:
+    """Backward of :func:`rnn_cell_forward` through the hidden state (the output layer is outside).
+
+    With ``dz = da_next ⊙ f'(·)`` (tanh: ``1 - a_next²``)::
+
+        dxt = Waxᵀ dz   da_prev = Waaᵀ dz   dWax = dz xtᵀ   dWaa = dz a_prevᵀ   dba = Σ_columns dz
+
+    Args:
+        da_next: ``(n_a, m)`` gradient of the loss with respect to ``a_next``.
+        cache: the step cache from :func:`rnn_cell_forward`.
+
+    Returns:
+        ``{"dxt": (n_x, m), "da_prev": (n_a, m), "dWax": (n_a, n_x), "dWaa": (n_a, n_a), "dba": (n_a, 1)}``.
+    """
+    _check_step_cache(cache, RNNStepCache, "rnn_cell_forward")
+    shapes = _Shapes()
+    shapes.bind("the cache", cache.a_next.dtype, n_a=cache.a_next.shape[0], m=cache.a_next.shape[1])
+    shapes.check("da_next", da_next, ("n_a", "m"))
+    weights = _rnn_weights(cache.parameters)
+    (da_prev,), dxt, g = _core_backward(
+        _RNN_CELLS[cache.nonlinearity], weights, cache.xt, (cache.a_prev,), (cache.a_next,), cache.core,
+        (da_next,),
+    )
+    return {"dxt": dxt, "da_prev": da_prev, "dWax": g.w_ih, "dWaa": g.w_hh, "dba": g.b_ih[:, None]}
+
+
+def rnn_backward(da: Array, caches: tuple[list[RNNStepCache], Array]) -> Grads:
+    """Backpropagation through time for :func:`rnn_forward`.
+
+    The loss is ``L = Σ_t L_t``; ``da[:, :, t]`` is ``∂L/∂a⟨t⟩`` through the outputs only, and the
+    gradient carried back from step ``t+1`` is added to it before the step's backward.  Weight
+    gradients are the sums of the per-step ones.
+
+    Args:
+        da: ``(n_a, m, T_x)`` upstream gradients for every hidden state; the number of steps is
+            taken from ``da`` (at most the number of cached steps).
+        caches: ``(list_of_step_caches, x)`` from :func:`rnn_forward`.
+
+    Returns:
+        ``{"dx": (n_x, m, T_x), "da0": (n_a, m), "dWax", "dWaa", "dba"}`` (parameter shapes).
+    """
+    steps = _check_sequence_caches(caches, RNNStepCache, "rnn_forward")
+    _check_upstream("da", da, steps, "a_next")
+    n_a, m, T_x = da.shape
+    n_x = steps[0].xt.shape[0]
+    dx = np.zeros((n_x, m, T_x), da.dtype)
+    sums = _zero_grads(steps[0].parameters, ("Wax", "Waa", "ba"))
+    da_prevt = np.zeros((n_a, m), da.dtype)
+    for t in reversed(range(T_x)):
+        gradients = rnn_cell_backward(da[:, :, t] + da_prevt, steps[t])
+        dx[:, :, t] = gradients["dxt"]
+        da_prevt = gradients["da_prev"]
+        for key, total in sums.items():
+            total += gradients[key]
+    return {"dx": dx, "da0": da_prevt, **sums}
+
+
+# ------------------------------------------------------------------------------------ LSTM
+def lstm_cell_forward(
+    xt: Array, a_prev: Array, c_prev: Array, parameters: Params
+) -> tuple[Array, Array, Array, LSTMStepCache]:
+    """One LSTM step; every gate acts on the concatenation ``concat = [a_prev; xt]`` (a_prev first)::
+
+        ft = σ(Wf concat + bf)     it = σ(Wi concat + bi)     ot = σ(Wo concat + bo)
+        cct = tanh(Wc concat + bc)
+        c_next = ft ⊙ c_prev + it ⊙ cct
+        a_next = ot ⊙ tanh(c_next)
+        yt_pred = softmax(Wy a_next + by)
+
+    Args:
+        xt: ``(n_x, m)``.  a_prev, c_prev: ``(n_a, m)``.
+        parameters: ``Wf, Wi, Wc, Wo (n_a, n_a + n_x)``, ``bf, bi, bc, bo (n_a, 1)``,
+            ``Wy (n_y, n_a)``, ``by (n_y, 1)``.
+
+    Returns:
+        ``(a_next (n_a, m), c_next (n_a, m), yt_pred (n_y, m), cache)``.
+    """
+    shapes = _Shapes()
+    shapes.check("xt", xt, ("n_x", "m"))
+    shapes.check("a_prev", a_prev, ("n_a", "m"))
+    shapes.check("c_prev", c_prev, ("n_a", "m"))
+    p = shapes.parameters(parameters, _LSTM_KEYS, "an LSTM cell")
+    (a_next, c_next), core = _core_forward(LSTM_CELL, _lstm_weights(p), xt, (a_prev, c_prev))
+    n_a = a_next.shape[0]
+    it, ft, cct, ot = (core.gates[k * n_a : (k + 1) * n_a] for k in range(4))
+    yt_pred = _output(p["Wy"], p["by"], a_next)
+    cache = LSTMStepCache(a_next, c_next, a_prev, c_prev, ft, it, cct, ot, xt, parameters, core)
+    return a_next, c_next, yt_pred, cache
+
+
+def lstm_forward(
+    x: Array, a0: Array, parameters: Params
+) -> tuple[Array, Array, Array, tuple[list[LSTMStepCache], Array]]:
+    """Run :func:`lstm_cell_forward` over a sequence, the cell state starting from zeros.
+
+    Args:
+        x: ``(n_x, m, T_x)``.  a0: ``(n_a, m)`` initial hidden state.
+        parameters: as for :func:`lstm_cell_forward`.
+
+    Returns:
+        ``(a (n_a, m, T_x), y (n_y, m, T_x), c (n_a, m, T_x), caches)``, ``caches = (list, x)``.
+    """
+    shapes = _Shapes()
+    shapes.check("x", x, ("n_x", "m", "T_x"))
+    shapes.check("a0", a0, ("n_a", "m"))
+    shapes.parameters(parameters, _LSTM_KEYS, "an LSTM")
+    n_a, m, T_x, n_y = (shapes.sizes[k] for k in ("n_a", "m", "T_x", "n_y"))
+    a = np.empty((n_a, m, T_x), x.dtype)
+    c = np.empty((n_a, m, T_x), x.dtype)
+    y = np.empty((n_y, m, T_x), x.dtype)
+    steps = []
+    a_next, c_next = a0, np.zeros((n_a, m), x.dtype)
+    for t in range(T_x):
+        a_next, c_next, yt, cache = lstm_cell_forward(x[:, :, t], a_next, c_next, parameters)
+        a[:, :, t] = a_next
+        c[:, :, t] = c_next
+        y[:, :, t] = yt
+        steps.append(cache)
+    return a, y, c, (steps, x)
+
+
+def lstm_cell_backward(da_next: Array, dc_next: Array, cache: LSTMStepCache) -> Grads:
+    """Backward of :func:`lstm_cell_forward` through the states (the output layer is outside).
+
+    The equations are those of :mod:`rnnkit.cells.lstm`; for each gate ``k`` in ``f, i, c, o``,
+    with ``dk`` its pre-activation gradient, ``dWk = dk [a_prev; xt]ᵀ`` and ``dbk = Σ_columns dk``.
+
+    Args:
+        da_next, dc_next: ``(n_a, m)`` gradients of the loss with respect to ``a_next`` and ``c_next``.
+        cache: the step cache from :func:`lstm_cell_forward`.
+
+    Returns:
+        ``{"dxt": (n_x, m), "da_prev", "dc_prev": (n_a, m), "dWf", "dbf", "dWi", "dbi", "dWc", "dbc",
+        "dWo", "dbo"}`` (parameter shapes).
+    """
+    _check_step_cache(cache, LSTMStepCache, "lstm_cell_forward")
+    shapes = _Shapes()
+    shapes.bind("the cache", cache.a_next.dtype, n_a=cache.a_next.shape[0], m=cache.a_next.shape[1])
+    shapes.check("da_next", da_next, ("n_a", "m"))
+    shapes.check("dc_next", dc_next, ("n_a", "m"))
+    (da_prev, dc_prev), dxt, g = _core_backward(
+        LSTM_CELL, _lstm_weights(cache.parameters), cache.xt, (cache.a_prev, cache.c_prev),
+        (cache.a_next, cache.c_next), cache.core, (da_next, dc_next),
+    )
+    n_a = da_prev.shape[0]
+    dW = np.concatenate([g.w_hh, g.w_ih], axis=1)  # (4 n_a, n_a + n_x), columns as in [a_prev; xt]
+    db = g.b_ih[:, None]
+    di, df, dc, do = (slice(k * n_a, (k + 1) * n_a) for k in range(4))
+    return {
+        "dxt": dxt, "da_prev": da_prev, "dc_prev": dc_prev,
+        "dWf": dW[df], "dbf": db[df], "dWi": dW[di], "dbi": db[di],
+        "dWc": dW[dc], "dbc": db[dc], "dWo": dW[do], "dbo": db[do],
+    }
+
+
+def lstm_backward(da: Array, caches: tuple[list[LSTMStepCache], Array]) -> Grads:
+    """Backpropagation through time for :func:`lstm_forward`.
+
+    Both carried gradients go back from step to step: ``∂L/∂a⟨t-1⟩`` (added to ``da[:, :, t-1]``)
+    *and* ``∂L/∂c⟨t-1⟩`` (the cell state has no output of its own, so it is the carry alone).
+
+    Args:
+        da: ``(n_a, m, T_x)`` upstream gradients for every hidden state; the number of steps is
+            taken from ``da`` (at most the number of cached steps).
+        caches: ``(list_of_step_caches, x)`` from :func:`lstm_forward`.
+
+    Returns:
+        ``{"dx": (n_x, m, T_x), "da0": (n_a, m), "dWf", "dbf", "dWi", "dbi", "dWc", "dbc", "dWo",
+        "dbo"}`` (parameter shapes).
+    """
+    steps = _check_sequence_caches(caches, LSTMStepCache, "lstm_forward")
+    _check_upstream("da", da, steps, "a_next")
+    n_a, m, T_x = da.shape
+    n_x = steps[0].xt.shape[0]
+    dx = np.zeros((n_x, m, T_x), da.dtype)
+    sums = _zero_grads(steps[0].parameters, [f"{w}{gate}" for gate in "fico" for w in "Wb"])
+    da_prevt = np.zeros((n_a, m), da.dtype)
+    dc_prevt = np.zeros((n_a, m), da.dtype)
+    for t in reversed(range(T_x)):
+        gradients = lstm_cell_backward(da[:, :, t] + da_prevt, dc_prevt, steps[t])
+        dx[:, :, t] = gradients["dxt"]
+        da_prevt, dc_prevt = gradients["da_prev"], gradients["dc_prev"]
+        for key, total in sums.items():
+            total += gradients[key]
+    return {"dx": dx, "da0": da_prevt, **sums}
+
+
+# ------------------------------------------------------------------------------------ GRU
+def gru_cell_forward(xt: Array, a_prev: Array, parameters: Params) -> tuple[Array, Array, GRUStepCache]:
+    """One GRU step with PyTorch's equations; ``concat = [a_prev; xt]`` as for the LSTM::
+
+        rt = σ(Wr concat + br)                         reset gate
+        zt = σ(Wz concat + bz)                         update gate
+        nt = tanh(Wn_x xt + bn_x + rt ⊙ (Wn_a a_prev + bn_a))
+        a_next = (1 - zt) ⊙ nt + zt ⊙ a_prev
+        yt_pred = softmax(Wy a_next + by)
+
+    The reset gate scales the whole hidden part of the candidate, its bias included, so the
+    candidate keeps separate input-side (``Wn_x, bn_x``) and hidden-side (``Wn_a, bn_a``) weights.
+
+    Args:
+        xt: ``(n_x, m)``.  a_prev: ``(n_a, m)``.
+        parameters: ``Wr, Wz (n_a, n_a + n_x)``, ``br, bz (n_a, 1)``, ``Wn_x (n_a, n_x)``,
+            ``bn_x (n_a, 1)``, ``Wn_a (n_a, n_a)``, ``bn_a (n_a, 1)``, ``Wy (n_y, n_a)``, ``by (n_y, 1)``.
+
+    Returns:
+        ``(a_next (n_a, m), yt_pred (n_y, m), cache)``.
+    """
+    shapes = _Shapes()
+    shapes.check("xt", xt, ("n_x", "m"))
+    shapes.check("a_prev", a_prev, ("n_a", "m"))
+    p = shapes.parameters(parameters, _GRU_KEYS, "a GRU cell")
+    (a_next,), core = _core_forward(GRU_CELL, _gru_weights(p), xt, (a_prev,))
+    n_a = a_next.shape[0]
+    rt, zt, nt = (core.gates[k * n_a : (k + 1) * n_a] for k in range(3))
+    yt_pred = _output(p["Wy"], p["by"], a_next)
+    return a_next, yt_pred, GRUStepCache(a_next, a_prev, rt, zt, nt, xt, parameters, core)
+
+
+def gru_forward(
+    x: Array, a0: Array, parameters: Params
+) -> tuple[Array, Array, tuple[list[GRUStepCache], Array]]:
+    """Run :func:`gru_cell_forward` over a sequence.
+
+    Args:
+        x: ``(n_x, m, T_x)``.  a0: ``(n_a, m)`` initial hidden state.
+        parameters: as for :func:`gru_cell_forward`.
+
+    Returns:
+        ``(a (n_a, m, T_x), y (n_y, m, T_x), caches)`` with ``caches = (list_of_step_caches, x)``.
+    """
+    shapes = _Shapes()
+    shapes.check("x", x, ("n_x", "m", "T_x"))
+    shapes.check("a0", a0, ("n_a", "m"))
+    shapes.parameters(parameters, _GRU_KEYS, "a GRU")
+    n_a, m, T_x, n_y = (shapes.sizes[k] for k in ("n_a", "m", "T_x", "n_y"))
+    a = np.empty((n_a, m, T_x), x.dtype)
+    y = np.empty((n_y, m, T_x), x.dtype)
+    steps = []
+    a_next = a0
+    for t in range(T_x):
+        a_next, yt, cache = gru_cell_forward(x[:, :, t], a_next, parameters)
+        a[:, :, t] = a_next
+        y[:, :, t] = yt
+        steps.append(cache)
+    return a, y, (steps, x)
+
+
+def gru_cell_backward(da_next: Array, cache: GRUStepCache) -> Grads:
+    """Backward of :func:`gru_cell_forward` through the hidden state (the output layer is outside).
+
+    The equations are those of :mod:`rnnkit.cells.gru`.  The gradient keys are the parameter keys
+    with a ``d`` prefix.
+
+    Args:
+        da_next: ``(n_a, m)`` gradient of the loss with respect to ``a_next``.
+        cache: the step cache from :func:`gru_cell_forward`.
+
+    Returns:
+        ``{"dxt": (n_x, m), "da_prev": (n_a, m), "dWr", "dbr", "dWz", "dbz", "dWn_x", "dbn_x",
+        "dWn_a", "dbn_a"}`` (parameter shapes).
+    """
+    _check_step_cache(cache, GRUStepCache, "gru_cell_forward")
+    shapes = _Shapes()
+    shapes.bind("the cache", cache.a_next.dtype, n_a=cache.a_next.shape[0], m=cache.a_next.shape[1])
+    shapes.check("da_next", da_next, ("n_a", "m"))
+    (da_prev,), dxt, g = _core_backward(
+        GRU_CELL, _gru_weights(cache.parameters), cache.xt, (cache.a_prev,), (cache.a_next,), cache.core,
+        (da_next,),
+    )
+    n_a = da_prev.shape[0]
+    r, z, n = (slice(k * n_a, (k + 1) * n_a) for k in range(3))
+    # The r and z gates act on [a_prev; xt]: their hidden and input columns sit side by side.
+    return {
+        "dxt": dxt, "da_prev": da_prev,
+        "dWr": np.concatenate([g.w_hh[r], g.w_ih[r]], axis=1), "dbr": g.b_ih[r, None],
+        "dWz": np.concatenate([g.w_hh[z], g.w_ih[z]], axis=1), "dbz": g.b_ih[z, None],
+        "dWn_x": g.w_ih[n], "dbn_x": g.b_ih[n, None],
+        "dWn_a": g.w_hh[n], "dbn_a": g.b_hh[n, None],
+    }
+
+
+def gru_backward(da: Array, caches: tuple[list[GRUStepCache], Array]) -> Grads:
+    """Backpropagation through time for :func:`gru_forward`.
+
+    Args:
+        da: ``(n_a, m, T_x)`` upstream gradients for every hidden state; the number of steps is
+            taken from ``da`` (at most the number of cached steps).
+        caches: ``(list_of_step_caches, x)`` from :func:`gru_forward`.
+
+    Returns:
+        ``{"dx": (n_x, m, T_x), "da0": (n_a, m), "dWr", "dbr", "dWz", "dbz", "dWn_x", "dbn_x",
+        "dWn_a", "dbn_a"}`` (parameter shapes).
+    """
+    steps = _check_sequence_caches(caches, GRUStepCache, "gru_forward")
+    _check_upstream("da", da, steps, "a_next")
+    n_a, m, T_x = da.shape
+    n_x = steps[0].xt.shape[0]
+    dx = np.zeros((n_x, m, T_x), da.dtype)
+    sums = _zero_grads(steps[0].parameters, [key for key in _GRU_KEYS if key not in ("Wy", "by")])
+    da_prevt = np.zeros((n_a, m), da.dtype)
+    for t in reversed(range(T_x)):
+        gradients = gru_cell_backward(da[:, :, t] + da_prevt, steps[t])
+        dx[:, :, t] = gradients["dxt"]
+        da_prevt = gradients["da_prev"]
+        for key, total in sums.items():
+            total += gradients[key]
+    return {"dx": dx, "da0": da_prevt, **sums}
+
+
+# ------------------------------------------------------------------------------------ character model
+def clip(gradients: Grads, maxValue: float) -> Grads:  # maxValue: the exercise's name
+    """Clip every gradient entry to ``[-maxValue, maxValue]``.
+
+    Returns a new dict with the same keys; ``gradients`` and its arrays are left untouched.
+    (This is :func:`rnnkit.clip.clip_grad_value` under the exercise's name.)
+    """
+    return clip_grad_value(gradients, maxValue)
+
+
+def sample(parameters: Params, char_to_ix: Mapping[str, int], seed: int) -> list[int]:
+    """Draw a sequence of character indices from a character-level RNN (:func:`rnn_cell_forward`).
+
+    Starts from a zero input vector and a zero hidden state; at each step draws the next index
+    from ``yt_pred``, feeds it back as a one-hot input, and stops when it draws ``'\\n'`` or after
+    :data:`SAMPLE_MAX_CHARS` characters.  The list always ends with the newline index (appended
+    when the limit was hit).  The same ``seed`` gives the same list; no global random state is used.
+
+    Args:
+        parameters: RNN parameters (see :func:`rnn_cell_forward`) with ``n_x == n_y``: the input is
+            one-hot over the same vocabulary as the output.
+        char_to_ix: maps characters to indices; must contain ``'\\n'``.
+        seed: seed of the random generator.
+
+    Returns:
+        The drawn indices, ending with ``char_to_ix['\\n']``.
+    """
+    shapes = _Shapes()
+    p = shapes.parameters(parameters, _RNN_KEYS, "sample (an RNN)")
+    n_x, n_a, n_y = shapes.sizes["n_x"], shapes.sizes["n_a"], shapes.sizes["n_y"]
+    if n_x != n_y:
+        raise ValueError(f"sample feeds its output back as input: needs n_x == n_y, got Wax {p['Wax'].shape} "
+                         f"and Wya {p['Wya'].shape}")
+    newline = _newline_index(char_to_ix, n_y)
+    rng = np.random.default_rng(seed)
+    dtype = p["Waa"].dtype
+    x = np.zeros((n_x, 1), dtype)
+    a_prev = np.zeros((n_a, 1), dtype)
+    indices: list[int] = []
+    while len(indices) < SAMPLE_MAX_CHARS and (not indices or indices[-1] != newline):
+        a_prev, y, _ = rnn_cell_forward(x, a_prev, p)
+        # Drawn in float64 so that a float32 softmax's rounding cannot trip rng.choice's sum check.
+        probs = y[:, 0].astype(np.float64)
+        idx = int(rng.choice(n_y, p=probs / probs.sum()))
+        indices.append(idx)
+        x = np.zeros((n_x, 1), dtype)
+        x[idx] = 1.0
+    if indices[-1] != newline:
+        indices.append(newline)
+    return indices
+
+
+def optimize(
+    X: Sequence[int | None],  # X, Y: the exercise's names
+    Y: Sequence[int],
+    a_prev: Array,
+    parameters: Params,
+    learning_rate: float = 0.01,
+) -> tuple[float, Grads, Array]:
+    """One training step of a character-level RNN on one sequence: forward, BPTT, clip, SGD.
+
+    The inputs are one-hot vectors of the indices in ``X`` (``None`` means a zero vector, the
+    exercise's "start" input), the targets the indices in ``Y``.  With
+    ``ŷ⟨t⟩ = softmax(Wya a⟨t⟩ + by)``::
+
+        loss = Σ_t -log ŷ⟨t⟩[Y[t]]
+
+    The gradients (output layer included) are clipped to ``[-5, 5]`` by :func:`clip`, and
+    ``parameters`` are updated *in place*: ``W -= learning_rate * dW``.
+
+    Args:
+        X: ``T_x`` input indices in ``[0, n_x)`` or ``None``.
+        Y: ``T_x`` target indices in ``[0, n_y)``.
+        a_prev: ``(n_a, 1)`` hidden state to start from.
+        parameters: RNN parameters as for :func:`rnn_cell_forward`; updated in place.
+        learning_rate: positive SGD step size.
+
+    Returns:
+        ``(loss, gradients, a_last)``: the loss (a float, before the update), the clipped gradients
+        ``{"dWax", "dWaa", "dWya", "dba", "dby"}`` and the last hidden state ``(n_a, 1)``.
+    """
+    shapes = _Shapes()
+    shapes.bind("optimize (one sequence)", m=1)
+    shapes.check("a_prev", a_prev, ("n_a", "m"))
+    p = shapes.parameters(parameters, _RNN_KEYS, "optimize (an RNN)")
+    n_x, n_y = shapes.sizes["n_x"], shapes.sizes["n_y"]
+    real = (int, float, np.integer, np.floating)
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, real):
+        raise TypeError(f"learning_rate must be a number, got {type(learning_rate).__name__}")
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+    if len(X) != len(Y) or not X:
+        raise ValueError(f"X and Y must be non-empty and of the same length, got {len(X)} and {len(Y)}")
+    x = np.zeros((n_x, 1, len(X)), a_prev.dtype)
+    for t, ix in enumerate(X):
+        if ix is not None:
+            x[_index(f"X[{t}]", ix, n_x), 0, t] = 1.0
+    targets = np.array([_index(f"Y[{t}]", iy, n_y) for t, iy in enumerate(Y)])
+
+    a, _, caches = rnn_forward(x, a_prev, p)
+    # The loss is taken from the logits (log-softmax) rather than from log(y_pred): a probability
+    # that underflows to 0 then gives a large finite loss instead of inf.
+    states = a[:, 0, :]  # (n_a, T_x)
+    logits = p["Wya"] @ states + p["by"]  # (n_y, T_x)
+    loss, d_logits = softmax_cross_entropy(logits.T, targets, reduction="sum")
+    dz = d_logits.T  # (n_y, T_x): ŷ⟨t⟩ - onehot(Y[t]) per step
+    da = (p["Wya"].T @ dz)[:, None, :]  # (n_a, 1, T_x) through the output layer only
+    hidden = rnn_backward(da, caches)
+    gradients = {
+        "dWax": hidden["dWax"],
+        "dWaa": hidden["dWaa"],
+        "dWya": dz @ states.T,
+        "dba": hidden["dba"],
+        "dby": dz.sum(axis=1, keepdims=True),
+    }
+    gradients = clip(gradients, 5)
+    for key in ("Wax", "Waa", "Wya", "ba", "by"):
+        parameters[key] -= learning_rate * gradients["d" + key]
+    return loss, gradients, a[:, :, -1].copy()
+
+
+def _index(name: str, value: object, size: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer index, got {type(value).__name__}")
+    if not 0 <= value < size:
+        raise ValueError(f"{name} = {value} is out of range [0, {size})")
+    return int(value)
+
+
+def _newline_index(char_to_ix: object, size: int) -> int:
+    if not isinstance(char_to_ix, Mapping) or "\n" not in char_to_ix:
+        raise ValueError("char_to_ix must be a dict from characters to indices that contains '\\n'")
+    return _index("char_to_ix['\\n']", char_to_ix["\n"], size)
