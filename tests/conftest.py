@@ -1,0 +1,93 @@
+"""Shared test helpers for the recurrent layers: build one by kind, random states, a torch.nn twin.
+
+Everything is exposed as fixtures (pytest's way of sharing code between test files), so a test
+asks for ``make_layer``, ``random_state`` or ``torch_twin`` and gets the function.  ``layer_kind``
+is a parametrized fixture: a test that takes it runs once per kind in :data:`LAYER_KINDS`.
+torch is imported only inside :func:`build_torch_twin`, so test files that do not compare with
+PyTorch do not need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rnnkit import GRU, LSTM, RNN
+from rnnkit.layers import Recurrent
+
+LAYER_KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+"""The four layer kinds: RNN with tanh, RNN with relu, LSTM, GRU."""
+
+
+def build_layer(
+    kind: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dtype: Any = np.float64,
+    seed: int = 0,
+) -> Recurrent:
+    """An rnnkit layer of ``kind`` (one of :data:`LAYER_KINDS`); float64 unless told otherwise."""
+    if kind in ("rnn_tanh", "rnn_relu"):
+        return RNN(input_size, hidden_size, num_layers, nonlinearity=kind[4:], bidirectional=bidirectional,
+                   dtype=dtype, seed=seed)
+    layer_type = {"lstm": LSTM, "gru": GRU}[kind]
+    return layer_type(input_size, hidden_size, num_layers, bidirectional=bidirectional, dtype=dtype,
+                      seed=seed)
+
+
+def build_random_state(layer: Recurrent, batch: int, rng: np.random.Generator, scale: float = 0.5) -> Any:
+    """A non-zero random state for ``layer``: ``h`` ``(L*D, B, H)``, or ``(h, c)`` for an LSTM."""
+    shape = (layer.num_layers * layer.num_directions, batch, layer.hidden_size)
+    arrays = tuple(rng.uniform(-scale, scale, shape).astype(layer.dtype) for _ in layer.cell.state_names)
+    return arrays if len(arrays) > 1 else arrays[0]
+
+
+def build_torch_twin(layer: Recurrent) -> Any:
+    """The ``torch.nn`` module (batch_first) with the same configuration, dtype and a copy of the weights.
+
+    The parameter names are the same on both sides, so the copy is by name; a name or shape that
+    does not match fails here, which is itself a check of the layout.
+    """
+    import torch
+
+    kwargs = dict(
+        input_size=layer.input_size, hidden_size=layer.hidden_size, num_layers=layer.num_layers,
+        bidirectional=layer.bidirectional, batch_first=True,
+        dtype=torch.float64 if layer.dtype == np.float64 else torch.float32,
+    )
+    if layer.cell.name.startswith("rnn_"):
+        module = torch.nn.RNN(nonlinearity=layer.cell.options["nonlinearity"], **kwargs)
+    else:
+        module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[layer.cell.name](**kwargs)
+    torch_params = dict(module.named_parameters())
+    assert torch_params.keys() == layer.params.keys()
+    with torch.no_grad():
+        for name, value in layer.params.items():
+            assert torch_params[name].shape == value.shape, name
+            torch_params[name].copy_(torch.from_numpy(value))
+    return module
+
+
+@pytest.fixture(params=LAYER_KINDS)
+def layer_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_layer() -> Callable[..., Recurrent]:
+    return build_layer
+
+
+@pytest.fixture
+def random_state() -> Callable[..., Any]:
+    return build_random_state
+
+
+@pytest.fixture
+def torch_twin() -> Callable[[Recurrent], Any]:
+    return build_torch_twin
