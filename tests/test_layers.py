@@ -632,20 +632,11 @@ def test_constructor_rejects_bad_arguments(build: Any, match: str) -> None:
         build()
 
 
-DTYPE_GAP = (
-    "rnnkit/layers/recurrent.py:73 (Recurrent.__init__) calls np.dtype(dtype) before its check, so "
-    "dtype=None silently becomes float64 and dtype='bogus' raises numpy's TypeError, whose message "
-    "('data type 'bogus' not understood') does not name the argument"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=DTYPE_GAP)
 def test_constructor_rejects_a_dtype_that_is_not_a_dtype_naming_the_argument() -> None:
     with pytest.raises((TypeError, ValueError), match=r"dtype"):
         LSTM(I, H, dtype="bogus")
 
 
-@pytest.mark.xfail(strict=True, reason=DTYPE_GAP)
 def test_constructor_dtype_none_is_not_silently_float64() -> None:
     """None must either mean the default (float32) or be refused; float64 is neither."""
     try:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnkit._types import Array, Grads, IntArray, Params
-from rnnkit.layers.linear import check_dtype, check_float_input, check_size, checked_state_dict
+from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
 
 
 class EmbeddingCache(NamedTuple):

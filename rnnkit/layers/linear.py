@@ -3,10 +3,6 @@
 ``Linear`` maps the last axis of any array ``(..., in_features)`` to ``(..., out_features)``, so the
 same layer is the output head of a recurrent model (``(B, T, H) -> (B, T, V)``) and an ordinary
 dense layer.  All steps of all sequences go through one matrix product over ``x.reshape(-1, in)``.
-
-The module also holds the small validators shared with :mod:`~rnnkit.layers.embedding` and
-:mod:`~rnnkit.layers.sequential`: :func:`check_dtype`, :func:`check_size`, :func:`check_float_input`
-and :func:`checked_state_dict` (the ``load_state_dict`` validation).
 """
 
 from __future__ import annotations
@@ -17,70 +13,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnkit._types import Array, Grads, Params
+from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
 
 
 class LinearCache(NamedTuple):
     """What :meth:`Linear.backward` needs from :meth:`Linear.forward`."""
 
     x: Array  # (..., in_features) the input
-
-
-def check_dtype(dtype: Any) -> np.dtype[Any]:
-    """The layers' parameter dtype, float32 or float64, as a ``np.dtype``."""
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
-
-
-def check_size(name: str, value: Any) -> int:
-    """A positive integer size argument (``in_features``, ``num_embeddings`` ...)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def checked_state_dict(
-    state_dict: Mapping[str, Any],
-    shapes: Mapping[str, tuple[int, ...]],
-    dtype: np.dtype[Any],
-) -> Params:
-    """Validate ``state_dict`` against the expected ``shapes`` and return float copies in ``dtype``.
-
-    Every expected key must be present and no other key may appear; every value must be a
-    floating-point array of the expected shape.  The error messages name the offending keys, so a
-    failed load says exactly what to fix, and nothing is returned (nor loaded) on failure.
-    """
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict must be a dict of arrays, got {type(state_dict).__name__}")
-    missing = sorted(set(shapes) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(shapes))
-    if missing or unexpected:
-        raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-    loaded = {}
-    for name, shape in shapes.items():
-        value = np.asarray(state_dict[name])
-        if value.shape != tuple(shape):
-            raise ValueError(f"load_state_dict: {name!r} has shape {value.shape}, expected {tuple(shape)}")
-        if not np.issubdtype(value.dtype, np.floating):
-            raise ValueError(f"load_state_dict: {name!r} has dtype {value.dtype}, expected a float array")
-        loaded[name] = np.array(value, dtype=dtype, copy=True)
-    return loaded
-
-
-def check_float_input(name: str, a: Any, dtype: np.dtype[Any]) -> Array:
-    """``a`` must be a finite NumPy array of exactly ``dtype`` (the layer's); it is never converted."""
-    if not isinstance(a, np.ndarray):
-        raise ValueError(f"{name} must be a NumPy array, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise ValueError(
-            f"{name} has dtype {a.dtype} but the layer's parameters are {dtype}; "
-            f"convert it with .astype(np.{dtype}) or build the layer with dtype=np.{a.dtype}"
-        )
-    # min and max propagate NaN and show ±inf, without the temporary array of isfinite(a).
-    if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
 
 
 class Linear:

@@ -21,6 +21,7 @@ import numpy as np
 
 from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec
+from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
 from rnnkit.unroll import UnrollCache, Weights, batch_sizes_from_lengths, unroll_backward, unroll_forward
 
 State = Any
@@ -66,17 +67,13 @@ class Recurrent:
         dtype: Any = np.float32,
         seed: int | None = None,
     ) -> None:
-        sizes = {"input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers}
-        for name, value in sizes.items():
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.dtype = check_dtype(dtype)
+        if not isinstance(bidirectional, (bool, np.bool_)):
+            raise ValueError(f"bidirectional must be True or False, got {bidirectional!r}")
         self.cell = cell
-        self.input_size = int(input_size)
-        self.hidden_size = int(hidden_size)
-        self.num_layers = int(num_layers)
+        self.input_size = check_size("input_size", input_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
+        self.num_layers = check_size("num_layers", num_layers)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
         self.params: Params = self._init_params(np.random.default_rng(seed))
@@ -117,19 +114,7 @@ class Recurrent:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Replace the parameters; every key must be present, known and of the right shape."""
-        expected = self._param_shapes()
-        missing = sorted(set(expected) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(expected))
-        if missing or unexpected:
-            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        loaded = {}
-        for name, shape in expected.items():
-            value = np.asarray(state_dict[name])
-            if value.shape != shape:
-                raise ValueError(f"load_state_dict: {name!r} has shape {value.shape}, expected {shape}")
-            if not np.issubdtype(value.dtype, np.floating):
-                raise ValueError(f"load_state_dict: {name!r} has dtype {value.dtype}, expected a float array")
-            loaded[name] = np.array(value, dtype=self.dtype, copy=True)
+        loaded = checked_state_dict(state_dict, self._param_shapes(), self.dtype)
         self.params = loaded
 
     # ------------------------------------------------------------------ helpers
@@ -160,18 +145,9 @@ class Recurrent:
 
     # ------------------------------------------------------------------ validation
     def _check_array(self, name: str, a: Any, shape: tuple[int, ...]) -> Array:
-        if not isinstance(a, np.ndarray):
-            raise ValueError(f"{name} must be a NumPy array, got {type(a).__name__}")
+        check_float_input(name, a, self.dtype)
         if a.shape != shape:
             raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
-        if a.dtype != self.dtype:
-            raise ValueError(
-                f"{name} has dtype {a.dtype} but the layer's parameters are {self.dtype}; "
-                f"convert it with .astype(np.{self.dtype}) or build the layer with dtype=np.{a.dtype}"
-            )
-        # min and max propagate NaN and show ±inf, without the temporary array of isfinite(a).
-        if not (np.isfinite(a.min()) and np.isfinite(a.max())):
-            raise ValueError(f"{name} contains NaN or infinite values")
         return a
 
     def _check_state(self, name: str, state: Any, B: int) -> tuple[Array, ...]:

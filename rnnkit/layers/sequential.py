@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnkit._types import Array, Grads, IntArray, Params
-from rnnkit.layers.linear import checked_state_dict
+from rnnkit.layers._checks import checked_state_dict
 
 ModelState = dict[str, Any]
 """``{layer_name: state}`` for the recurrent layers of a :class:`Sequential` (``h``, or ``(h, c)``)."""
