@@ -1,0 +1,356 @@
+"""The character-level language model: ``Embedding -> RNN/LSTM/GRU -> Linear`` over the vocabulary.
+
+:class:`CharLM` is a :class:`~rnnkit.layers.sequential.Sequential` of three named layers, so its
+parameters carry PyTorch-style dotted names (``embed.weight``, ``rnn.weight_ih_l0``, ...,
+``head.weight``, ``head.bias``) and its state is ``{"rnn": h}`` (``{"rnn": (h, c)}`` for an LSTM),
+carried from one chunk of text to the next.  It adds what a language model needs on top:
+
+* :meth:`CharLM.loss_and_grads` -- one batch's mean cross-entropy in **nats** per character and
+  the gradients; the state that comes in is a constant (truncated BPTT: no gradient crosses the
+  boundary into the previous chunk);
+* :meth:`CharLM.evaluate` -- the mean loss over a whole validation set, forward only;
+* :meth:`CharLM.generate` -- a generator that yields one sampled id at a time, feeding each back
+  in, with temperature (0 = greedy), top-k and a caller-supplied ``np.random.Generator`` for
+  reproducibility.  Generation runs the layers with ``keep_cache=False`` on one step at a time,
+  carrying the state, so each character costs one small forward step.
+
+Losses are natural-log (nats), as :func:`rnnkit.losses.softmax_cross_entropy` computes them;
+:func:`bits` converts to bits per character (divide by ``ln 2``), the unit people compare.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from rnnkit._types import Array, Grads, IntArray, Params
+from rnnkit.charlm.data import Batch, Vocab
+from rnnkit.io.checkpoint import CheckpointError, load_checkpoint
+from rnnkit.layers.embedding import Embedding
+from rnnkit.layers.linear import Linear
+from rnnkit.layers.recurrent import GRU, LSTM, RNN
+from rnnkit.layers.sequential import ModelState, Sequential
+from rnnkit.losses import log_softmax, softmax_cross_entropy
+
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+"""The recurrent layer of each ``cell`` name (``rnn`` is the tanh Elman RNN)."""
+
+DTYPES = ("float32", "float64")
+
+CHECKPOINT_FORMAT = "rnnkit.charlm"
+"""``document["format"]`` of a char-LM checkpoint; anything else is another kind of model."""
+CHECKPOINT_VERSION = 1
+BEST_CHECKPOINT = "best.safetensors"
+"""In a run directory: the checkpoint with the lowest validation loss so far."""
+LATEST_CHECKPOINT = "latest.safetensors"
+"""In a run directory: the checkpoint of the last step, the one ``--resume`` continues from."""
+
+
+def bits(nats: float) -> float:
+    """A loss in nats per character as bits per character."""
+    return nats / math.log(2)
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture of a :class:`CharLM`: everything needed to rebuild it from its weights."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    embed_dim: int = 64
+    hidden: int = 256
+    layers: int = 1
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "embed_dim", "hidden", "layers"):
+            _check_positive_int(name, getattr(self, name))
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as a JSON-friendly dict (the form stored in checkpoints)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> ModelConfig:
+        """Inverse of :meth:`to_json`; missing or unknown keys are an error that names them."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a model config is a dict, got {type(data).__name__}")
+        expected = {f.name for f in fields(cls)}
+        if set(data) != expected:
+            raise ValueError(f"a model config has the keys {sorted(expected)}; missing "
+                             f"{sorted(expected - set(data))}, unknown {sorted(set(data) - expected)}")
+        return cls(**data)
+
+
+def check_sampling(temperature: float, top_k: int | None, rng: np.random.Generator) -> None:
+    """Validate the sampling settings of :func:`sample_from_logits` (ValueError / TypeError naming the argument)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+        math.isfinite(temperature) and temperature >= 0
+    ):
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature!r}")
+    if top_k is not None:
+        _check_positive_int("top_k", top_k)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def sample_from_logits(
+    logits: Array,
+    temperature: float,
+    top_k: int | None,
+    rng: np.random.Generator,
+) -> int:
+    """Draw one id from ``softmax(logits / temperature)``, restricted to the ``top_k`` largest logits.
+
+    Args:
+        logits: ``(V,)`` unnormalised scores.
+        temperature: 0 picks the most likely id (greedy, no randomness used); below 1 sharpens the
+            distribution, above 1 flattens it.
+        top_k: keep only the ``top_k`` most likely ids (ties with the k-th are kept too); None: all.
+        rng: the source of randomness: the same generator state gives the same id.
+    """
+    if temperature == 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < len(z):
+        threshold = np.partition(z, -top_k)[-top_k]
+        z = np.where(z >= threshold, z, -np.inf)
+    p = np.exp(z - z.max())
+    cumulative = np.cumsum(p)
+    # The first id whose cumulative mass exceeds u * total; an id with zero mass can never be that
+    # first one, so masked ids are never drawn.
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    # u * total can round up to total itself; then take the last id with mass.
+    return index if index < len(p) else int(np.flatnonzero(p)[-1])
+
+
+class CharLM:
+    """Embedding -> recurrent layer(s) -> Linear head over the vocabulary (see the module docstring).
+
+    Args:
+        config: the architecture.
+        seed: seed of the initial weights (None: fresh randomness).  Each layer gets its own stream,
+            derived from ``seed``, so the same seed always gives the same model.
+    """
+
+    def __init__(self, config: ModelConfig, seed: int | None = None) -> None:
+        self.config = config
+        embed_seed, rnn_seed, head_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(3))
+        dtype = np.dtype(config.dtype)
+        V, E, H = config.vocab_size, config.embed_dim, config.hidden
+        self.net = Sequential([
+            ("embed", Embedding(V, E, dtype=dtype, seed=embed_seed)),
+            ("rnn", CELLS[config.cell](E, H, config.layers, dtype=dtype, seed=rnn_seed)),
+            ("head", Linear(H, V, dtype=dtype, seed=head_seed)),
+        ])
+
+    def __repr__(self) -> str:
+        return f"CharLM({self.config})"
+
+    @property
+    def params(self) -> Params:
+        """All parameters under their dotted names; the arrays are the model's own (an optimizer updates them)."""
+        return self.net.params
+
+    def num_parameters(self) -> int:
+        """The number of trainable scalars."""
+        return sum(value.size for value in self.params.values())
+
+    def state_dict(self) -> Params:
+        """A copy of the parameters under their dotted names (what a checkpoint stores)."""
+        return self.net.state_dict()
+
+    def load_state_dict(self, tensors: Mapping[str, Any]) -> None:
+        """Replace the parameters; the names and shapes must be exactly this architecture's.
+
+        Raises:
+            ValueError: a name is missing or unknown, or a shape differs (the message names them).
+        """
+        self.net.load_state_dict(tensors)
+
+    # ------------------------------------------------------------------ training and evaluation
+    def loss_and_grads(self, batch: Batch, state: ModelState | None) -> tuple[float, Grads, ModelState]:
+        """Forward and backward over one batch.
+
+        Args:
+            batch: ids ``x``, targets ``y`` ``(B, T)``, and for padded batches ``lengths`` and ``mask``.
+            state: the state to start from (the previous chunk's final state; None: zeros).  It is a
+                constant here: no gradient flows into it.
+
+        Returns:
+            ``(loss, grads, final_state)``: the mean cross-entropy in nats over the counted targets,
+            gradients keyed like :attr:`params`, and the final state to carry to the next chunk.
+        """
+        logits, final_state, cache = self.net.forward(batch.x, state=state, lengths=batch.lengths)
+        loss, d_logits = softmax_cross_entropy(logits, batch.y, mask=batch.mask)
+        _, _, grads = self.net.backward(d_logits, cache)
+        return loss, grads, final_state
+
+    def evaluate(self, batches: Any) -> float:
+        """The mean cross-entropy in nats per character over every batch of ``batches``.
+
+        ``batches`` is a :class:`~rnnkit.charlm.data.StreamBatches` (the state is carried from batch
+        to batch, as in training) or a :class:`~rnnkit.charlm.data.LineBatches` (each batch from the
+        zero state), read in its natural order.  Forward only, without caches.
+        """
+        total, count, state = 0.0, 0, None
+        for index in range(len(batches)):
+            batch = batches.get(index)
+            logits, final_state, _ = self.net.forward(
+                batch.x, state=state, lengths=batch.lengths, keep_cache=False
+            )
+            log_probs = log_softmax(logits)
+            nll = -np.take_along_axis(log_probs, batch.y[..., None], axis=-1)[..., 0]
+            if batch.mask is not None:
+                nll = nll[batch.mask]
+            total += float(np.sum(nll, dtype=np.float64))
+            count += batch.num_targets
+            state = final_state if batches.carries_state else None
+        return total / count
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        prime: IntArray,
+        length: int,
+        *,
+        rng: np.random.Generator,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        stop_id: int | None = None,
+    ) -> Iterator[int]:
+        """Yield up to ``length`` new ids that continue ``prime``, one at a time.
+
+        The prime is read in one forward pass from the zero state; then each step samples an id
+        from the distribution after the last id (:func:`sample_from_logits`), yields it, and feeds
+        it back in.  The caller sees each id as soon as it is drawn (for streaming output).
+
+        Args:
+            prime: ``(N,)`` ids, ``N >= 1``: the text to continue (e.g. the id of ``"\\n"``).
+            length: the most ids to generate (>= 0).
+            rng: the randomness: the same prime, settings and generator state give the same ids.
+            temperature: >= 0; 0 is greedy.
+            top_k: None, or a positive integer (sample among the ``top_k`` most likely ids).
+            stop_id: stop right after yielding this id (lines mode: the newline ending an item).
+        """
+        prime = np.asarray(prime)
+        if prime.ndim != 1 or prime.size == 0 or not np.issubdtype(prime.dtype, np.integer):
+            raise ValueError(f"prime must be a non-empty 1-D array of ids, got {prime.dtype} {prime.shape}")
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+            raise ValueError(f"length must be a non-negative integer, got {length!r}")
+        check_sampling(temperature, top_k, rng)
+
+        logits, state, _ = self.net.forward(prime[None, :], keep_cache=False)  # (1, N, V)
+        last = logits[0, -1]
+        for _ in range(length):
+            token = sample_from_logits(last, temperature, top_k, rng)
+            yield token
+            if token == stop_id:
+                return
+            logits, state, _ = self.net.forward(np.array([[token]]), state=state, keep_cache=False)
+            last = logits[0, 0]
+
+
+def state_to_json(state: ModelState | None) -> dict[str, list[Array]] | None:
+    """A model state in a checkpoint-document form: ``{layer: [h]}`` or ``{layer: [h, c]}`` (lists, not tuples)."""
+    if state is None:
+        return None
+    return {name: list(value) if isinstance(value, tuple) else [value] for name, value in state.items()}
+
+
+def state_from_json(data: Any, model: CharLM) -> ModelState | None:
+    """Inverse of :func:`state_to_json` for ``model`` (an LSTM's state is the pair ``(h, c)``).
+
+    Raises:
+        ValueError: the stored state does not have ``model``'s layers, number of parts or shapes.
+    """
+    if data is None:
+        return None
+    parts = 2 if model.config.cell == "lstm" else 1
+    if not isinstance(data, Mapping) or set(data) != set(model.net.recurrent):
+        raise ValueError(f"the stored hidden state must be a dict over the layers {list(model.net.recurrent)}")
+    state: ModelState = {}
+    for name, arrays in data.items():
+        if not isinstance(arrays, list) or len(arrays) != parts:
+            raise ValueError(f"the stored hidden state of {name!r} must hold {parts} array(s)")
+        layer = model.net[name]
+        for array in arrays:
+            fits = (isinstance(array, np.ndarray) and array.ndim == 3 and array.shape[0] == layer.num_layers
+                    and array.shape[2] == layer.hidden_size and array.dtype == layer.dtype)
+            if not fits:
+                raise ValueError(f"the stored hidden state of {name!r} does not fit the model "
+                                 f"({layer.num_layers} layers of {layer.hidden_size} units, {layer.dtype})")
+        state[name] = tuple(arrays) if parts == 2 else arrays[0]
+    return state
+
+
+class LoadedModel(NamedTuple):
+    """What :func:`load_model` returns."""
+
+    model: CharLM
+    vocab: Vocab
+    document: dict[str, Any]   # the whole checkpoint document (config, mode, training progress ...)
+    path: Path                 # the checkpoint file that was read
+
+
+def find_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file ``path`` names: the file itself, or in a run directory its best checkpoint
+    (its latest one when no validation has run yet).
+
+    Raises:
+        CheckpointError: a directory that holds neither checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST_CHECKPOINT, LATEST_CHECKPOINT):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: a directory without {BEST_CHECKPOINT} or {LATEST_CHECKPOINT}; "
+                              f"pass a checkpoint file or a run directory written by 'rnnkit train'")
+    return path
+
+
+def load_model(path: str | os.PathLike[str]) -> LoadedModel:
+    """Load a char-LM checkpoint (a file, or a run directory, see :func:`find_checkpoint`).
+
+    Nothing from the file is executed: the weights are safetensors and the document JSON.
+
+    Raises:
+        CheckpointError: the file is missing or corrupt, is not a char-LM checkpoint (another kind
+            of model, or another version), or its weights do not fit the architecture it declares;
+            the message names the file and the problem.
+    """
+    file = find_checkpoint(path)
+    tensors, document = load_checkpoint(file)
+    kind = document.get("format")
+    if kind != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{file}: not a character-level language model checkpoint (format {kind!r}, "
+                              f"expected {CHECKPOINT_FORMAT!r})")
+    if document.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{file}: char-LM checkpoint version {document.get('version')!r} is not supported "
+                              f"(this rnnkit reads version {CHECKPOINT_VERSION})")
+    try:
+        config = ModelConfig.from_json(document.get("model"))
+        vocab = Vocab.from_json(document.get("vocab"))
+        if len(vocab) != config.vocab_size:
+            raise ValueError(f"the vocabulary has {len(vocab)} characters but the model {config.vocab_size}")
+        model = CharLM(config)
+        model.load_state_dict(tensors)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{file}: {error}") from None
+    return LoadedModel(model, vocab, document, file)

@@ -1,0 +1,104 @@
+"""Generating text from a trained char-LM, one character at a time (what ``rnnkit sample`` prints).
+
+:func:`generate_text` yields the text to show as it is generated, so a caller can stream it:
+
+* **stream** models continue a prime: the prime is yielded first, then ``length`` new characters.
+  Without a prime the model starts as after a line break (``"\\n"`` is fed in, not shown), or, for
+  a text without line breaks, from one uniformly drawn character.
+* **lines** models invent ``length`` new items, one per line, each from the zero state after the
+  start symbol ``"\\n"`` (as in training).  A prime is the beginning every item shares (``"Ty"``
+  gives items starting with ``Ty``) and cannot contain a line break.  An item that reaches the
+  longest item length seen in training (``max_item_length``, the newline included) without the
+  model ending it is cut there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from rnnkit.charlm.data import Vocab
+from rnnkit.charlm.model import CharLM, check_sampling
+
+MODES = ("stream", "lines")
+
+
+def generate_text(
+    model: CharLM,
+    vocab: Vocab,
+    *,
+    mode: str = "stream",
+    prime: str = "",
+    length: int,
+    rng: np.random.Generator,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    max_item_length: int | None = None,
+) -> Iterator[str]:
+    """Yield generated text piece by piece (see the module docstring for the two modes).
+
+    Args:
+        model, vocab: a trained model and its vocabulary.
+        mode: ``"stream"`` (``length`` = new characters after the prime) or ``"lines"`` (``length``
+            = items, each ending with ``"\\n"``).
+        prime: text to start from; every character must be in the vocabulary.
+        rng: the randomness: the same arguments and generator state give the same text.
+        temperature, top_k: as in :meth:`CharLM.generate`.
+        max_item_length: lines mode: the most characters per item, the newline included.
+
+    Raises:
+        ValueError: the prime has characters outside the vocabulary (listed), a lines-mode prime
+            has a line break or is too long, or an argument is out of range.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ValueError(f"length must be a non-negative integer, got {length!r}")
+    # Checked here, before anything is yielded, so that a bad setting never prints half a result.
+    check_sampling(temperature, top_k, rng)
+    try:
+        prime_ids = vocab.encode(prime)
+    except ValueError as error:
+        raise ValueError(f"the prime has {error}") from None
+    settings = {"rng": rng, "temperature": temperature, "top_k": top_k}
+    newline = vocab.chars.index("\n") if "\n" in vocab else None
+
+    if mode == "stream":
+        if prime:
+            yield prime
+        if prime_ids.size == 0:
+            if newline is not None:
+                prime_ids = np.array([newline])
+            elif length > 0:
+                first = int(rng.integers(len(vocab)))
+                yield vocab.chars[first]
+                prime_ids, length = np.array([first]), length - 1
+            else:
+                return
+        for token in model.generate(prime_ids, length, **settings):
+            yield vocab.chars[token]
+        return
+
+    if newline is None:
+        raise ValueError("a lines-mode model needs '\\n' in its vocabulary (it ends every item)")
+    if "\n" in prime:
+        raise ValueError("in lines mode the prime is the beginning of one item and cannot contain a line break")
+    if max_item_length is None or isinstance(max_item_length, bool) or not isinstance(max_item_length, int):
+        raise ValueError(f"lines mode needs max_item_length, a positive integer, got {max_item_length!r}")
+    room = max_item_length - 1 - len(prime)  # characters left for the model, before the newline
+    if room < 0:
+        raise ValueError(f"the prime has {len(prime)} characters, but items are at most "
+                         f"{max_item_length - 1} long (plus the newline)")
+    start = np.concatenate(([newline], prime_ids))
+    for _ in range(length):
+        yield prime
+        added = 0
+        # room + 1 draws: up to `room` characters and then the newline; an item still going at its
+        # longest is cut, and the newline closes it either way.
+        for token in model.generate(start, room + 1, stop_id=newline, **settings):
+            if token == newline or added == room:
+                break
+            yield vocab.chars[token]
+            added += 1
+        yield "\n"
