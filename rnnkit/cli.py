@@ -1,0 +1,206 @@
+"""The ``rnnkit`` command: ``train`` and ``sample`` a character-level language model, ``diagnose`` gradients.
+
+::
+
+    rnnkit train --minutes 2.5 --out runs/demo           # the built-in corpus, default LSTM
+    rnnkit train --out runs/demo --resume --steps 3000   # continue exactly where it stopped
+    rnnkit sample runs/demo --prime "The " --length 300 --temperature 0.7 --seed 1
+    rnnkit train --data names.txt --mode lines --out runs/names && rnnkit sample runs/names
+    rnnkit diagnose --out gradient_flow.png
+
+The subcommands only parse their options into :class:`rnnkit.charlm.TrainConfig` and call
+:mod:`rnnkit.charlm` (or :mod:`rnnkit.diagnostics`).  Every problem with the input -- a bad option, a
+missing, empty or non-UTF-8 file, a text too short for one batch, an unusable checkpoint -- ends the
+program with one line ``rnnkit: error: ...`` on stderr and exit status 2, never a traceback.  Ctrl-C
+during training stops after the current step and saves the latest checkpoint (exit status 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import NoReturn
+
+import numpy as np
+
+from rnnkit.charlm.data import BUILTIN_CORPUS, load_text
+from rnnkit.charlm.model import CELLS, DTYPES, load_model
+from rnnkit.charlm.sample import MODES, generate_text
+from rnnkit.charlm.train import OPTIMIZERS, TrainConfig, train
+from rnnkit.diagnostics import plot_gradient_flow
+
+EXIT_USAGE = 2         # bad input: argparse's convention
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
+
+_TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+_DEFAULTS = TrainConfig()
+_STREAM_LENGTH = 500   # `rnnkit sample` default: characters (stream models)
+_LINES_LENGTH = 20     # `rnnkit sample` default: items (lines models)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``rnnkit: error: ...`` and exit status 2, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"rnnkit: error: {message}\n")
+
+
+def _train_parser(commands: argparse._SubParsersAction) -> None:
+    d = _DEFAULTS
+    p = commands.add_parser(
+        "train", help="train a character-level language model",
+        description="Train a character-level language model with truncated BPTT; writes config.json, "
+                    "metrics.jsonl, loss.png and the best and latest checkpoints into --out.",
+        # Options left out do not appear in the namespace: TrainConfig supplies their defaults, and
+        # --resume / --init-from can tell the options given from the ones inherited from a checkpoint.
+        argument_default=argparse.SUPPRESS,
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--data", metavar="PATH",
+                      help=f"UTF-8 text file (default: the built-in corpus, {BUILTIN_CORPUS})")
+    data.add_argument("--mode", choices=MODES,
+                      help=f"stream: one long text; lines: every line is its own item, e.g. a list of names "
+                           f"(default {d.mode})")
+    data.add_argument("--val-fraction", type=float, metavar="F",
+                      help=f"part of the text held out for validation (default {d.val_fraction})")
+    model = p.add_argument_group("model")
+    model.add_argument("--cell", choices=tuple(CELLS), help=f"recurrent cell (default {d.cell})")
+    model.add_argument("--hidden", type=int, metavar="N", help=f"hidden units per layer (default {d.hidden})")
+    model.add_argument("--layers", type=int, metavar="N", help=f"stacked recurrent layers (default {d.layers})")
+    model.add_argument("--embed-dim", type=int, metavar="N", help=f"character embedding size (default {d.embed_dim})")
+    model.add_argument("--dtype", choices=DTYPES, help=f"parameter dtype (default {d.dtype})")
+    opt = p.add_argument_group("training")
+    opt.add_argument("--seq-len", type=int, metavar="T",
+                     help=f"truncated-BPTT chunk length; lines mode: longest item + 1 (default {d.seq_len})")
+    opt.add_argument("--batch-size", type=int, metavar="B", help=f"rows or items per step (default {d.batch_size})")
+    opt.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help=f"optimizer (default {d.optimizer})")
+    opt.add_argument("--lr", type=float, metavar="LR", help=f"learning rate (default {d.lr})")
+    opt.add_argument("--clip", type=float, metavar="NORM", help=f"max gradient norm, 0: off (default {d.clip})")
+    opt.add_argument("--steps", type=int, metavar="N",
+                     help=f"total steps to reach (default {d.steps}; with only --minutes: no step limit)")
+    opt.add_argument("--minutes", type=float, metavar="M", help="stop this session after M minutes")
+    opt.add_argument("--seed", type=int, metavar="S", help=f"random seed (default {d.seed})")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", metavar="DIR", help=f"run directory (default {d.out})")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out exactly from its latest checkpoint (give a larger --steps)")
+    run.add_argument("--init-from", metavar="CHECKPOINT",
+                     help="start from this checkpoint's (or run directory's) weights and vocabulary")
+    run.add_argument("--eval-every", type=int, metavar="N",
+                     help=f"steps between validations and checkpoints (default {d.eval_every})")
+    run.add_argument("--sample-every", type=int, metavar="N",
+                     help=f"steps between printed samples, 0: never (default {d.sample_every})")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
+
+
+def _sample_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "sample", help="generate text from a trained model",
+        description="Generate text from a checkpoint, streamed to stdout as it is drawn.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a .safetensors checkpoint, or a run directory (its best checkpoint)")
+    prime = p.add_mutually_exclusive_group()
+    prime.add_argument("--prime", metavar="TEXT", default="", help="text to continue (lines mode: how items start)")
+    prime.add_argument("--prime-file", metavar="PATH", help="read the prime from a UTF-8 file (long primes, newlines)")
+    p.add_argument("--length", type=int, metavar="N",
+                   help=f"characters to generate (default {_STREAM_LENGTH}); lines models: items "
+                        f"(default {_LINES_LENGTH})")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="< 1: safer, > 1: wilder, 0: always the most likely character (default 1.0)")
+    p.add_argument("--top-k", type=int, metavar="K", help="sample only among the K most likely characters")
+    p.add_argument("--seed", type=int, metavar="S", help="random seed: the same seed gives the same text")
+    p.set_defaults(handler=_sample)
+
+
+def _diagnose_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "diagnose", help="plot how the gradient vanishes over time in RNN, LSTM and GRU",
+        description="Plot ||dL/dh_t|| over t (loss at the last step) for a tanh RNN, an LSTM and a GRU.",
+    )
+    p.add_argument("--out", default="gradient_flow.png", metavar="PNG", help="image to write (default %(default)s)")
+    p.add_argument("--seq-len", type=int, default=100, metavar="T", help="time steps (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=64, metavar="N", help="hidden units (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="B",
+                   help="random sequences averaged over (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of weights and inputs (default %(default)s)")
+    p.set_defaults(handler=_diagnose)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rnnkit`` argument parser with its subcommands."""
+    parser = _Parser(prog="rnnkit", description="Recurrent neural networks from first principles in NumPy.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _train_parser(commands)
+    _sample_parser(commands)
+    _diagnose_parser(commands)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    given = {name: value for name, value in vars(args).items() if name in _TRAIN_FIELDS}
+    if "minutes" in given and "steps" not in given:
+        given["steps"] = None  # --minutes alone: the time decides
+    config = TrainConfig(**given)
+    result = train(config, explicit=given.keys(), progress=not getattr(args, "no_progress", False))
+    return EXIT_INTERRUPTED if result.stopped_by == "interrupt" else 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    loaded = load_model(args.checkpoint)
+    prime = load_text(args.prime_file, what="prime file") if args.prime_file is not None else args.prime
+    mode = loaded.document.get("mode", "stream")
+    length = args.length if args.length is not None else (_LINES_LENGTH if mode == "lines" else _STREAM_LENGTH)
+    pieces = generate_text(loaded.model, loaded.vocab, mode=mode, prime=prime, length=length,
+                           rng=np.random.default_rng(args.seed), temperature=args.temperature, top_k=args.top_k,
+                           max_item_length=loaded.document.get("max_item_length"))
+    last = "\n"
+    for piece in pieces:
+        # Flushed piece by piece: the text appears as it is generated.
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        last = piece[-1:] or last
+    if last != "\n":
+        sys.stdout.write("\n")
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    curves = plot_gradient_flow(args.out, seq_len=args.seq_len, batch_size=args.batch_size,
+                                hidden_size=args.hidden, seed=args.seed)
+    for name, norms in curves.items():
+        print(f"{name:28s} ||dL/dh_0|| / ||dL/dh_T-1|| = {norms[0] / norms[-1]:.3g}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``rnnkit`` with ``argv`` (default: the command line) and return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (status 0) or a usage error already reported in one line (2)
+        return int(exit_.code or 0)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`rnnkit sample ... | head`): not an error.  Point stdout at devnull so
+        # that Python's final flush does not complain a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ValueError, OSError, ImportError) as error:
+        # ValueError covers DataError and CheckpointError; OSError unreadable or unwritable paths;
+        # ImportError a missing optional extra (matplotlib for diagnose).
+        print(f"rnnkit: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
