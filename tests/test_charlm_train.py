@@ -198,3 +198,26 @@ def test_lines_mode_trains_and_checks_item_length(tmp_path) -> None:
 def test_train_config_validation(changes, message) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**changes)
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path) -> None:
+    data = write_words(tmp_path / "words.txt", 200)
+    run(config(tmp_path, data, "straight"))
+    run(config(tmp_path, data, "split", steps=10))
+    # A crash after step 10's checkpoint: records of steps it never saved, and a line torn mid-write.
+    with (tmp_path / "split" / "metrics.jsonl").open("a", encoding="utf-8") as metrics:
+        metrics.write(json.dumps({"kind": "train", "step": 11, "epoch": 0, "loss": 9.0, "grad_norm": 1.0}) + "\n")
+        metrics.write('{"kind": "train", "st')
+    run(config(tmp_path, data, "split", steps=20, resume=True), explicit={"steps", "resume", "out"})
+    assert_same_run(tmp_path / "split", tmp_path / "straight")
+
+
+def test_lines_mode_vocabulary_always_has_the_terminator(tmp_path) -> None:
+    one_line = tmp_path / "one.txt"
+    one_line.write_text("abcabcabcabc", encoding="utf-8")  # no newline anywhere
+    with pytest.raises(DataError, match="at least 2 non-empty lines"):
+        run(config(tmp_path, one_line, mode="lines", seq_len=16))
+    two = tmp_path / "two.txt"
+    two.write_text("abc\nbca", encoding="utf-8")
+    run(config(tmp_path, two, mode="lines", batch_size=1, steps=2))
+    assert load_model(tmp_path / "run").vocab.chars == ("\n", "a", "b", "c")

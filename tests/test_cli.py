@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +194,23 @@ def test_diagnose(tmp_path, capsys) -> None:
     assert cli.main(["diagnose", "--out", str(png), "--seq-len", "12", "--hidden", "8", "--batch-size", "2"]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and "LSTM" in capsys.readouterr().out
     expect_error(capsys, ["diagnose", "--out", str(png), "--hidden", "0"], "hidden_size")
+
+
+def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path, words) -> None:
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}
+    process = subprocess.Popen([sys.executable, "-m", "rnnkit", "train", "--data", str(words), "--steps", "100000",
+                                "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not metrics.exists() or metrics.read_text().count('"train"') < 3):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted: stopped after step" in stdout
+    steps = metrics.read_text().count('"train"')
+    assert json.loads((out / "config.json").read_text())["steps"] == 100000
+    assert cli.main(["train", "--out", str(out), "--resume", "--steps", str(steps + 2), "--no-progress"]) == 0
+    assert metrics.read_text().count('"train"') == steps + 2

@@ -132,8 +132,8 @@ class TrainConfig:
     steps: int | None = 2000         # total steps to reach; None: until `minutes` run out
     minutes: float | None = None     # wall-clock limit of this session; None: none
     val_fraction: float = 0.1        # part of the text (stream: its tail) held out for validation
-    eval_every: int = 100            # steps between validations (and latest/best checkpoints)
-    sample_every: int = 500          # steps between printed samples; 0: never
+    eval_every: int = 200            # steps between validations (and latest/best checkpoints)
+    sample_every: int = 1000         # steps between printed samples; 0: never
     seed: int = 0                    # weights, lines split and shuffles, printed samples
     out: str = "runs/charlm"         # the run directory
     resume: bool = False             # continue the run in `out` from its latest checkpoint
@@ -278,7 +278,8 @@ class Trainer:
                 raise DataError(f"the text has {len(unknown)} character(s) that the vocabulary of "
                                 f"{source.path} lacks: {describe_chars(unknown)}")
         else:
-            self.vocab = Vocab.from_text(text)
+            # Lines mode: "\n" ends every item, even in a one-line file without a final newline.
+            self.vocab = Vocab(set(text) | {"\n"}) if config.mode == "lines" else Vocab.from_text(text)
         if resumed is not None and resumed.document.get("data_sha256") != self.data_sha256:
             raise DataError(f"the training text changed since the run in {self.out} started (its SHA-256 differs); "
                             f"an exact resume needs the same text")
@@ -317,8 +318,8 @@ class Trainer:
             self.val_batches: Any = StreamBatches.for_evaluation(val_ids, config.batch_size, config.seq_len)
         else:
             if "\n" not in self.vocab:
-                raise DataError("lines mode needs '\\n' in the vocabulary (it ends every item), and the checkpoint's "
-                                "vocabulary lacks it")
+                raise DataError("lines mode needs '\\n' in the vocabulary (it ends every item), and the vocabulary "
+                                "of the --init-from checkpoint lacks it")
             lines = text_lines(text)
             longest = max(lines, key=len, default="")
             if len(longest) + 1 > config.seq_len:
