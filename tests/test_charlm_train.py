@@ -122,7 +122,7 @@ def test_run_directory_artifacts(tmp_path) -> None:
     data = write_words(tmp_path / "words.txt", 200)
     result = run(config(tmp_path, data, steps=12, eval_every=5, sample_every=6))
     out = tmp_path / "run"
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".json") or p.name == "config.json") == [
+    assert sorted(p.name for p in out.iterdir()) == [
         "best.safetensors", "config.json", "latest.safetensors", "loss.png", "metrics.jsonl"]
     saved = json.loads((out / "config.json").read_text())
     assert TrainConfig(**saved).hidden == 16 and saved["data"] == str(data.absolute())

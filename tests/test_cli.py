@@ -155,7 +155,8 @@ def test_no_command_and_help(capsys) -> None:
 
 
 def test_bad_checkpoints(trained, tmp_path, capsys) -> None:
-    expect_error(capsys, ["sample", str(tmp_path / "missing.safetensors")], "does not exist")
+    expect_error(capsys, ["sample", str(tmp_path / "missing.safetensors")], "no such checkpoint file or run directory")
+    expect_error(capsys, ["sample", str(tmp_path / "missing-run")], "missing-run: no such checkpoint")
     expect_error(capsys, ["sample", str(tmp_path)], "without best.safetensors or latest.safetensors")
     # Another kind of model: a safetensors file that is not an rnnkit char-LM checkpoint.
     foreign = tmp_path / "foreign.safetensors"
@@ -163,10 +164,7 @@ def test_bad_checkpoints(trained, tmp_path, capsys) -> None:
     expect_error(capsys, ["sample", str(foreign)], "foreign")
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
-    (corrupt / "best.safetensors").write_bytes((trained / "best.safetensors").read_bytes()[:100])
-    for sibling in trained.glob("best.*"):  # whatever else belongs to the checkpoint, intact
-        if sibling.suffix != ".safetensors":
-            (corrupt / sibling.name).write_bytes(sibling.read_bytes())
+    (corrupt / "best.safetensors").write_bytes((trained / "best.safetensors").read_bytes()[:100])  # truncated
     expect_error(capsys, ["sample", str(corrupt)], "best.safetensors")
     expect_error(capsys, ["train", "--init-from", str(foreign), "--out", str(tmp_path / "r")], "foreign")
 

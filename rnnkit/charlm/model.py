@@ -313,9 +313,11 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
     (its latest one when no validation has run yet).
 
     Raises:
-        CheckpointError: a directory that holds neither checkpoint.
+        CheckpointError: ``path`` does not exist, or is a directory that holds neither checkpoint.
     """
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
     if path.is_dir():
         for name in (BEST_CHECKPOINT, LATEST_CHECKPOINT):
             if (path / name).is_file():
