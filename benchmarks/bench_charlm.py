@@ -1,0 +1,151 @@
+"""The char-LM's default model trained for the same wall-clock time by rnnkit and by PyTorch.
+
+    python benchmarks/bench_charlm.py                  # 10 minutes each (about 20 minutes in all)
+    python benchmarks/bench_charlm.py --minutes 1      # a quick look
+
+Both sides train the model ``rnnkit train`` builds with its defaults (``TrainConfig()``: embedding,
+one LSTM layer, linear head; Adam, gradient-norm clipping, truncated BPTT with the state carried
+between chunks) on the built-in corpus, from the *same initial weights*, on the same batches in
+the same order, and validate on the same held-out text every ``eval_every`` steps.  rnnkit runs
+through its real training loop (:func:`rnnkit.charlm.train.train`, checkpoints and all); PyTorch
+runs the equivalent plain loop.  Reported: steps done, training characters per second (time spent
+in training steps only), the best and the last validation bits per character, and the unigram
+baseline.  torch is a benchmark peer only, never a dependency of rnnkit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rnnkit.charlm.data import StreamBatches, Vocab, load_text, split_stream, unigram_bits_per_char  # noqa: E402
+from rnnkit.charlm.model import CharLM  # noqa: E402
+from rnnkit.charlm.train import TrainConfig, train  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - the benchmark needs its peer
+    sys.exit("bench_charlm.py compares against PyTorch: pip install torch==2.13.0 (make test installs it)")
+
+
+def run_rnnkit(config: TrainConfig) -> dict[str, float]:
+    result = train(config, progress=False, log=open(Path(config.out) / "log.txt", "w"))  # noqa: SIM115
+    records = [json.loads(line) for line in (Path(config.out) / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "train"]
+    return {
+        "steps": result.step,
+        "chars_per_s": sum(r["chars"] for r in steps) / sum(r["time_s"] for r in steps),
+        "best_bpc": result.best_val_bpc,
+        "last_bpc": result.val_bpc,
+    }
+
+
+class TorchCharLM(torch.nn.Module):
+    def __init__(self, vocab_size: int, config: TrainConfig) -> None:
+        super().__init__()
+        cells = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+        self.embed = torch.nn.Embedding(vocab_size, config.embed_dim)
+        self.rnn = cells[config.cell](config.embed_dim, config.hidden, config.layers, batch_first=True)
+        self.head = torch.nn.Linear(config.hidden, vocab_size)
+
+    def forward(self, x, state):
+        out, state = self.rnn(self.embed(x), state)
+        return self.head(out), state
+
+
+def _detach(state):
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def run_torch(config: TrainConfig, train_batches: StreamBatches, val_batches: StreamBatches,
+              initial: dict[str, np.ndarray], vocab_size: int) -> dict[str, float]:
+    model = TorchCharLM(vocab_size, config)
+    with torch.no_grad():
+        for name, value in initial.items():
+            model.get_parameter(name).copy_(torch.from_numpy(value))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def evaluate() -> float:
+        total, count, state = 0.0, 0, None
+        with torch.no_grad():
+            for index in range(len(val_batches)):
+                batch = val_batches.get(index)
+                logits, state = model(torch.from_numpy(batch.x), state)
+                y = torch.from_numpy(batch.y)
+                total += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+                count += y.numel()
+        return total / count / math.log(2)
+
+    deadline = time.monotonic() + 60.0 * config.minutes
+    step, train_time, chars, state, best, last = 0, 0.0, 0, None, math.inf, math.nan
+    while time.monotonic() < deadline:
+        for index in range(len(train_batches)):  # one epoch; the state restarts at zero each epoch
+            if time.monotonic() >= deadline:
+                break
+            batch = train_batches.get(index)
+            started = time.monotonic()
+            logits, state = model(torch.from_numpy(batch.x), state)
+            loss = loss_fn(logits.flatten(0, 1), torch.from_numpy(batch.y).flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            state = _detach(state)
+            train_time += time.monotonic() - started
+            chars += batch.y.size
+            step += 1
+            if step % config.eval_every == 0:
+                last = evaluate()
+                best = min(best, last)
+        state = None
+    last = evaluate()
+    return {"steps": step, "chars_per_s": chars / train_time, "best_bpc": min(best, last), "last_bpc": last}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="training time for each side (default 10)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(steps=None, minutes=args.minutes, sample_every=0, out=out)
+        text = load_text(config.data)
+        vocab = Vocab.from_text(text)
+        train_ids, val_ids = split_stream(vocab.encode(text), config.val_fraction)
+        unigram = unigram_bits_per_char(train_ids, val_ids, len(vocab))
+        initial = CharLM(config.model_config(len(vocab)), seed=config.seed).state_dict()
+
+        print(f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+              f"python {platform.python_version()}, {platform.machine()}")
+        print(f"built-in corpus: {len(train_ids)} training / {len(val_ids)} validation characters, "
+              f"vocabulary {len(vocab)}; model {config.cell} hidden {config.hidden} x {config.layers}, "
+              f"embed {config.embed_dim}, batch {config.batch_size} x seq_len {config.seq_len}, "
+              f"{config.optimizer} lr {config.lr}, clip {config.clip}; {args.minutes:g} minutes each", flush=True)
+
+        results = {"rnnkit": run_rnnkit(config)}
+        print(f"rnnkit done: {results['rnnkit']}", flush=True)
+        train_batches = StreamBatches(train_ids, config.batch_size, config.seq_len)
+        val_batches = StreamBatches.for_evaluation(val_ids, config.batch_size, config.seq_len)
+        results["torch"] = run_torch(config, train_batches, val_batches, initial, len(vocab))
+
+    print(f"\n{'':<8} {'steps':>7} {'chars/s':>9} {'best val bpc':>13} {'last val bpc':>13}")
+    for name, r in results.items():
+        print(f"{name:<8} {r['steps']:>7} {r['chars_per_s']:>9.0f} {r['best_bpc']:>13.3f} {r['last_bpc']:>13.3f}")
+    print(f"unigram baseline: {unigram:.3f} bits/char;  speed ratio rnnkit/torch: "
+          f"{results['rnnkit']['chars_per_s'] / results['torch']['chars_per_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
