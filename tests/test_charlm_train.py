@@ -170,6 +170,11 @@ def test_init_from_fine_tunes_and_lists_unknown_characters(tmp_path) -> None:
     assert tuned.step == 5
     base, loaded = load_model(tmp_path / "base"), load_model(tmp_path / "tuned")
     assert loaded.vocab == base.vocab and loaded.model.config == base.model.config  # hidden 12, inherited
+    # The fine-tuned run resumes like any other (its own weights, not the init_from ones, are read).
+    resumed = run(config(tmp_path, subset, "tuned", steps=7, resume=True, hidden=12))
+    assert resumed.step == 7
+    with pytest.raises(ValueError, match="exclude each other"):
+        run(config(tmp_path, subset, "tuned", resume=True, init_from=str(tmp_path / "base")))
     foreign = tmp_path / "foreign.txt"
     foreign.write_text("the cat sat on a mat, über café\n" * 40, encoding="utf-8")
     with pytest.raises(DataError, match=r"3 character\(s\) that the vocabulary of .* lacks: ',', 'é', 'ü'"):
@@ -193,7 +198,7 @@ def test_lines_mode_trains_and_checks_item_length(tmp_path) -> None:
     [({"seq_len": 0}, "seq_len must be a positive integer"), ({"hidden": -1}, "hidden must be"),
      ({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr must be"), ({"clip": -1.0}, "clip must be"),
      ({"val_fraction": 0.7}, "val_fraction"), ({"cell": "transformer"}, "cell must be one of"),
-     ({"steps": None}, "give steps or minutes"), ({"resume": True, "init_from": "x"}, "exclude each other")],
+     ({"steps": None}, "give steps or minutes")],
 )
 def test_train_config_validation(changes, message) -> None:
     with pytest.raises(ValueError, match=message):

@@ -66,8 +66,9 @@ def plot_losses(
                     label=f"training (mean of {window} steps)")
         shown.append(train[:, 1])
     if len(val):
+        best = int(np.argmin(val[:, 1]))
         ax.plot(val[:, 0], val[:, 1], "o-", color="C1", markersize=3.5, linewidth=1.8,
-                label=f"validation (last {val[-1, 1]:.3f})")
+                label=f"validation (best {val[best, 1]:.3f} at step {int(val[best, 0])})")
         shown.append(val[:, 1])
     if unigram is not None:
         ax.axhline(unigram, color="grey", linestyle="--", linewidth=1.2, label=f"unigram baseline ({unigram:.3f})")

@@ -168,8 +168,6 @@ class TrainConfig:
             raise ValueError(f"out must be a non-empty path string, got {self.out!r}")
         if not isinstance(self.resume, bool):
             raise ValueError(f"resume must be True or False, got {self.resume!r}")
-        if self.resume and self.init_from is not None:
-            raise ValueError("resume and init_from exclude each other: resume continues a run, init_from starts one")
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The architecture this config describes, for a vocabulary of ``vocab_size`` characters."""
@@ -250,6 +248,9 @@ class Trainer:
         self._bar: _Progress | None = None
         self._metrics: TextIO | None = None
         explicit = frozenset(f.name for f in fields(TrainConfig)) if explicit is None else frozenset(explicit)
+        # (A resumed run's own config may hold both: it was started from init_from and is now resumed.)
+        if config.resume and config.init_from is not None and "init_from" in explicit:
+            raise ValueError("resume and init_from exclude each other: resume continues a run, init_from starts one")
         config = replace(config, data=_absolute(config.data), init_from=_absolute(config.init_from),
                          out=str(Path(config.out).absolute()))
         self.out = Path(config.out)
@@ -589,6 +590,8 @@ def _resume_config(config: TrainConfig, explicit: frozenset[str], document: dict
         explicit = explicit | {"steps", "minutes"}
     for name in sorted(explicit):
         new, old = getattr(config, name), getattr(saved, name)
+        if name == "init_from":
+            continue  # where the run's first weights came from; a resume reads its own latest weights instead
         if name in RESUME_OVERRIDES:
             changes[name] = new
         elif new != old:
@@ -655,7 +658,7 @@ class _Progress:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+            self._bar = tqdm(total=total, initial=initial, unit=" steps", dynamic_ncols=True, file=sys.stderr)
 
     def update(self, step: int, postfix: dict[str, str]) -> None:
         if not self.enabled:
