@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +227,16 @@ def test_lines_mode_vocabulary_always_has_the_terminator(tmp_path) -> None:
     two.write_text("abc\nbca", encoding="utf-8")
     run(config(tmp_path, two, mode="lines", batch_size=1, steps=2))
     assert load_model(tmp_path / "run").vocab.chars == ("\n", "a", "b", "c")
+
+
+def test_without_the_app_extra_progress_is_logged_and_the_plot_skipped(tmp_path, monkeypatch, capsys) -> None:
+    """tqdm and matplotlib are optional: plain progress lines on stderr, and a note instead of loss.png."""
+    for module in ("tqdm", "matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    monkeypatch.setattr("rnnkit.charlm.train._LOG_INTERVAL_S", 0.0)
+    data = write_words(tmp_path / "words.txt", 200)
+    result = train(config(tmp_path, data, steps=3), log=sys.stdout, progress=True)
+    captured = capsys.readouterr()
+    assert result.plot is None and not (tmp_path / "run" / "loss.png").exists()
+    assert "loss curve: not drawn (matplotlib is not installed" in captured.out
+    assert "step 3/3  train " in captured.err and "chars/s" in captured.err

@@ -6,14 +6,15 @@ Built only on rnnkit's public API (layers, losses, clipping, optimizers, checkpo
 * :mod:`~rnnkit.charlm.model` -- :class:`CharLM` (Embedding -> RNN/LSTM/GRU -> Linear), loss, evaluation,
   generation, loading checkpoints;
 * :mod:`~rnnkit.charlm.sample` -- generating text in either mode;
-* :mod:`~rnnkit.charlm.train` -- :class:`TrainConfig` and :func:`train`: the loop, the run directory, exact resume;
+* :mod:`~rnnkit.charlm.train` -- :class:`TrainConfig` and :func:`rnnkit.charlm.train.train`: the loop, the run
+  directory, exact resume (the function is not re-exported here, so that ``rnnkit.charlm.train`` stays the module);
 * :mod:`~rnnkit.charlm.plot` -- the loss curve.
 """
 
 from rnnkit.charlm.data import DataError, Vocab, load_text
 from rnnkit.charlm.model import CharLM, LoadedModel, ModelConfig, bits, load_model
 from rnnkit.charlm.sample import generate_text
-from rnnkit.charlm.train import TrainConfig, Trainer, TrainResult, train
+from rnnkit.charlm.train import TrainConfig, Trainer, TrainResult
 
 __all__ = [
     "CharLM",
@@ -28,5 +29,4 @@ __all__ = [
     "generate_text",
     "load_model",
     "load_text",
-    "train",
 ]
