@@ -26,6 +26,7 @@ read and write is passed in, and they keep nothing between calls.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -83,3 +84,29 @@ def tanh_grad(y: Array, d: Array, tmp: Array) -> None:
     np.multiply(y, y, out=tmp)
     np.subtract(1.0, tmp, out=tmp)
     d *= tmp
+
+
+class MixedGates(NamedTuple):
+    """Constants that let one ``tanh`` call compute a block of σ and tanh gates, and one pass differentiate it.
+
+    With ``s = ½`` on σ rows and ``1`` on tanh rows, ``σ(a) = ½ tanh(½ a) + ½`` and ``tanh(a) = 1 tanh(1 a) + 0``,
+    so ``y = s ⊙ tanh(s ⊙ a) + offset``.  Backward, ``σ' = y (1 - y)`` and ``tanh' = 1 - y²`` are both
+    ``p + y ⊙ (q - y)``, with ``(p, q) = (0, 1)`` on σ rows and ``(1, 0)`` on tanh rows.  Every array is a full
+    ``(rows, B)`` block, because same-shape ufuncs are about twice as fast as broadcasting a column.
+    """
+
+    scale: Array   # s
+    offset: Array  # ½ on σ rows, 0 on tanh rows
+    p: Array
+    q: Array
+
+
+@functools.lru_cache(maxsize=128)
+def mixed_gates(pattern: str, H: int, B: int, dtype: np.dtype[Any]) -> MixedGates:
+    """The :class:`MixedGates` constants for gate blocks ``pattern`` (one letter per block of H rows: "s" for σ,
+    "t" for tanh; the LSTM's i, f, g, o is "ssts"), ``B`` columns, read-only and cached."""
+    sig = np.repeat(np.array([c == "s" for c in pattern], dtype=dtype), H)[:, None] * np.ones((1, B), dtype)
+    arrays = MixedGates(scale=1.0 - 0.5 * sig, offset=0.5 * sig, p=1.0 - sig, q=sig)
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays

@@ -7,6 +7,11 @@ One step, in the symbols of the code below (``a`` holds the gate pre-activations
     c = f ⊙ c_prev + i ⊙ g
     h = o ⊙ tanh(c)
 
+The four gate nonlinearities run as one pass over the whole ``(4H, B)`` block: with ``s = ½`` on the
+σ rows and ``1`` on the g rows, ``σ(a) = ½ tanh(½a) + ½`` and ``tanh(a) = 1·tanh(1·a) + 0``, so
+``[i; f; g; o] = s ⊙ tanh(s ⊙ a) + (1 - s)`` (:class:`~rnnkit.cells._spec.MixedGates`): one tanh
+call instead of three σ/tanh calls on strided pieces, which is what a step's time goes to at small H.
+
 Backward, given dh = ∂L/∂h and dc = ∂L/∂c (both carried from the step after, dh already holding
 this step's output gradient)::
 
@@ -14,7 +19,7 @@ this step's output gradient)::
     dc     += dh ⊙ o ⊙ (1 - tanh(c)²)
     di, df, dg = dc ⊙ g,  dc ⊙ c_prev,  dc ⊙ i
     dc_prev = dc ⊙ f
-    da      = [di ⊙ i(1-i); df ⊙ f(1-f); dg ⊙ (1-g²); do ⊙ o(1-o)]      (= d_xp = d_hp)
+    da      = [di; df; dg; do] ⊙ [i(1-i); f(1-f); 1-g²; o(1-o)]      (= d_xp = d_hp; one pass, p + y ⊙ (q - y))
     dh_prev = W_hhᵀ da
 
 Forgetting either carried gradient (dh *or* dc) is the classic LSTM backprop bug; the gradient
@@ -28,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rnnkit._types import Array
-from rnnkit.cells._spec import CellSpec, sigmoid, sigmoid_grad, tanh_grad
+from rnnkit.cells._spec import CellSpec, mixed_gates, tanh_grad
 
 
 class LSTMCache(NamedTuple):
@@ -58,11 +63,13 @@ def forward(
     H = h.shape[0]
     a, tanh_c = cache
     i, f, g, o = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
+    k = mixed_gates("ssts", H, a.shape[1], a.dtype)
     np.matmul(w_hh, h_prev, out=a)        # a = W_hh h_prev
     a += xp                               #   + xp
-    sigmoid(a[: 2 * H], out=a[: 2 * H])   # i, f = σ(a_i), σ(a_f)  (adjacent rows: one call)
-    np.tanh(g, out=g)                     # g = tanh(a_g)
-    sigmoid(o, out=o)                     # o = σ(a_o)
+    a *= k.scale                          # i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o):
+    np.tanh(a, out=a)                     #   s ⊙ tanh(s ⊙ a) + (1 - s)
+    a *= k.scale
+    a += k.offset
     np.multiply(f, c_prev, out=c)         # c = f ⊙ c_prev
     ig = scratch[:H]
     np.multiply(i, g, out=ig)             #     + i ⊙ g
@@ -88,7 +95,7 @@ def backward(
     H = dh.shape[0]
     i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]
     di, df, dg, do = d_xp[:H], d_xp[H : 2 * H], d_xp[2 * H : 3 * H], d_xp[3 * H :]
-    tmp, tmp2 = scratch[:H], scratch[: 2 * H]
+    tmp, tmp4 = scratch[:H], scratch[: 4 * H]
     np.multiply(dh, tanh_c, out=do)       # do = dh ⊙ tanh(c)
     np.multiply(dh, o, out=df)            # dc += dh ⊙ o ⊙ (1 - tanh(c)²)   (df as a temporary)
     tanh_grad(tanh_c, df, tmp)
@@ -97,9 +104,11 @@ def backward(
     np.multiply(dc, c_prev, out=df)       # df = dc ⊙ c_prev
     np.multiply(dc, i, out=dg)            # dg = dc ⊙ i
     dc *= f                               # dc_prev = dc ⊙ f
-    sigmoid_grad(gates[: 2 * H], d_xp[: 2 * H], tmp2)   # through σ of i and f
-    tanh_grad(g, dg, tmp)                 # through tanh of g
-    sigmoid_grad(o, do, tmp)              # through σ of o
+    k = mixed_gates("ssts", H, dh.shape[1], dh.dtype)
+    np.subtract(k.q, gates, out=tmp4)     # da = [di; df; dg; do] ⊙ (p + y ⊙ (q - y)):
+    tmp4 *= gates                         #   σ' = y(1-y) on i, f, o;  tanh' = 1 - y² on g
+    tmp4 += k.p
+    d_xp *= tmp4
     np.matmul(w_hh.T, d_xp, out=dh)       # dh_prev = W_hhᵀ da
 
 
@@ -109,7 +118,7 @@ LSTM_CELL = CellSpec(
     state_names=("h", "c"),
     cache_type=LSTMCache,
     cache_rows=(4, 1),
-    scratch_rows=2,
+    scratch_rows=4,
     separate_hidden_grad=False,
     split_bias=split_bias,
     forward=forward,
