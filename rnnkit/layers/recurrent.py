@@ -39,8 +39,11 @@ class RecurrentCache(NamedTuple):
 
 def _to_feature_major(a: Array, order: IntArray | None) -> Array:
     """``(B, T, F)`` -> a new C-contiguous ``(F, T, B)``, the batch permuted by ``order`` if given."""
-    fm = a.transpose(2, 1, 0)
-    return fm.copy(order="C") if order is None else np.ascontiguousarray(fm[:, :, order])
+    B, T, F = a.shape
+    out = np.empty((F, T, B), a.dtype)
+    for t in range(T):  # one small (B, F) -> (F, B) transpose per step stays in cache; a 3-D one does not
+        np.copyto(out[:, t], (a[:, t] if order is None else a[order, t]).T)
+    return out
 
 
 def _to_batch_first(a: Array, inv: IntArray | None) -> Array:
@@ -48,8 +51,11 @@ def _to_batch_first(a: Array, inv: IntArray | None) -> Array:
 
     Always a copy: the result must never share memory with a cache (``a`` may be a view of one).
     """
-    bf = a.transpose(2, 1, 0)
-    return bf.copy(order="C") if inv is None else np.ascontiguousarray(bf[inv])  # indexing copies
+    F, T, B = a.shape
+    out = np.empty((B, T, F), a.dtype)
+    for t in range(T):
+        np.copyto(out[:, t], a[:, t].T if inv is None else a[:, t, inv].T)
+    return out
 
 
 class Recurrent:
