@@ -6,7 +6,8 @@
 For RNN, LSTM and GRU with B=32, T=100, I=H in {128, 256, 512}, float32, it times (a) a forward
 pass for inference (rnnkit ``keep_cache=False``, torch ``no_grad``) and (b) a training step
 (forward + backward to the input, the initial state and every parameter).  Each repeat runs rnnkit
-and torch back to back, so both see the same machine load; the table shows medians and the ratio
+and torch back to back (each timed call right after an untimed one of the same library), so both
+see the same machine load; the table shows medians and the ratio
 torch_time / rnnkit_time (above 1: rnnkit is faster).  The last columns give rnnkit's achieved
 GFLOP/s (matrix-product FLOPs only) next to the ceiling: one plain NumPy product of the same
 total size, ``(G*H, H) @ (H, T*B)``.
@@ -80,10 +81,14 @@ def bench(kind: str, H: int, repeats: int, rng: np.random.Generator) -> dict[str
 
     res = {}
     for what, rk, pt in (("fwd", rk_forward, pt_forward), ("train", rk_train, pt_train)):
-        rk(), pt()  # warm-up
         rk_t, pt_t = [], []
-        for _ in range(repeats):  # interleaved: both see the same load
+        for _ in range(repeats):  # interleaved, so both see the same machine load
+            # Each timed call follows an untimed one of the same library: after the other library ran,
+            # the first call pays for waking its thread pool (BLAS / OpenMP) and refilling caches, a cost
+            # that depends on the order of the calls, not on either library.
+            rk()
             rk_t += _time(rk, 1)
+            pt()
             pt_t += _time(pt, 1)
         res[f"{what}_rk"] = statistics.median(rk_t)
         res[f"{what}_pt"] = statistics.median(pt_t)
@@ -103,14 +108,14 @@ def bench(kind: str, H: int, repeats: int, rng: np.random.Generator) -> dict[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="H=128 only, 5 repeats")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 15; quick 5)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 11; quick 5)")
     parser.add_argument("--kinds", default="RNN,GRU,LSTM")
     parser.add_argument("--sizes", default=None, help="comma-separated H values (default 128,256,512)")
     args = parser.parse_args()
     sizes = [128] if args.quick else [128, 256, 512]
     if args.sizes:
         sizes = [int(s) for s in args.sizes.split(",")]
-    repeats = args.repeats or (5 if args.quick else 15)
+    repeats = args.repeats or (5 if args.quick else 11)
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
 
