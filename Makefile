@@ -14,8 +14,12 @@ $(VENV)/.installed-test: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-app
 
+# The main job: train a small LSTM language model on Python's own documentation (built in, nothing
+# downloaded) for 2.5 minutes, then sample from it.  The run directory is runs/demo.
 demo: $(VENV)/.installed-app
-	$(PY) examples/textbook_demo.py
+	rm -rf runs/demo
+	$(VENV)/bin/rnnkit train --minutes 2.5 --out runs/demo
+	$(VENV)/bin/rnnkit sample runs/demo --prime "The " --length 400 --temperature 0.7 --seed 1
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

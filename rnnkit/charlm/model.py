@@ -32,10 +32,8 @@ import numpy as np
 from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.charlm.data import Batch, Vocab
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint
-from rnnkit.layers.embedding import Embedding
-from rnnkit.layers.linear import Linear
-from rnnkit.layers.recurrent import GRU, LSTM, RNN
-from rnnkit.layers.sequential import ModelState, Sequential
+from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, Sequential
+from rnnkit.layers.sequential import ModelState
 from rnnkit.losses import log_softmax, softmax_cross_entropy
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
