@@ -29,7 +29,7 @@ import numpy as np
 from rnnkit.charlm.data import BUILTIN_CORPUS, load_text
 from rnnkit.charlm.model import CELLS, DTYPES, load_model
 from rnnkit.charlm.sample import MODES, generate_text
-from rnnkit.charlm.train import OPTIMIZERS, TrainConfig, train
+from rnnkit.charlm.train import DEFAULT_STEPS, OPTIMIZERS, TrainConfig, train
 from rnnkit.diagnostics import plot_gradient_flow
 
 EXIT_USAGE = 2         # bad input: argparse's convention
@@ -80,7 +80,7 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--lr", type=float, metavar="LR", help=f"learning rate (default {d.lr})")
     opt.add_argument("--clip", type=float, metavar="NORM", help=f"max gradient norm, 0: off (default {d.clip})")
     opt.add_argument("--steps", type=int, metavar="N",
-                     help=f"total steps to reach (default {d.steps}; with only --minutes: no step limit)")
+                     help=f"total steps to reach (default {DEFAULT_STEPS}; with only --minutes: no step limit)")
     opt.add_argument("--minutes", type=float, metavar="M", help="stop this session after M minutes")
     opt.add_argument("--seed", type=int, metavar="S", help=f"random seed (default {d.seed})")
     run = p.add_argument_group("run")
@@ -143,8 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     given = {name: value for name, value in vars(args).items() if name in _TRAIN_FIELDS}
-    if "minutes" in given and "steps" not in given:
-        given["steps"] = None  # --minutes alone: the time decides
     config = TrainConfig(**given)
     result = train(config, explicit=given.keys(), progress=not getattr(args, "no_progress", False))
     return EXIT_INTERRUPTED if result.stopped_by == "interrupt" else 0
@@ -170,6 +168,9 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
+    for option in ("seq_len", "hidden", "batch_size"):
+        if getattr(args, option) < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be a positive integer, got {getattr(args, option)}")
     curves = plot_gradient_flow(args.out, seq_len=args.seq_len, batch_size=args.batch_size,
                                 hidden_size=args.hidden, seed=args.seed)
     for name, norms in curves.items():
@@ -195,10 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("rnnkit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # The reader went away (`rnnkit sample ... | head`): not an error.  Point stdout at devnull so
-        # that Python's final flush does not complain a second time.
+        # The reader went away.  Point stdout at devnull so that Python's final flush does not complain
+        # a second time.  For `rnnkit sample ... | head` that is the normal end; anything else (a
+        # training run) stopped before it was done, which must not look like success.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        if args.handler is _sample:
+            return 0
+        print("rnnkit: error: standard output was closed (broken pipe); stopped", file=sys.stderr)
+        return EXIT_USAGE
     except (ValueError, OSError, ImportError) as error:
         # ValueError covers DataError and CheckpointError; OSError unreadable or unwritable paths;
         # ImportError a missing optional extra (matplotlib for diagnose).

@@ -94,6 +94,8 @@ def test_vocab_rejects_bad_input() -> None:
         Vocab.from_json(["b", "a"])
     with pytest.raises(ValueError, match="0..1"):
         Vocab.from_text("ab").decode([2])
+    with pytest.raises(ValueError, match="ids must lie in 0..1"):
+        Vocab.from_text("ab").decode([-1])  # not the last character, silently
 
 
 # --------------------------------------------------------------------------------------------------

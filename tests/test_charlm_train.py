@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from rnnkit.charlm.data import DataError
 from rnnkit.charlm.model import load_model
-from rnnkit.charlm.train import TrainConfig, Trainer, train
+from rnnkit.charlm.train import DEFAULT_STEPS, TrainConfig, Trainer, train
 from rnnkit.io.checkpoint import CheckpointError
 
 WORDS = ["alpha", "beta", "gamma", "delta", "the", "cat", "sat", "on", "a", "mat", "run", "fast"]
@@ -171,9 +172,13 @@ def test_init_from_fine_tunes_and_lists_unknown_characters(tmp_path) -> None:
     assert tuned.step == 5
     base, loaded = load_model(tmp_path / "base"), load_model(tmp_path / "tuned")
     assert loaded.vocab == base.vocab and loaded.model.config == base.model.config  # hidden 12, inherited
-    # The fine-tuned run resumes like any other (its own weights, not the init_from ones, are read).
+    # The fine-tuned run resumes like any other: its own weights are read, so the run it started from
+    # is not needed any more (a copy keeps the rest of this test going).
+    shutil.copytree(tmp_path / "base", tmp_path / "base-copy")
+    shutil.rmtree(tmp_path / "base")
     resumed = run(config(tmp_path, subset, "tuned", steps=7, resume=True, hidden=12))
     assert resumed.step == 7
+    shutil.move(tmp_path / "base-copy", tmp_path / "base")
     with pytest.raises(ValueError, match="exclude each other"):
         run(config(tmp_path, subset, "tuned", resume=True, init_from=str(tmp_path / "base")))
     foreign = tmp_path / "foreign.txt"
@@ -199,7 +204,7 @@ def test_lines_mode_trains_and_checks_item_length(tmp_path) -> None:
     [({"seq_len": 0}, "seq_len must be a positive integer"), ({"hidden": -1}, "hidden must be"),
      ({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr must be"), ({"clip": -1.0}, "clip must be"),
      ({"val_fraction": 0.7}, "val_fraction"), ({"cell": "transformer"}, "cell must be one of"),
-     ({"steps": None}, "give steps or minutes")],
+     ({"steps": 0}, "steps must be"), ({"minutes": -1.0}, "minutes must be")],
 )
 def test_train_config_validation(changes, message) -> None:
     with pytest.raises(ValueError, match=message):
@@ -240,3 +245,9 @@ def test_without_the_app_extra_progress_is_logged_and_the_plot_skipped(tmp_path,
     assert result.plot is None and not (tmp_path / "run" / "loss.png").exists()
     assert "loss curve: not drawn (matplotlib is not installed" in captured.out
     assert "step 3/3  train " in captured.err and "chars/s" in captured.err
+
+
+def test_minutes_alone_lifts_the_default_step_limit() -> None:
+    assert TrainConfig().steps == DEFAULT_STEPS
+    assert TrainConfig(minutes=2.5).steps is None  # the time decides, as with `rnnkit train --minutes 2.5`
+    assert TrainConfig(minutes=2.5, steps=10).steps == 10

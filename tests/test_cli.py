@@ -191,7 +191,8 @@ def test_diagnose(tmp_path, capsys) -> None:
     png = tmp_path / "flow.png"
     assert cli.main(["diagnose", "--out", str(png), "--seq-len", "12", "--hidden", "8", "--batch-size", "2"]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG" and "LSTM" in capsys.readouterr().out
-    expect_error(capsys, ["diagnose", "--out", str(png), "--hidden", "0"], "hidden_size")
+    expect_error(capsys, ["diagnose", "--out", str(png), "--hidden", "0"], "--hidden must be a positive integer")
+    expect_error(capsys, ["diagnose", "--out", str(png), "--seq-len", "0"], "--seq-len must be a positive integer")
 
 
 def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path, words) -> None:

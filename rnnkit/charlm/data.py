@@ -184,11 +184,12 @@ class Vocab:
 
     def decode(self, ids: Iterable[int] | IntArray) -> str:
         """The text of a sequence of ids (each in ``0 .. V-1``)."""
+        ids = np.asarray(ids).ravel()
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            # Checked up front: a negative id would otherwise index from the end and decode silently.
+            raise ValueError(f"ids must lie in 0..{len(self) - 1} (the vocabulary size is {len(self)})")
         chars = self.chars
-        try:
-            return "".join(chars[int(i)] for i in np.asarray(ids).ravel())
-        except IndexError:
-            raise ValueError(f"ids must lie in 0..{len(self) - 1} (the vocabulary size is {len(self)})") from None
+        return "".join(chars[int(i)] for i in ids)
 
     def to_json(self) -> list[str]:
         """The characters as a JSON-friendly list (the form stored in checkpoints)."""

@@ -98,6 +98,9 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW, "sgd": S
                                           "adagrad": Adagrad}
 """Optimizer names; each is built with ``lr`` and otherwise ``torch.optim``'s defaults."""
 
+DEFAULT_STEPS = 2000
+"""The number of steps a run trains for when neither ``steps`` nor ``minutes`` is given."""
+
 MODEL_FIELDS = ("cell", "hidden", "layers", "embed_dim", "dtype")
 """The TrainConfig fields that define the architecture (with ``init_from`` they come from the checkpoint)."""
 
@@ -129,7 +132,7 @@ class TrainConfig:
     lr: float = 2e-3                 # learning rate
     clip: float = 5.0                # max global gradient norm; 0: no clipping
     optimizer: str = "adam"          # one of OPTIMIZERS
-    steps: int | None = 2000         # total steps to reach; None: until `minutes` run out
+    steps: int | None = None         # total steps to reach; None: `minutes` decides (DEFAULT_STEPS if both None)
     minutes: float | None = None     # wall-clock limit of this session; None: none
     val_fraction: float = 0.1        # part of the text (stream: its tail) held out for validation
     eval_every: int = 200            # steps between validations (and latest/best checkpoints)
@@ -154,12 +157,12 @@ class TrainConfig:
         _check_number("val_fraction", self.val_fraction, positive=True)
         if not self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must lie in (0, 0.5), got {self.val_fraction!r}")
+        if self.steps is None and self.minutes is None:
+            self.steps = DEFAULT_STEPS  # neither limit given: a fixed number of steps; with minutes alone, time decides
         if self.steps is not None:
             _check_int("steps", self.steps, low=1)
         if self.minutes is not None:
             _check_number("minutes", self.minutes, positive=True)
-        if self.steps is None and self.minutes is None:
-            raise ValueError("give steps or minutes (or both): training needs a point to stop")
         for name in ("data", "init_from"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -264,7 +267,9 @@ class Trainer:
         elif latest.exists():
             raise ValueError(f"{self.out} already holds a run ({LATEST_CHECKPOINT}); continue it with --resume, "
                              f"or choose another --out (or delete the directory)")
-        initial = load_model(config.init_from) if config.init_from is not None else None
+        # A resumed run reads its own latest weights: the checkpoint it was first initialised from is
+        # history (it may even be gone) and is not loaded again.
+        initial = load_model(config.init_from) if config.init_from is not None and resumed is None else None
         if initial is not None:
             config = _init_config(config, explicit, initial.model.config, initial.path)
         self.config = config
