@@ -109,7 +109,7 @@ def gradient_norms_over_time(
         d_out = np.zeros_like(out)
         if t == T - 1:
             d_out[:, -1] = d_last
-        _, d_state, _ = model.backward(d_out, caches[t], d_state=d_state)
+        _, d_state, _ = model.backward(d_out, d_state, caches[t])
         norms[t] = _hidden_norms(d_state).mean()
     return norms
 

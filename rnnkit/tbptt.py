@@ -130,7 +130,7 @@ def tbptt_step(
     out, final_state, cache = model.forward(x, state=state)
     loss, d_out = loss_fn(out, y)
     # d_state=None: the final state is only carried forward, and the initial state is a constant.
-    _, _, grads = model.backward(d_out, cache, d_state=None)
+    _, _, grads = model.backward(d_out, None, cache)
     grad_norm = clip_grad_norm(grads, clip) if clip is not None else global_norm(grads)
     optimizer.step(model.params, grads)
     return TBPTTStep(loss, final_state, grad_norm)

@@ -195,7 +195,7 @@ def test_sequential_gradcheck(lengths: np.ndarray | None) -> None:
         return float((out * w_out).sum() + (h * w_h).sum() + (c * w_c).sum())
 
     out, state, cache = model.forward(ids, state={"rnn": (h0, c0)}, lengths=lengths)
-    d_in, d_state0, grads = model.backward(w_out, cache, d_state={"rnn": (w_h, w_c)})
+    d_in, d_state0, grads = model.backward(w_out, {"rnn": (w_h, w_c)}, cache)
     assert d_in is None and list(grads) == list(model.params)
     arrays = {**model.params, "h0": h0, "c0": c0}
     analytic = {**grads, "h0": d_state0["rnn"][0], "c0": d_state0["rnn"][1]}
@@ -209,7 +209,7 @@ def test_sequential_matches_torch() -> None:
     ids = rng.integers(0, V, (B, T))
     w_out = rng.standard_normal((B, T, V))
     out, _, cache = model.forward(ids)
-    _, _, grads = model.backward(w_out, cache)
+    _, _, grads = model.backward(w_out, None, cache)
 
     embed, lstm = torch.nn.Embedding(V, E, dtype=torch.float64), torch.nn.LSTM(
         E, H, num_layers=2, batch_first=True, dtype=torch.float64)
@@ -241,7 +241,7 @@ def test_sequential_float_input_and_recurrent_last() -> None:
         return float((model.forward(x)[1]["gru"] * w_h).sum())
 
     _, state, cache = model.forward(x)
-    dx, d_state0, grads = model.backward(None, cache, d_state={"gru": w_h})
+    dx, d_state0, grads = model.backward(None, {"gru": w_h}, cache)
     assert dx.shape == x.shape and d_state0["gru"].shape == (1, B, H)
     report = gradcheck(loss, {**model.params, "x": x}, {**grads, "x": dx}, max_entries=10)
     assert report.max_error < 1e-7, report
@@ -330,12 +330,12 @@ def test_sequential_errors() -> None:
         model.forward(ids, state={"rnn": (np.zeros((1, B, H)), np.zeros((1, B, H)))})
     _, _, cache = model.forward(ids)
     with pytest.raises(ValueError, match="cache must be the cache returned by this model"):
-        model.backward(np.zeros((B, T, V)), None)
+        model.backward(np.zeros((B, T, V)), None, None)
     with pytest.raises(ValueError, match="layer 'head': d_out has shape"):
-        model.backward(np.zeros((B, T, H)), cache)
+        model.backward(np.zeros((B, T, H)), None, cache)
     _, _, no_cache = model.forward(ids, keep_cache=False)
     assert no_cache is None
     misplaced = Sequential([("a", _Identity()), ("embed", Embedding(V, E, dtype=np.float64))])
     _, _, cache = misplaced.forward(ids)
     with pytest.raises(ValueError, match="layer 'a' gets no gradient: layer 'embed' returned no input gradient"):
-        misplaced.backward(np.zeros((B, T, E)), cache)
+        misplaced.backward(np.zeros((B, T, E)), None, cache)

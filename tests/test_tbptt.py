@@ -125,7 +125,7 @@ def test_chunk_gradient_treats_incoming_state_as_constant() -> None:
     _, d_out = softmax_cross_entropy(out[:, -T:], y)
     d_full = np.zeros_like(out)
     d_full[:, -T:] = d_out
-    _, _, full = model.backward(d_full, cache)
+    _, _, full = model.backward(d_full, None, cache)
     assert full.keys() == recorder.grads[k].keys()
     assert np.abs(full["rnn.weight_hh_l0"] - recorder.grads[k]["rnn.weight_hh_l0"]).max() > 1e-4
     # ... while the output layer, which sees no earlier step, gets the same gradient either way.

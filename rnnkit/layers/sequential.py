@@ -77,7 +77,7 @@ class Sequential:
         model = Sequential([("embed", Embedding(V, 16)), ("rnn", LSTM(16, 64)), ("head", Linear(64, V))])
         logits, state, cache = model.forward(ids)                 # ids (B, T) -> logits (B, T, V)
         loss, d_logits = softmax_cross_entropy(logits, targets)
-        _, _, grads = model.backward(d_logits, cache)             # keys == model.params keys
+        _, _, grads = model.backward(d_logits, None, cache)             # keys == model.params keys
     """
 
     def __init__(self, layers: Iterable[tuple[str, Any]] | Mapping[str, Any]) -> None:
@@ -187,17 +187,17 @@ class Sequential:
     def backward(
         self,
         d_out: Array | None,
+        d_state: ModelState | None,
         cache: SequentialCache,
-        d_state: ModelState | None = None,
     ) -> tuple[Array | None, ModelState, Grads]:
         """Backpropagate through every layer in reverse order.
 
         Args:
             d_out: gradient with respect to the model's output (None: zero, if the last layer is
                 recurrent).
-            cache: from :meth:`forward` of the same call.
             d_state: ``{layer_name: gradient w.r.t. that layer's final state}``; layers left out
                 (or None) get zero — the truncated-BPTT boundary.
+            cache: from :meth:`forward` of the same call.
 
         Returns:
             ``(d_in, d_state0, grads)``: the gradient with respect to ``x`` (None when the first
