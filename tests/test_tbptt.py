@@ -154,7 +154,7 @@ def test_step_updates_the_model_with_the_optimizer() -> None:
     before = model.state_dict()
     out, _, cache = model.forward(x)
     _, d_out = softmax_cross_entropy(out, y)
-    _, _, grads = model.backward(d_out, cache)
+    _, _, grads = model.backward(d_out, None, cache)
     step = tbptt_step(model, softmax_cross_entropy, SGD(lr=0.5), x, y)
     for name, value in model.params.items():
         np.testing.assert_allclose(value, before[name] - 0.5 * grads[name], rtol=1e-12, atol=1e-15)
