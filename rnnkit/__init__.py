@@ -11,10 +11,11 @@ The public API, by stratum (each imports only from the ones before it):
 """
 
 from rnnkit import optim
+from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.clip import clip_grad_norm, clip_grad_value
 from rnnkit.diagnostics import gradient_norms_over_time, plot_gradient_flow
 from rnnkit.gradcheck import GradcheckReport, gradcheck
-from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, Sequential, detach_state
+from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequential, detach_state
 from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
 from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
 from rnnkit.tbptt import TBPTTStep, stream_batches, tbptt_step
@@ -22,6 +23,11 @@ from rnnkit.tbptt import TBPTTStep, stream_batches, tbptt_step
 __version__ = "0.1.0"
 
 __all__ = [
+    "Array",
+    "Grads",
+    "IntArray",
+    "ModelState",
+    "Params",
     "GRU",
     "LSTM",
     "RNN",

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from rnnkit._types import IntArray
+from rnnkit import IntArray
 from rnnkit.tbptt import stream_batches
 
 BUILTIN_CORPUS = "pydoc_data.topics"

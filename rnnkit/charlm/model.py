@@ -29,11 +29,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from rnnkit._types import Array, Grads, IntArray, Params
+from rnnkit import Array, Grads, IntArray, Params
 from rnnkit.charlm.data import Batch, Vocab
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint
-from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, Sequential
-from rnnkit.layers.sequential import ModelState
+from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequential
 from rnnkit.losses import log_softmax, softmax_cross_entropy
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}

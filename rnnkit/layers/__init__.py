@@ -3,6 +3,9 @@
 from rnnkit.layers.embedding import Embedding
 from rnnkit.layers.linear import Linear
 from rnnkit.layers.recurrent import GRU, LSTM, RNN, Recurrent, RecurrentCache
-from rnnkit.layers.sequential import Sequential, detach_state
+from rnnkit.layers.sequential import ModelState, Sequential, detach_state
 
-__all__ = ["GRU", "LSTM", "RNN", "Embedding", "Linear", "Recurrent", "RecurrentCache", "Sequential", "detach_state"]
+__all__ = [
+    "GRU", "LSTM", "RNN", "Embedding", "Linear", "ModelState", "Recurrent", "RecurrentCache", "Sequential",
+    "detach_state",
+]
