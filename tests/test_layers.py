@@ -645,3 +645,13 @@ def test_constructor_dtype_none_is_not_silently_float64() -> None:
         assert "dtype" in str(err)
     else:
         assert layer.dtype == np.float32
+
+
+def test_backward_refuses_the_cache_of_another_layer() -> None:
+    lstm, gru = LSTM(I, H, seed=0), GRU(I, H, seed=0)
+    x = np.zeros((2, 3, I), np.float32)
+    out, _, cache = lstm.forward(x)
+    with pytest.raises(ValueError, match="cache comes from another layer"):
+        gru.backward(out, None, cache)
+    with pytest.raises(ValueError, match="cache comes from another layer"):
+        LSTM(I, H + 1, seed=0).backward(np.zeros((2, 3, H + 1), np.float32), None, cache)

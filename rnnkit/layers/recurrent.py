@@ -35,6 +35,7 @@ class RecurrentCache(NamedTuple):
     order: IntArray | None       # batch permutation sorting the lengths (longest first), or None
     rev_index: IntArray | None   # (T, B) reversal within each length (sorted order), or None
     x_shape: tuple[int, int, int]
+    signature: tuple[Any, ...]   # the producing layer's cell and sizes: backward checks it is its own
 
 
 def _to_feature_major(a: Array, order: IntArray | None) -> Array:
@@ -108,6 +109,11 @@ class Recurrent:
             name: rng.uniform(-k, k, size=shape).astype(self.dtype)
             for name, shape in self._param_shapes().items()
         }
+
+    def _signature(self) -> tuple[Any, ...]:
+        """What a cache must match to be this layer's: cell, sizes, directions and dtype."""
+        return (self.cell.name, self.input_size, self.hidden_size, self.num_layers, self.num_directions,
+                self.dtype.name)
 
     def _weights(self, layer: int, direction: int) -> Weights:
         s = self._suffix(layer, direction)
@@ -244,7 +250,9 @@ class Recurrent:
             layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=0)  # (D*H, T, B)
 
         out_bf = _to_batch_first(layer_in, inv)
-        rcache = RecurrentCache(units, order, rev_index, (B, T, self.input_size)) if keep_cache else None
+        rcache = None
+        if keep_cache:
+            rcache = RecurrentCache(units, order, rev_index, (B, T, self.input_size), self._signature())
         return out_bf, self._pack_state(finals, inv), rcache
 
     def backward(
@@ -266,6 +274,9 @@ class Recurrent:
         """
         if not isinstance(cache, RecurrentCache):
             raise ValueError("cache must be the cache returned by forward(..., keep_cache=True)")
+        if cache.signature != self._signature():
+            raise ValueError(f"cache comes from another layer ({cache.signature}), not from this one "
+                             f"({self._signature()}): pass the cache of this layer's own forward")
         B, T, _ = cache.x_shape
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         order, rev_index = cache.order, cache.rev_index
