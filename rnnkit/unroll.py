@@ -156,10 +156,14 @@ def unroll_backward(
         np.zeros((H, B), dtype) if d_final is None or d is None else np.array(d, dtype=dtype, copy=True)
         for d in (d_final if d_final is not None else [None] * len(states))
     ]
-    # Steps past a sequence's end must contribute nothing to the weight gradients: zero them.
-    alloc = np.empty if batch_sizes is None else np.zeros
-    d_xp = alloc((T, GH, B), dtype)
-    d_hp = alloc((T, GH, B), dtype) if cell.separate_hidden_grad else d_xp
+    # The steps' gradients are formed in a contiguous (chunk, G*H, B) buffer and, a chunk at a time
+    # while it is still in cache, copied into the (G*H, T, B) arrays that the weight-gradient GEMMs
+    # read as (G*H, T*B) matrices: cheaper than a (T, G*H, B) array transposed after the loop.
+    chunk = max(1, min(T, _CHUNK_COLUMNS // B))
+    dA = np.empty((GH, T, B), dtype)
+    dAh = np.empty((GH, T, B), dtype) if cell.separate_hidden_grad else dA
+    d_xp = np.empty((chunk, GH, B), dtype)
+    d_hp = np.empty((chunk, GH, B), dtype) if cell.separate_hidden_grad else d_xp
     scratch = np.empty((cell.scratch_rows * H, B), dtype)
 
     active = [B] * T if batch_sizes is None else [int(n) for n in batch_sizes]
@@ -173,12 +177,21 @@ def unroll_backward(
             prev.append(store[t, :, :n])
             new.append(store[t + 1, :, :n])
         cache_t = cell.cache_type(*[field[t, :, :n] for field in steps])
-        cell.backward(tuple(d_t), tuple(prev), tuple(new), cache_t, weights.w_hh, d_xp[t, :, :n], d_hp[t, :, :n],
+        j = t % chunk
+        cell.backward(tuple(d_t), tuple(prev), tuple(new), cache_t, weights.w_hh, d_xp[j, :, :n], d_hp[j, :, :n],
                       scratch[:, :n])
+        if n < B:  # steps past a sequence's end contribute nothing to the weight gradients
+            d_xp[j, :, n:] = 0.0
+            d_hp[j, :, n:] = 0.0
+        if j == 0:  # the chunk of steps t .. t+k-1 is complete
+            k = min(chunk, T - t)
+            np.copyto(dA[:, t : t + k], d_xp[:k].transpose(1, 0, 2))
+            if dAh is not dA:
+                np.copyto(dAh[:, t : t + k], d_hp[:k].transpose(1, 0, 2))
 
     # The sums over time of the per-step products, each as one GEMM over all T*B columns.
-    dA = d_xp.transpose(1, 0, 2).reshape(GH, T * B)  # (G*H, T*B)
-    dAh = dA if d_hp is d_xp else d_hp.transpose(1, 0, 2).reshape(GH, T * B)
+    dA = dA.reshape(GH, T * B)                      # views
+    dAh = dAh.reshape(GH, T * B)
     h_prev = hs[:, :T].reshape(H, T * B)            # a view: the (T, B) block of each row is contiguous
     grads = Weights(
         w_ih=dA @ x.reshape(I, T * B).T,
