@@ -24,11 +24,9 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import NoReturn
 
-import numpy as np
-
-from rnnkit.charlm.data import BUILTIN_CORPUS, load_text
-from rnnkit.charlm.model import CELLS, DTYPES, load_model
-from rnnkit.charlm.sample import MODES, generate_text
+from rnnkit.charlm.data import BUILTIN_CORPUS
+from rnnkit.charlm.model import CELLS, DTYPES
+from rnnkit.charlm.sample import DEFAULT_LENGTH, MODES, SampleConfig, sample_text
 from rnnkit.charlm.train import DEFAULT_STEPS, OPTIMIZERS, TrainConfig, train
 from rnnkit.diagnostics import plot_gradient_flow
 
@@ -37,8 +35,6 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
 
 _TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 _DEFAULTS = TrainConfig()
-_STREAM_LENGTH = 500   # `rnnkit sample` default: characters (stream models)
-_LINES_LENGTH = 20     # `rnnkit sample` default: items (lines models)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,8 +104,8 @@ def _sample_parser(commands: argparse._SubParsersAction) -> None:
     prime.add_argument("--prime", metavar="TEXT", default="", help="text to continue (lines mode: how items start)")
     prime.add_argument("--prime-file", metavar="PATH", help="read the prime from a UTF-8 file (long primes, newlines)")
     p.add_argument("--length", type=int, metavar="N",
-                   help=f"characters to generate (default {_STREAM_LENGTH}); lines models: items "
-                        f"(default {_LINES_LENGTH})")
+                   help=f"characters to generate (default {DEFAULT_LENGTH['stream']}); lines models: items "
+                        f"(default {DEFAULT_LENGTH['lines']})")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T",
                    help="< 1: safer, > 1: wilder, 0: always the most likely character (default 1.0)")
     p.add_argument("--top-k", type=int, metavar="K", help="sample only among the K most likely characters")
@@ -149,13 +145,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    loaded = load_model(args.checkpoint)
-    prime = load_text(args.prime_file, what="prime file") if args.prime_file is not None else args.prime
-    mode = loaded.document.get("mode", "stream")
-    length = args.length if args.length is not None else (_LINES_LENGTH if mode == "lines" else _STREAM_LENGTH)
-    pieces = generate_text(loaded.model, loaded.vocab, mode=mode, prime=prime, length=length,
-                           rng=np.random.default_rng(args.seed), temperature=args.temperature, top_k=args.top_k,
-                           max_item_length=loaded.document.get("max_item_length"))
+    config = SampleConfig(**{f.name: getattr(args, f.name) for f in fields(SampleConfig)})
+    pieces = sample_text(config)
     last = "\n"
     for piece in pieces:
         # Flushed piece by piece: the text appears as it is generated.

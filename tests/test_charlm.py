@@ -17,7 +17,7 @@ from rnnkit.charlm.model import (
     state_from_json,
     state_to_json,
 )
-from rnnkit.charlm.sample import generate_text
+from rnnkit.charlm.sample import DEFAULT_LENGTH, SampleConfig, generate_text, sample_text
 from rnnkit.io.checkpoint import CheckpointError, save_checkpoint
 
 V = 7
@@ -248,3 +248,16 @@ def test_state_json_round_trip() -> None:
     assert state_from_json(None, model) is None
     with pytest.raises(ValueError, match="does not fit"):
         state_from_json({"rnn": [np.zeros((1, 3, 6)), np.zeros((1, 3, 6))]}, model)
+
+
+def test_sample_text_defaults_the_length_by_mode_and_is_reproducible(tmp_path) -> None:
+    model = small_model("gru", layers=1, dtype="float32", seed=3)
+    vocab = Vocab(list("\nabcdef"))
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, model.state_dict(), _document(model, vocab))
+    text = "".join(sample_text(SampleConfig(str(path), prime="ab", seed=5)))
+    assert text.startswith("ab") and len(text) == 2 + DEFAULT_LENGTH["stream"]
+    assert text == "".join(sample_text(SampleConfig(str(path), prime="ab", seed=5)))
+    assert len("".join(sample_text(SampleConfig(str(path), length=7, seed=5)))) == 7
+    with pytest.raises(ValueError, match="not both"):
+        SampleConfig(str(path), prime="ab", prime_file="p.txt")

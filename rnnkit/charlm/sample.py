@@ -15,13 +15,48 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
-from rnnkit.charlm.data import Vocab
-from rnnkit.charlm.model import CharLM, check_sampling
+from rnnkit.charlm.data import Vocab, load_text
+from rnnkit.charlm.model import CharLM, check_sampling, load_model
 
 MODES = ("stream", "lines")
+
+DEFAULT_LENGTH = {"stream": 500, "lines": 20}
+"""What :class:`SampleConfig` ``length=None`` means: characters for stream models, items for lines models."""
+
+
+@dataclass
+class SampleConfig:
+    """What ``rnnkit sample`` does; the command line only parses its options into this."""
+
+    checkpoint: str                  # a .safetensors checkpoint, or a run directory (its best checkpoint)
+    prime: str = ""                  # text to continue (lines mode: how every item starts)
+    prime_file: str | None = None    # read the prime from this UTF-8 file instead
+    length: int | None = None        # characters (stream) or items (lines); None: DEFAULT_LENGTH[mode]
+    temperature: float = 1.0         # 0: greedy
+    top_k: int | None = None         # sample among the top_k most likely characters only
+    seed: int | None = None          # the same seed gives the same text
+
+    def __post_init__(self) -> None:
+        if self.prime and self.prime_file is not None:
+            raise ValueError("give a prime or a prime file, not both")
+
+
+def sample_text(config: SampleConfig) -> Iterator[str]:
+    """Load the checkpoint and the prime now (errors surface before any text), then generate lazily.
+
+    Returns the iterator of :func:`generate_text`: stream it as it comes.
+    """
+    loaded = load_model(config.checkpoint)
+    prime = load_text(config.prime_file, what="prime file") if config.prime_file is not None else config.prime
+    mode = loaded.document.get("mode", "stream")
+    length = config.length if config.length is not None else DEFAULT_LENGTH[mode]
+    return generate_text(loaded.model, loaded.vocab, mode=mode, prime=prime, length=length,
+                         rng=np.random.default_rng(config.seed), temperature=config.temperature,
+                         top_k=config.top_k, max_item_length=loaded.document.get("max_item_length"))
 
 
 def generate_text(
