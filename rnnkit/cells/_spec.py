@@ -101,11 +101,21 @@ class MixedGates(NamedTuple):
     q: Array
 
 
-@functools.lru_cache(maxsize=128)
 def mixed_gates(pattern: str, H: int, B: int, dtype: np.dtype[Any]) -> MixedGates:
     """The :class:`MixedGates` constants for gate blocks ``pattern`` (one letter per block of H rows: "s" for σ,
-    "t" for tanh; the LSTM's i, f, g, o is "ssts"), ``B`` columns, read-only and cached."""
-    sig = np.repeat(np.array([c == "s" for c in pattern], dtype=dtype), H)[:, None] * np.ones((1, B), dtype)
+    "t" for tanh; the LSTM's i, f, g, o is "ssts") and ``B`` columns, read-only.
+
+    Built once per power-of-two width and cached; other widths (a batch whose sequences end at different
+    steps works on ever fewer columns) are views of the next wider block, so memory stays bounded.
+    """
+    width = 1 << max(0, B - 1).bit_length()
+    block = _mixed_gates_block(pattern, H, width, np.dtype(dtype))
+    return block if width == B else MixedGates(*(a[:, :B] for a in block))
+
+
+@functools.lru_cache(maxsize=64)
+def _mixed_gates_block(pattern: str, H: int, width: int, dtype: np.dtype[Any]) -> MixedGates:
+    sig = np.repeat(np.array([c == "s" for c in pattern], dtype=dtype), H)[:, None] * np.ones((1, width), dtype)
     arrays = MixedGates(scale=1.0 - 0.5 * sig, offset=0.5 * sig, p=1.0 - sig, q=sig)
     for a in arrays:
         a.flags.writeable = False
