@@ -12,7 +12,7 @@ The public API, by stratum (each imports only from the ones before it):
 
 from rnnkit import optim
 from rnnkit._types import Array, Grads, IntArray, Params
-from rnnkit.clip import clip_grad_norm, clip_grad_value
+from rnnkit.clip import clip_grad_norm, clip_grad_value, grad_norm
 from rnnkit.diagnostics import gradient_norms_over_time, plot_gradient_flow
 from rnnkit.gradcheck import GradcheckReport, gradcheck
 from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequential, detach_state
@@ -51,6 +51,7 @@ __all__ = [
     "StepLR",
     "clip_grad_norm",
     "clip_grad_value",
+    "grad_norm",
     "gradcheck",
     "log_softmax",
     "mse",

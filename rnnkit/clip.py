@@ -40,6 +40,26 @@ def clip_grad_value(grads: Grads, max_value: float) -> Grads:
     return {name: np.clip(grad, -max_value, max_value) for name, grad in grads.items()}
 
 
+def grad_norm(grads: Grads, norm_type: float = 2.0) -> float:
+    """The global ``norm_type``-norm of all gradients taken as one long vector (what :func:`clip_grad_norm` clips).
+
+    Raises:
+        TypeError: ``grads`` is not a dict of NumPy arrays.
+        ValueError: ``norm_type`` is not positive, or a gradient is not floating point.
+    """
+    _check_grads(grads)
+    if not isinstance(norm_type, (int, float)) or isinstance(norm_type, bool) or not norm_type > 0:
+        raise ValueError(f"norm_type must be a positive number or math.inf, got {norm_type!r}")
+    # Accumulate in float64 so that float32 gradients with large entries do not overflow the sum.
+    flat = [grad.ravel().astype(np.float64, copy=False) for grad in grads.values()]
+    if not flat:
+        return 0.0
+    if math.isinf(norm_type):
+        return max(float(np.max(np.abs(values), initial=0.0)) for values in flat)
+    per_array = np.array([np.linalg.norm(values, ord=norm_type) for values in flat])
+    return float(np.linalg.norm(per_array, ord=norm_type))
+
+
 def clip_grad_norm(grads: Grads, max_norm: float, norm_type: float = 2.0) -> float:
     """Scale all gradients in place so that their global ``norm_type``-norm is at most ``max_norm``.
 
@@ -61,21 +81,8 @@ def clip_grad_norm(grads: Grads, max_norm: float, norm_type: float = 2.0) -> flo
         ValueError: ``max_norm`` is not a positive finite number, ``norm_type`` is not positive, or a
             gradient is not floating point.
     """
-    _check_grads(grads)
     _check_positive(max_norm, "max_norm")
-    if not isinstance(norm_type, (int, float)) or isinstance(norm_type, bool) or not norm_type > 0:
-        raise ValueError(f"norm_type must be a positive number or math.inf, got {norm_type!r}")
-
-    # Accumulate in float64 so that float32 gradients with large entries do not overflow the sum.
-    flat = [grad.ravel().astype(np.float64, copy=False) for grad in grads.values()]
-    if not flat:
-        return 0.0
-    if math.isinf(norm_type):
-        total = max(float(np.max(np.abs(values), initial=0.0)) for values in flat)
-    else:
-        per_array = np.array([np.linalg.norm(values, ord=norm_type) for values in flat])
-        total = float(np.linalg.norm(per_array, ord=norm_type))
-
+    total = grad_norm(grads, norm_type)
     scale = max_norm / (total + _NORM_EPS)
     # A NaN norm makes the comparison false and propagates NaN into the gradients, as torch does.
     if not scale >= 1.0:

@@ -25,14 +25,13 @@ from one batch to the next correct::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from rnnkit._types import Array, Grads
-from rnnkit.clip import clip_grad_norm
+from rnnkit._types import Array
+from rnnkit.clip import clip_grad_norm, grad_norm
 from rnnkit.layers.sequential import ModelState, Sequential
 from rnnkit.optim import Optimizer
 
@@ -93,11 +92,6 @@ def stream_batches(
         yield np.ascontiguousarray(x_rows[:, start:stop]), np.ascontiguousarray(y_rows[:, start:stop])
 
 
-def global_norm(grads: Grads) -> float:
-    """The L2 norm of all gradients together (accumulated in float64)."""
-    return math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
-
-
 def tbptt_step(
     model: Sequential,
     loss_fn: LossFn,
@@ -131,6 +125,6 @@ def tbptt_step(
     loss, d_out = loss_fn(out, y)
     # d_state=None: the final state is only carried forward, and the initial state is a constant.
     _, _, grads = model.backward(d_out, None, cache)
-    grad_norm = clip_grad_norm(grads, clip) if clip is not None else global_norm(grads)
+    norm = clip_grad_norm(grads, clip) if clip is not None else grad_norm(grads)
     optimizer.step(model.params, grads)
-    return TBPTTStep(loss, final_state, grad_norm)
+    return TBPTTStep(loss, final_state, norm)

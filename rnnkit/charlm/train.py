@@ -89,10 +89,9 @@ from rnnkit.charlm.model import (
 )
 from rnnkit.charlm.plot import plot_losses
 from rnnkit.charlm.sample import MODES, generate_text
-from rnnkit.clip import clip_grad_norm
+from rnnkit.clip import clip_grad_norm, grad_norm
 from rnnkit.io.checkpoint import CheckpointError, atomic_write_text, save_checkpoint
 from rnnkit.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
-from rnnkit.tbptt import global_norm
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop,
                                           "adagrad": Adagrad}
@@ -378,10 +377,10 @@ class Trainer:
         state = self.state if batches.carries_state else None
         loss, grads, final_state = self.model.loss_and_grads(batch, state)
         clip = self.config.clip
-        grad_norm = clip_grad_norm(grads, clip) if clip > 0 else global_norm(grads)
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        norm = clip_grad_norm(grads, clip) if clip > 0 else grad_norm(grads)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
             raise ValueError(f"training diverged at step {self.step + 1}: the loss is {loss} and the gradient "
-                             f"norm {grad_norm}; try a smaller --lr or --clip")
+                             f"norm {norm}; try a smaller --lr or --clip")
         self.optimizer.step(self.model.params, grads)
         self.state = final_state if batches.carries_state else None
         self.step += 1
@@ -390,7 +389,7 @@ class Trainer:
             # A new epoch: the rows start over, so the carried state starts from zero again.
             self.epoch, self.index, self.state = self.epoch + 1, 0, None
             self.order = batches.new_order(self.rng)
-        return loss, grad_norm, batch.num_targets
+        return loss, norm, batch.num_targets
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
