@@ -55,6 +55,26 @@ def batch_sizes_from_lengths(lengths: IntArray, T: int) -> IntArray:
     return (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1)
 
 
+def _step_views(
+    cell: CellSpec,
+    hs: Array,
+    others: Sequence[Array],
+    steps: Sequence[Array],
+    t: int,
+    slots: tuple[int, int, int],
+    n: int,
+) -> tuple[tuple[Array, ...], tuple[Array, ...], tuple[Array, ...]]:
+    """Step ``t``'s views on its first ``n`` columns: ``(prev states, new states, cell cache)``.
+
+    ``h`` lives at ``hs[:, t]`` / ``hs[:, t+1]``; the other states and the cache fields at the slots
+    ``(prev, new, cache)`` (``t, t+1, t`` with a full cache, rolling slots without one).
+    """
+    s_prev, s_new, c_t = slots
+    prev = (hs[:, t, :n], *[store[s_prev, :, :n] for store in others])
+    new = (hs[:, t + 1, :n], *[store[s_new, :, :n] for store in others])
+    return prev, new, cell.cache_type(*[field[c_t, :, :n] for field in steps])
+
+
 def unroll_forward(
     cell: CellSpec,
     weights: Weights,
@@ -113,12 +133,8 @@ def unroll_forward(
             xp_buf += b_x
         n = active[t]
         s_prev, s_new, c_t = (t, t + 1, t) if keep_cache else (t % 2, 1 - t % 2, 0)
-        prev, new = [hs[:, t, :n]], [hs[:, t + 1, :n]]
-        for store in others:
-            prev.append(store[s_prev, :, :n])
-            new.append(store[s_new, :, :n])
-        cache_t = cell.cache_type(*[field[c_t, :, :n] for field in steps])
-        cell.forward(xp[:, t % chunk, :n], tuple(prev), tuple(new), cache_t, weights.w_hh, b_in, scratch[:, :n])
+        prev, new, cache_t = _step_views(cell, hs, others, steps, t, (s_prev, s_new, c_t), n)
+        cell.forward(xp[:, t % chunk, :n], prev, new, cache_t, weights.w_hh, b_in, scratch[:, :n])
         # Sequences whose last step this was (columns active[t+1]..n) hand over their final state.
         if active[t + 1] < n:
             for f, s in zip(final, new, strict=True):
@@ -172,13 +188,9 @@ def unroll_backward(
         d_t = [d[:, :n] for d in d_state]
         if d_out is not None:
             np.add(d_t[0], d_out[:, t, :n], out=d_t[0])
-        prev, new = [hs[:, t, :n]], [hs[:, t + 1, :n]]
-        for store in others:
-            prev.append(store[t, :, :n])
-            new.append(store[t + 1, :, :n])
-        cache_t = cell.cache_type(*[field[t, :, :n] for field in steps])
+        prev, new, cache_t = _step_views(cell, hs, others, steps, t, (t, t + 1, t), n)
         j = t % chunk
-        cell.backward(tuple(d_t), tuple(prev), tuple(new), cache_t, weights.w_hh, d_xp[j, :, :n], d_hp[j, :, :n],
+        cell.backward(tuple(d_t), prev, new, cache_t, weights.w_hh, d_xp[j, :, :n], d_hp[j, :, :n],
                       scratch[:, :n])
         if n < B:  # steps past a sequence's end contribute nothing to the weight gradients
             d_xp[j, :, n:] = 0.0
