@@ -19,6 +19,7 @@ from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequent
 from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
 from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
 from rnnkit.tbptt import TBPTTStep, stream_batches, tbptt_step
+from rnnkit.threads import get_num_threads, set_num_threads, threads
 
 __version__ = "0.1.0"
 
@@ -58,5 +59,8 @@ __all__ = [
     "optim",
     "softmax",
     "softmax_cross_entropy",
+    "get_num_threads",
+    "set_num_threads",
+    "threads",
     "__version__",
 ]

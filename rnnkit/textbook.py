@@ -248,12 +248,7 @@ def _check_upstream(name: str, d: object, steps: list[Any], state: str) -> None:
 # ------------------------------------------------------------------------------------ the core adapter
 def _step_cache(cell: CellSpec, n_a: int, m: int, dtype: np.dtype[Any]) -> Any:
     """A fresh step cache: the cell's NamedTuple with fields ``(rows*n_a, m)``."""
-    return cell.cache_type(*(np.empty((rows * n_a, m), dtype) for rows in cell.cache_rows))
-
-
-def _scratch(cell: CellSpec, n_a: int, m: int, dtype: np.dtype[Any]) -> Array:
-    """The scratch space a step function may use: ``(scratch_rows*n_a, m)``."""
-    return np.empty((cell.scratch_rows * n_a, m), dtype)
+    return cell.cache_type(*(np.empty((rows * n_a, m), dtype) for rows in cell.cache_rows if rows))
 
 
 def _core_forward(
@@ -265,7 +260,7 @@ def _core_forward(
     xp = weights.w_ih @ xt + b_x[:, None]  # (G*n_a, m) the input side of every gate
     new = tuple(np.empty((n_a, m), xt.dtype) for _ in prev)
     core = _step_cache(cell, n_a, m, xt.dtype)
-    cell.forward(xp, prev, new, core, weights.w_hh, b_in, _scratch(cell, n_a, m, xt.dtype))
+    cell.forward(xp, prev, new, core, weights.w_hh, b_in)
     return new, core
 
 
@@ -284,7 +279,7 @@ def _core_backward(
     d_state = tuple(np.array(d, copy=True) for d in d_new)
     d_xp = np.empty((cell.num_gates * n_a, m), xt.dtype)
     d_hp = np.empty_like(d_xp) if cell.separate_hidden_grad else d_xp
-    cell.backward(d_state, prev, new, core, weights.w_hh, d_xp, d_hp, _scratch(cell, n_a, m, xt.dtype))
+    cell.backward(d_state, prev, new, core, weights.w_hh, d_xp, d_hp)
     grads = Weights(
         w_ih=d_xp @ xt.T,
         w_hh=d_hp @ prev[0].T,

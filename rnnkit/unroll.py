@@ -6,12 +6,17 @@ state is ``(H, B)``.  Bidirectional and stacked layers are compositions of these
 
 Where the time goes, and why the loop looks the way it does:
 
-* The input projection ``W_ih x + b`` is hoisted out of the per-step work: one matrix product
-  per chunk of steps (about 512 columns); the weight gradients are one matrix product each
-  after the loop.  Only ``W_hh h_prev`` (inside the
-  cell step) and ``W_hhᵀ da`` (inside its backward) must stay in the loop.
-* Every per-step operand is a preallocated view, written with ``out=``: the loop allocates
-  nothing.  The step caches are ``(T, rows, B)`` so each step's block is contiguous.
+* The whole time loop is compiled (numba): the loop below is written once and compiled once per
+  cell kind, each step one call of the cell's kernel (:mod:`rnnkit.cells`), which does the
+  step's one matrix product and all its gate arithmetic in one pass.  Nothing returns to Python
+  and nothing is allocated per step.
+* The input projection ``W_ih x`` is hoisted out of the per-step work: one matrix product per
+  chunk of steps (about 512 columns, so its output stays in cache); the weight gradients are one
+  matrix product each after the loop.  Only ``W_hh h_prev`` (inside the cell step) and
+  ``W_hhᵀ da`` (inside its backward) stay in the loop.
+* The step caches are ``(T, rows, B)`` so each step's block is contiguous; the gradients of the
+  pre-activations are written straight into the ``(G*H, T, B)`` arrays that the weight-gradient
+  products read.
 * Variable lengths use the packed-sequence trick: the batch is sorted by length (longest first),
   so at step ``t`` the sequences still running are the first ``batch_sizes[t]`` columns and the
   step simply works on that prefix.  Finished sequences keep their last state; their outputs stay
@@ -23,10 +28,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
+from rnnkit._blas import gemm
 from rnnkit._types import Array, IntArray
-from rnnkit.cells import CellSpec
+from rnnkit.cells import CellSpec, step_backward, step_forward
+from rnnkit.cells._spec import empty_state
 
 _CHUNK_COLUMNS = 512
 """Columns (steps x batch) of one input-projection GEMM in the forward loop."""
@@ -45,8 +53,8 @@ class UnrollCache(NamedTuple):
     """Everything :func:`unroll_backward` needs from :func:`unroll_forward`."""
 
     x: Array                     # (I, T, B) the input sequence
-    states: tuple[Array, ...]    # h: (H, T+1, B), slot 0 the initial state; c: (T+1, H, B)
-    steps: tuple[Array, ...]     # the cell's cache fields, each (T, rows*H, B)
+    states: tuple[Array, ...]    # h: (H, T+1, B), slot 0 the initial state; c (LSTM): (T+1, H, B)
+    steps: tuple[Array, Array]   # the cell's cache fields ca, cb, each (T, rows*H, B) (rows may be 0)
     batch_sizes: IntArray | None  # (T,) sequences still running at each step; None: all of them
 
 
@@ -55,24 +63,58 @@ def batch_sizes_from_lengths(lengths: IntArray, T: int) -> IntArray:
     return (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1)
 
 
-def _step_views(
-    cell: CellSpec,
-    hs: Array,
-    others: Sequence[Array],
-    steps: Sequence[Array],
-    t: int,
-    slots: tuple[int, int, int],
-    n: int,
-) -> tuple[tuple[Array, ...], tuple[Array, ...], tuple[Array, ...]]:
-    """Step ``t``'s views on its first ``n`` columns: ``(prev states, new states, cell cache)``.
+def _active(batch_sizes: IntArray | None, T: int, B: int) -> IntArray:
+    """Running columns per step, with a final 0 (after the last step every sequence has ended)."""
+    active = np.zeros(T + 1, np.int64)
+    active[:T] = B if batch_sizes is None else batch_sizes
+    return active
 
-    ``h`` lives at ``hs[:, t]`` / ``hs[:, t+1]``; the other states and the cache fields at the slots
-    ``(prev, new, cache)`` (``t, t+1, t`` with a full cache, rolling slots without one).
-    """
-    s_prev, s_new, c_t = slots
-    prev = (hs[:, t, :n], *[store[s_prev, :, :n] for store in others])
-    new = (hs[:, t + 1, :n], *[store[s_new, :, :n] for store in others])
-    return prev, new, cell.cache_type(*[field[c_t, :, :n] for field in steps])
+
+@numba.njit(cache=True, nogil=True)
+def _forward_loop(kind, w_ih, w_hh, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, active, final_h, final_c,
+                  keep_cache):  # type: ignore[no-untyped-def]
+    """The time loop.  ``x2`` is the ``(I, T*B)`` input, ``hs2`` the ``(H, (T+1)*B)`` states (slot 0
+    the initial one), ``cs`` the second state's slots, ``ca`` / ``cb`` the cache slots; every step
+    works on the first ``active[t]`` columns."""
+    B = final_h.shape[1]
+    T = active.shape[0] - 1
+    chunk = xp_buf.shape[1] // B
+    for t in range(T):
+        j = t % chunk
+        if j == 0:  # W_ih x for the next chunk of steps, one matrix product
+            k = min(chunk, T - t)
+            gemm(False, 1.0, w_ih, x2[:, t * B : (t + k) * B], 0.0, xp_buf[:, : k * B])
+        n = active[t]
+        if keep_cache:
+            s_prev, s_new, c_t = t, t + 1, t
+        else:  # two rolling slots for c, one for the step cache
+            s_prev, s_new, c_t = t % 2, 1 - t % 2, 0
+        h_new = hs2[:, (t + 1) * B : (t + 1) * B + n]
+        step_forward(kind, xp_buf[:, j * B : j * B + n], b_x, b_in, w_hh, hs2[:, t * B : t * B + n],
+                     cs[s_prev, :, :n], h_new, cs[s_new, :, :n], ca[c_t, :, :n], cb[c_t, :, :n])
+        m = active[t + 1]
+        if m < n:  # sequences m..n-1 ended with this step: hand over their final states
+            final_h[:, m:n] = h_new[:, m:n]
+            if final_c.shape[0] > 0:
+                final_c[:, m:n] = cs[s_new, :, m:n]
+
+
+@numba.njit(cache=True, nogil=True)
+def _backward_loop(kind, w_hh, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, active):  # type: ignore[no-untyped-def]
+    """BPTT: ``dh`` (``dc``) carry the state gradients from the last step to the first; each step's
+    pre-activation gradients go into columns ``t*B ..`` of ``dA2`` / ``dAh2`` (zero past a sequence's end)."""
+    B = dh.shape[1]
+    T = active.shape[0] - 1
+    for t in range(T - 1, -1, -1):
+        n = active[t]
+        if d_out2.shape[0] > 0:
+            dh[:, :n] += d_out2[:, t * B : t * B + n]
+        step_backward(kind, dh[:, :n], dc[:, :n], hs2[:, t * B : t * B + n], cs[t, :, :n],
+                      hs2[:, (t + 1) * B : (t + 1) * B + n], ca[t, :, :n], cb[t, :, :n], w_hh,
+                      dA2[:, t * B : t * B + n], dAh2[:, t * B : t * B + n])
+        if n < B:  # steps past a sequence's end contribute nothing to the weight gradients
+            dA2[:, t * B + n : (t + 1) * B] = 0
+            dAh2[:, t * B + n : (t + 1) * B] = 0
 
 
 def unroll_forward(
@@ -86,7 +128,7 @@ def unroll_forward(
     """Run ``cell`` over ``x`` from ``state0``.
 
     Args:
-        x: ``(I, T, B)`` input sequence.
+        x: ``(I, T, B)`` input sequence, C-contiguous.
         state0: one ``(H, B)`` array per state of the cell (``h``, and ``c`` for the LSTM).
         batch_sizes: ``(T,)`` non-increasing active-column counts (lengths sorted descending),
             or None when every sequence runs all ``T`` steps.
@@ -102,46 +144,34 @@ def unroll_forward(
     GH, H = weights.w_hh.shape
     dtype = weights.w_hh.dtype
     b_x, b_in = cell.split_bias(weights.b_ih, weights.b_hh)
+    x = np.ascontiguousarray(x)
 
-    # The input side of the gates, W_ih x + b_x, for a chunk of steps at a time: one GEMM of
-    # about _CHUNK_COLUMNS columns is as fast per column as one over all T*B, and its output,
-    # reused chunk after chunk, stays in cache instead of being a fresh (G*H, T*B) array.
+    # The input side of the gates for a chunk of steps at a time: one GEMM of about _CHUNK_COLUMNS
+    # columns is as fast per column as one over all T*B, and its output, reused chunk after chunk,
+    # stays in cache instead of being a fresh (G*H, T*B) array.
     chunk = max(1, min(T, _CHUNK_COLUMNS // B))
     xp_buf = np.empty((GH, chunk * B), dtype)
-    xp = xp_buf.reshape(GH, chunk, B)
-    b_x = np.repeat(b_x[:, None], chunk * B, axis=1)  # a full block: adding it is 2x faster than a column
 
-    # Storage.  h doubles as the layer's output, so it is laid out (H, T+1, B): the next layer's
-    # input projection is then one GEMM on it, without a transpose.  Without a cache the other
-    # states only need two slots (previous and new) and the step cache one.
+    # h doubles as the layer's output, so it is laid out (H, T+1, B): the next layer's input
+    # projection is then one GEMM on it, without a transpose.  Without a cache the other state
+    # only needs two slots (previous and new) and the step cache one.
     slots = T + 1 if keep_cache else 2
     hs = np.zeros((H, T + 1, B), dtype)
     hs[:, 0] = state0[0]
-    others = [np.empty((slots, H, B), dtype) for _ in state0[1:]]
-    for store, s0 in zip(others, state0[1:], strict=True):
-        store[0] = s0
-    steps = tuple(np.empty((T if keep_cache else 1, rows * H, B), dtype) for rows in cell.cache_rows)
-    scratch = np.empty((cell.scratch_rows * H, B), dtype)
+    cs = np.empty((slots, H, B), dtype) if len(state0) > 1 else np.empty((slots, 0, 0), dtype)
+    if len(state0) > 1:
+        cs[0] = state0[1]
+    ca, cb = (np.empty((T if keep_cache else 1, rows * H, B), dtype) for rows in cell.cache_rows)
     final = [np.array(s, dtype=dtype, copy=True) for s in state0]
+    final_c = final[1] if len(final) > 1 else empty_state(dtype)
 
-    active = [B] * T if batch_sizes is None else [int(n) for n in batch_sizes]  # running columns per step
-    active.append(0)  # after the last step every sequence has ended
-    for t in range(T):
-        if t % chunk == 0:
-            k = min(chunk, T - t)
-            np.matmul(weights.w_ih, x[:, t : t + k].reshape(I, k * B), out=xp_buf[:, : k * B])
-            xp_buf += b_x
-        n = active[t]
-        s_prev, s_new, c_t = (t, t + 1, t) if keep_cache else (t % 2, 1 - t % 2, 0)
-        prev, new, cache_t = _step_views(cell, hs, others, steps, t, (s_prev, s_new, c_t), n)
-        cell.forward(xp[:, t % chunk, :n], prev, new, cache_t, weights.w_hh, b_in, scratch[:, :n])
-        # Sequences whose last step this was (columns active[t+1]..n) hand over their final state.
-        if active[t + 1] < n:
-            for f, s in zip(final, new, strict=True):
-                f[:, active[t + 1] : n] = s[:, active[t + 1] :]
+    _forward_loop(cell.kind, weights.w_ih, weights.w_hh, b_x, b_in, x.reshape(I, T * B),
+                  hs.reshape(H, (T + 1) * B), cs, ca, cb, xp_buf, _active(batch_sizes, T, B), final[0], final_c,
+                  keep_cache)
 
     out = hs[:, 1:]
-    cache = UnrollCache(x, (hs, *others), steps, batch_sizes) if keep_cache else None
+    states = (hs, cs) if len(state0) > 1 else (hs,)
+    cache = UnrollCache(x, states, (ca, cb), batch_sizes) if keep_cache else None
     return out, tuple(final), cache
 
 
@@ -162,54 +192,34 @@ def unroll_backward(
         ``(dx, d_state0, grads)``: ``dx`` ``(I, T, B)``, one ``(H, B)`` gradient per initial
         state, and the weight gradients in a :class:`Weights` (same layouts as ``weights``).
     """
-    x, states, steps, batch_sizes = cache
+    x, states, (ca, cb), batch_sizes = cache
     I, T, B = x.shape
     GH, H = weights.w_hh.shape
     dtype = weights.w_hh.dtype
-    hs, others = states[0], states[1:]
+    hs = states[0]
+    cs = states[1] if len(states) > 1 else np.empty((1, 0, 0), dtype)
 
     d_state = [
         np.zeros((H, B), dtype) if d_final is None or d is None else np.array(d, dtype=dtype, copy=True)
         for d in (d_final if d_final is not None else [None] * len(states))
     ]
-    # The steps' gradients are formed in a contiguous (chunk, G*H, B) buffer and, a chunk at a time
-    # while it is still in cache, copied into the (G*H, T, B) arrays that the weight-gradient GEMMs
-    # read as (G*H, T*B) matrices: cheaper than a (T, G*H, B) array transposed after the loop.
-    chunk = max(1, min(T, _CHUNK_COLUMNS // B))
     dA = np.empty((GH, T, B), dtype)
     dAh = np.empty((GH, T, B), dtype) if cell.separate_hidden_grad else dA
-    d_xp = np.empty((chunk, GH, B), dtype)
-    d_hp = np.empty((chunk, GH, B), dtype) if cell.separate_hidden_grad else d_xp
-    scratch = np.empty((cell.scratch_rows * H, B), dtype)
+    d_out2 = empty_state(dtype) if d_out is None else np.ascontiguousarray(d_out, dtype=dtype).reshape(H, T * B)
+    dc = d_state[1] if len(d_state) > 1 else empty_state(dtype)
 
-    active = [B] * T if batch_sizes is None else [int(n) for n in batch_sizes]
-    for t in reversed(range(T)):
-        n = active[t]
-        d_t = [d[:, :n] for d in d_state]
-        if d_out is not None:
-            np.add(d_t[0], d_out[:, t, :n], out=d_t[0])
-        prev, new, cache_t = _step_views(cell, hs, others, steps, t, (t, t + 1, t), n)
-        j = t % chunk
-        cell.backward(tuple(d_t), prev, new, cache_t, weights.w_hh, d_xp[j, :, :n], d_hp[j, :, :n],
-                      scratch[:, :n])
-        if n < B:  # steps past a sequence's end contribute nothing to the weight gradients
-            d_xp[j, :, n:] = 0.0
-            d_hp[j, :, n:] = 0.0
-        if j == 0:  # the chunk of steps t .. t+k-1 is complete
-            k = min(chunk, T - t)
-            np.copyto(dA[:, t : t + k], d_xp[:k].transpose(1, 0, 2))
-            if dAh is not dA:
-                np.copyto(dAh[:, t : t + k], d_hp[:k].transpose(1, 0, 2))
+    _backward_loop(cell.kind, weights.w_hh, hs.reshape(H, (T + 1) * B), cs, ca, cb, d_out2, d_state[0], dc,
+                   dA.reshape(GH, T * B), dAh.reshape(GH, T * B), _active(batch_sizes, T, B))
 
     # The sums over time of the per-step products, each as one GEMM over all T*B columns.
-    dA = dA.reshape(GH, T * B)                      # views
-    dAh = dAh.reshape(GH, T * B)
+    dA2 = dA.reshape(GH, T * B)                     # views
+    dAh2 = dAh.reshape(GH, T * B)
     h_prev = hs[:, :T].reshape(H, T * B)            # a view: the (T, B) block of each row is contiguous
     grads = Weights(
-        w_ih=dA @ x.reshape(I, T * B).T,
-        w_hh=dAh @ h_prev.T,
-        b_ih=dA.sum(axis=1),
-        b_hh=dAh.sum(axis=1),
+        w_ih=dA2 @ x.reshape(I, T * B).T,
+        w_hh=dAh2 @ h_prev.T,
+        b_ih=dA2.sum(axis=1),
+        b_hh=dAh2.sum(axis=1),
     )
-    dx = (weights.w_ih.T @ dA).reshape(I, T, B)
+    dx = (weights.w_ih.T @ dA2).reshape(I, T, B)
     return dx, tuple(d_state), grads

@@ -117,8 +117,8 @@ def _hand_loop_forward(
     for x_t in x_seq:
         xp = w_ih @ x_t[:, None] + b_x[:, None]
         new = tuple(np.empty((hidden, 1)) for _ in prev)
-        step_cache = cell.cache_type(*(np.empty((rows * hidden, 1)) for rows in cell.cache_rows))
-        cell.forward(xp, prev, new, step_cache, w_hh, b_in, np.empty((cell.scratch_rows * hidden, 1)))
+        step_cache = cell.cache_type(*(np.empty((rows * hidden, 1)) for rows in cell.cache_rows if rows))
+        cell.forward(xp, prev, new, step_cache, w_hh, b_in)
         tape.append((x_t, prev, new, step_cache))
         outs.append(new[0][:, 0].copy())
         prev = new
@@ -131,7 +131,6 @@ def _hand_loop_backward(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
     """BPTT through :func:`_hand_loop_forward`, weight gradients accumulated step by step."""
     w_ih, w_hh = p["weight_ih_l0"], p["weight_hh_l0"]
-    hidden = w_hh.shape[1]
     grads = {name: np.zeros_like(value) for name, value in p.items()}
     d = tuple(g[:, None].copy() for g in d_final)
     dx = np.zeros((len(tape), w_ih.shape[1]))
@@ -140,7 +139,7 @@ def _hand_loop_backward(
         d[0][:, 0] += d_out[t]
         d_xp = np.empty((w_hh.shape[0], 1))
         d_hp = np.empty((w_hh.shape[0], 1)) if cell.separate_hidden_grad else d_xp
-        cell.backward(d, prev, new, step_cache, w_hh, d_xp, d_hp, np.empty((cell.scratch_rows * hidden, 1)))
+        cell.backward(d, prev, new, step_cache, w_hh, d_xp, d_hp)
         grads["weight_ih_l0"] += d_xp @ x_t[None, :]
         grads["weight_hh_l0"] += d_hp @ prev[0].T
         grads["bias_ih_l0"] += d_xp[:, 0]

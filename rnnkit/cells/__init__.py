@@ -1,13 +1,12 @@
-"""Per-step cell math: pure step functions, one file per cell (see ``_spec.py`` for the contract)."""
+"""Per-step cell math: compiled step kernels, one file per cell (see ``_spec.py`` for the contract)."""
 
-from rnnkit.cells._spec import CellSpec, sigmoid
+from rnnkit.cells._spec import CellSpec, step_backward, step_forward
 from rnnkit.cells.gru import GRU_CELL, GRUCache
 from rnnkit.cells.lstm import LSTM_CELL, LSTMCache
 from rnnkit.cells.rnn import RNN_RELU_CELL, RNN_TANH_CELL, RNNCache
 
 __all__ = [
     "CellSpec",
-    "sigmoid",
     "GRU_CELL",
     "GRUCache",
     "LSTM_CELL",
@@ -15,4 +14,6 @@ __all__ = [
     "RNN_RELU_CELL",
     "RNN_TANH_CELL",
     "RNNCache",
+    "step_backward",
+    "step_forward",
 ]

@@ -1,98 +1,96 @@
-"""The vanilla (Elman) RNN cell: PyTorch's ``nn.RNN`` equations, feature-major.
+"""The vanilla (Elman) RNN cell: PyTorch's ``nn.RNN`` equations, feature-major, compiled.
 
-One step, in the symbols of the code below::
+One step, in the symbols of the code below (``j`` a hidden unit, ``b`` a sequence)::
 
-    h = f(xp + W_hh h_prev)              xp = W_ih x + b_ih + b_hh, hoisted out of the time loop
+    h = f(W_hh h_prev + xp + b_x)        xp = W_ih x (hoisted),  b_x = b_ih + b_hh
                                          f = tanh, or relu with nonlinearity="relu"
 
 Backward, given dh = ∂L/∂h (carried from the step after, plus this step's output gradient)::
 
     da      = dh ⊙ f'(·)                 tanh: 1 - h²;  relu: [h > 0]      (= d_xp = d_hp)
     dh_prev = W_hhᵀ da
+
+The step needs nothing beyond its output ``h`` for its backward pass: its cache is empty.
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
-import numpy as np
+import numba
 
+from rnnkit._blas import gemm
 from rnnkit._types import Array
-from rnnkit.cells._spec import CellSpec, tanh_grad
+from rnnkit.cells._spec import ONE, ZERO, CellKind, CellSpec, register, tanh
 
 
 class RNNCache(NamedTuple):
     """An RNN step needs nothing beyond its output ``h`` for its backward pass."""
 
 
-def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, None]:
-    """Both biases add straight into the pre-activation, so both are hoisted."""
-    return b_ih + b_hh, None
+def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
+    """Both biases add straight into the pre-activation."""
+    return b_ih + b_hh, b_ih[:0]
 
 
-def forward(
-    xp: Array,
-    prev: tuple[Array],
-    new: tuple[Array],
-    cache: RNNCache,
-    w_hh: Array,
-    b_in: None,
-    scratch: Array,
-    *,
-    nonlinearity: str = "tanh",
-) -> None:
-    """One RNN step; writes ``new = (h,)``."""
-    (h_prev,) = prev
-    (h,) = new
-    a = scratch
-    np.matmul(w_hh, h_prev, out=a)        # a = W_hh h_prev
-    a += xp                               #   + xp
-    if nonlinearity == "tanh":
-        np.tanh(a, out=h)                 # h = tanh(a)
-    else:
-        np.maximum(a, 0.0, out=h)         # h = relu(a)
+@numba.njit(cache=True, nogil=True)
+def tanh_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
+    """One RNN step with f = tanh; only ``h`` is written."""
+    H, n = h.shape
+    gemm(False, 1.0, w_hh, h_prev, 0.0, h)                  # a = W_hh h_prev
+    for j in range(H):
+        for b in range(n):
+            h[j, b] = tanh(h[j, b] + xp[j, b] + b_x[j])
 
 
-def backward(
-    d_state: tuple[Array],
-    prev: tuple[Array],
-    new: tuple[Array],
-    cache: RNNCache,
-    w_hh: Array,
-    d_xp: Array,
-    d_hp: Array,
-    scratch: Array,
-    *,
-    nonlinearity: str = "tanh",
-) -> None:
-    """Backward of one RNN step; turns ``d_state = (dh,)`` into the gradient for ``h_prev``."""
-    (dh,) = d_state
-    (h,) = new
-    np.copyto(d_xp, dh)
-    if nonlinearity == "tanh":
-        tanh_grad(h, d_xp, scratch)       # da = dh ⊙ (1 - h²)
-    else:
-        np.greater(h, 0.0, out=scratch)   # da = dh ⊙ [h > 0]
-        d_xp *= scratch
-    np.matmul(w_hh.T, d_xp, out=dh)       # dh_prev = W_hhᵀ da
+@numba.njit(cache=True, nogil=True)
+def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, d_xp, d_hp):  # type: ignore[no-untyped-def]
+    """Backward of one tanh RNN step: ``dh`` becomes the gradient for ``h_prev``."""
+    H, n = dh.shape
+    for j in range(H):
+        for b in range(n):
+            d_xp[j, b] = dh[j, b] * (ONE - h[j, b] * h[j, b])
+    gemm(True, 1.0, w_hh, d_xp, 0.0, dh)                    # dh_prev = W_hhᵀ da
 
 
-def _spec(nonlinearity: str) -> CellSpec:
+@numba.njit(cache=True, nogil=True)
+def relu_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
+    """One RNN step with f = relu; only ``h`` is written."""
+    H, n = h.shape
+    gemm(False, 1.0, w_hh, h_prev, 0.0, h)
+    for j in range(H):
+        for b in range(n):
+            a = h[j, b] + xp[j, b] + b_x[j]
+            h[j, b] = a if a > ZERO else ZERO
+
+
+@numba.njit(cache=True, nogil=True)
+def relu_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, d_xp, d_hp):  # type: ignore[no-untyped-def]
+    """Backward of one relu RNN step: ``dh`` becomes the gradient for ``h_prev``."""
+    H, n = dh.shape
+    for j in range(H):
+        for b in range(n):
+            d_xp[j, b] = dh[j, b] if h[j, b] > ZERO else ZERO
+    gemm(True, 1.0, w_hh, d_xp, 0.0, dh)
+
+
+TANH_KIND = register(0, tanh_forward, tanh_backward)
+RELU_KIND = register(1, relu_forward, relu_backward)
+
+
+def _spec(nonlinearity: str, kind: CellKind) -> CellSpec:
     return CellSpec(
         name=f"rnn_{nonlinearity}",
+        kind=kind,
         num_gates=1,
         state_names=("h",),
         cache_type=RNNCache,
-        cache_rows=(),
-        scratch_rows=1,
+        cache_rows=(0, 0),
         separate_hidden_grad=False,
         split_bias=split_bias,
-        forward=partial(forward, nonlinearity=nonlinearity),
-        backward=partial(backward, nonlinearity=nonlinearity),
         options={"nonlinearity": nonlinearity},
     )
 
 
-RNN_TANH_CELL = _spec("tanh")
-RNN_RELU_CELL = _spec("relu")
+RNN_TANH_CELL = _spec("tanh", TANH_KIND)
+RNN_RELU_CELL = _spec("relu", RELU_KIND)

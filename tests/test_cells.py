@@ -1,0 +1,111 @@
+"""The compiled step kernels equal the NumPy oracle (tests/numpy_cells.py), in float64 and float32.
+
+float64 must agree to rounding (1e-12); float32 within float32 precision (the kernels' float32 tanh
+is a rational approximation within 3.5e-7 relative of the exact one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy_cells as oracle
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, step_backward, step_forward
+from rnnkit.cells._spec import _tanh_float32, empty_state
+
+TOL = {np.float64: 1e-12, np.float32: 2e-6}
+
+
+def _case(rng: np.random.Generator, G: int, H: int, B: int, dtype: type) -> dict[str, np.ndarray]:
+    def r(*shape: int, scale: float = 1.0) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    return {"xp": r(G * H, B), "b_x": r(G * H, scale=0.5), "h_prev": r(H, B, scale=0.5), "c_prev": r(H, B),
+            "w_hh": r(G * H, H, scale=1 / np.sqrt(H)), "b_hn": r(H, scale=0.5), "dh": r(H, B), "dc": r(H, B)}
+
+
+def _close(a: np.ndarray, b: np.ndarray, dtype: type) -> None:
+    np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("relu", [False, True])
+def test_rnn_kernel_equals_numpy(dtype: type, relu: bool) -> None:
+    c = _case(np.random.default_rng(0), 1, 7, 5, dtype)
+    cell = RNN_RELU_CELL if relu else RNN_TANH_CELL
+    e = empty_state(np.dtype(dtype))
+    h = np.empty((7, 5), dtype)
+    step_forward(cell.kind, c["xp"], c["b_x"], c["b_x"][:0], c["w_hh"], c["h_prev"], e, h, e, e, e)
+    h_ref = oracle.rnn_forward(c["xp"] + c["b_x"][:, None], c["h_prev"], c["w_hh"], relu)
+    _close(h, h_ref, dtype)
+    dh, d_xp = c["dh"].copy(), np.empty((7, 5), dtype)
+    step_backward(cell.kind, dh, e, c["h_prev"], e, h, e, e, c["w_hh"], d_xp, d_xp)
+    dh_ref, da_ref = oracle.rnn_backward(c["dh"], h_ref, c["w_hh"], relu)
+    _close(d_xp, da_ref, dtype)
+    _close(dh, dh_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lstm_kernel_equals_numpy(dtype: type) -> None:
+    c = _case(np.random.default_rng(1), 4, 6, 3, dtype)
+    h, cc, gates, tanh_c = (np.empty(s, dtype) for s in ((6, 3), (6, 3), (24, 3), (6, 3)))
+    step_forward(LSTM_CELL.kind, c["xp"], c["b_x"], c["b_x"][:0], c["w_hh"], c["h_prev"], c["c_prev"], h, cc,
+                 gates, tanh_c)
+    ref = oracle.lstm_forward(c["xp"] + c["b_x"][:, None], c["h_prev"], c["c_prev"], c["w_hh"])
+    for got, want in zip((h, cc, gates, tanh_c), ref, strict=True):
+        _close(got, want, dtype)
+    dh, dc, d_xp = c["dh"].copy(), c["dc"].copy(), np.empty((24, 3), dtype)
+    step_backward(LSTM_CELL.kind, dh, dc, c["h_prev"], c["c_prev"], h, gates, tanh_c, c["w_hh"], d_xp, d_xp)
+    dh_ref, dc_ref, da_ref = oracle.lstm_backward(c["dh"], c["dc"], c["c_prev"], ref[2], ref[3], c["w_hh"])
+    _close(d_xp, da_ref, dtype)
+    _close(dh, dh_ref, dtype)
+    _close(dc, dc_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gru_kernel_equals_numpy(dtype: type) -> None:
+    c = _case(np.random.default_rng(2), 3, 5, 4, dtype)
+    e = empty_state(np.dtype(dtype))
+    h, gates, hn = (np.empty(s, dtype) for s in ((5, 4), (15, 4), (5, 4)))
+    step_forward(GRU_CELL.kind, c["xp"], c["b_x"], c["b_hn"], c["w_hh"], c["h_prev"], e, h, e, gates, hn)
+    ref = oracle.gru_forward(c["xp"] + c["b_x"][:, None], c["h_prev"], c["w_hh"], c["b_hn"])
+    for got, want in zip((h, gates, hn), ref, strict=True):
+        _close(got, want, dtype)
+    dh, d_xp, d_hp = c["dh"].copy(), np.empty((15, 4), dtype), np.empty((15, 4), dtype)
+    step_backward(GRU_CELL.kind, dh, e, c["h_prev"], e, h, gates, hn, c["w_hh"], d_xp, d_hp)
+    dh_ref, d_xp_ref, d_hp_ref = oracle.gru_backward(c["dh"], c["h_prev"], ref[1], ref[2], c["w_hh"])
+    _close(d_xp, d_xp_ref, dtype)
+    _close(d_hp, d_hp_ref, dtype)
+    _close(dh, dh_ref, dtype)
+
+
+def test_kernels_work_on_a_prefix_of_columns() -> None:
+    """The time loop hands a step the first n columns of wider arrays (strided rows): same result."""
+    c = _case(np.random.default_rng(3), 4, 6, 8, np.float64)
+    wide = [np.zeros(s) for s in ((6, 8), (6, 8), (24, 8), (6, 8))]
+    n = 5
+    step_forward(LSTM_CELL.kind, c["xp"][:, :n], c["b_x"], c["b_x"][:0], c["w_hh"], c["h_prev"][:, :n],
+                 c["c_prev"][:, :n], *(a[:, :n] for a in wide))
+    ref = oracle.lstm_forward(c["xp"][:, :n] + c["b_x"][:, None], c["h_prev"][:, :n], c["c_prev"][:, :n], c["w_hh"])
+    for got, want in zip(wide, ref, strict=True):
+        _close(got[:, :n], want, np.float64)
+        assert not got[:, n:].any()  # nothing written past the active columns
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(min_value=-30, max_value=30, allow_nan=False, width=32))
+def test_float32_tanh_within_4e7_relative(x: float) -> None:
+    exact = np.tanh(np.float64(np.float32(x)))
+    got = float(_tanh_float32(np.float32(x)))
+    assert abs(got - exact) <= 4e-7 * max(abs(exact), 1e-38) + 1e-45
+
+
+def test_float32_tanh_on_a_dense_grid() -> None:
+    xs = np.concatenate([np.linspace(-12, 12, 200_001), np.geomspace(1e-8, 12, 20_001)]).astype(np.float32)
+    xs = np.concatenate([xs, -xs])
+    got = np.array([_tanh_float32(v) for v in xs[::7]], np.float64)
+    exact = np.tanh(xs[::7].astype(np.float64))
+    assert (np.abs(got - exact) <= 4e-7 * np.abs(exact) + 1e-45).all()
+    assert (np.sign(got) == np.sign(exact)).all()
