@@ -34,7 +34,7 @@ import numpy as np
 from rnnkit._blas import gemm
 from rnnkit._types import Array, IntArray
 from rnnkit.cells import CellSpec, step_backward, step_forward
-from rnnkit.cells._spec import empty_state
+from rnnkit.cells._spec import KERNEL_OPTIONS, empty_state
 
 _CHUNK_COLUMNS = 512
 """Columns (steps x batch) of one input-projection GEMM in the forward loop."""
@@ -70,7 +70,7 @@ def _active(batch_sizes: IntArray | None, T: int, B: int) -> IntArray:
     return active
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**KERNEL_OPTIONS)
 def _forward_loop(kind, w_ih, w_hh, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, active, final_h, final_c,
                   keep_cache):  # type: ignore[no-untyped-def]
     """The time loop.  ``x2`` is the ``(I, T*B)`` input, ``hs2`` the ``(H, (T+1)*B)`` states (slot 0
@@ -99,7 +99,7 @@ def _forward_loop(kind, w_ih, w_hh, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, acti
                 final_c[:, m:n] = cs[s_new, :, m:n]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**KERNEL_OPTIONS)
 def _backward_loop(kind, w_hh, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, active):  # type: ignore[no-untyped-def]
     """BPTT: ``dh`` (``dc``) carry the state gradients from the last step to the first; each step's
     pre-activation gradients go into columns ``t*B ..`` of ``dA2`` / ``dAh2`` (zero past a sequence's end)."""

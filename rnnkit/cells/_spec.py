@@ -36,10 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 from numba import types
-from numba.extending import NativeValue, models, overload, register_model, typeof_impl, unbox
+from numba.core import cgutils
+from numba.extending import NativeValue, intrinsic, models, overload, register_model, typeof_impl, unbox
 
 from rnnkit._types import Array
 
@@ -182,6 +184,38 @@ overload(step_backward, jit_options={"cache": True})(_table_overload(_BACKWARD))
 
 
 # ----------------------------------------------------------------------------- gate functions
+KERNEL_OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy"}
+"""numba options of every kernel.  ``error_model="numpy"``: IEEE division (no Python ZeroDivisionError
+check), without which no loop that divides is vectorised."""
+
+# A step's inner loop reads and writes about a dozen rows that the compiler cannot prove distinct;
+# LLVM vectorises such a loop behind a run-time overlap check, but by default gives up past 8
+# pointer comparisons.  Raising the limit only lets more loops vectorise (numba's own included).
+llvm.set_option("", "-runtime-memory-check-threshold=128")
+
+
+@intrinsic
+def row(typingctx, a, j):  # type: ignore[no-untyped-def]
+    """Row ``j`` of a 2-D array whose last axis is contiguous, typed as a contiguous 1-D array.
+
+    numba types a column slice (the first ``n`` columns of a step's block) as a general strided
+    array, whose loops cannot be vectorised; the kernels' rows are contiguous, and this says so.
+    """
+    row_type = types.Array(a.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        arr = context.make_array(a)(context, builder, args[0])
+        shape = cgutils.unpack_tuple(builder, arr.shape, 2)
+        strides = cgutils.unpack_tuple(builder, arr.strides, 2)
+        offset = builder.mul(args[1], strides[0])
+        data = builder.inttoptr(builder.add(builder.ptrtoint(arr.data, cgutils.intp_t), offset), arr.data.type)
+        out = context.make_array(row_type)(context, builder)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(a.dtype)))
+        context.populate_array(out, data=data, shape=cgutils.pack_array(builder, [shape[1]]),
+                               strides=cgutils.pack_array(builder, [itemsize]), itemsize=itemsize, meminfo=None)
+        return out._getvalue()
+
+    return row_type(a, types.intp), codegen
 ONE = np.float32(1.0)
 """1 in kernels: a float32 constant keeps float32 arithmetic in float32 (a Python ``1`` would promote
 it to float64) and is exact in float64 arithmetic."""
@@ -192,14 +226,14 @@ def tanh(x: float) -> float:
     return math.tanh(x)
 
 
-@overload(tanh, jit_options={"cache": True, "inline": "always"})
+@overload(tanh, jit_options=KERNEL_OPTIONS)
 def _tanh_impl(x):  # type: ignore[no-untyped-def]
     if x == types.float32:
         return lambda x: _tanh_float32(x)
     return lambda x: math.tanh(x)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(**KERNEL_OPTIONS)
 def _tanh_float32(x):  # type: ignore[no-untyped-def]
     # The [13/6] rational minimax approximation of tanh on [-7.9988, 7.9988] (beyond it tanh(x)
     # rounds to ±1 within 2.3e-7), evaluated by Horner's rule: max relative error 3.4e-7 over
@@ -231,7 +265,7 @@ def sigmoid(x: float) -> float:
     return 0.5 * math.tanh(0.5 * x) + 0.5
 
 
-@overload(sigmoid, jit_options={"cache": True, "inline": "always"})
+@overload(sigmoid, jit_options=KERNEL_OPTIONS)
 def _sigmoid_impl(x):  # type: ignore[no-untyped-def]
     if x == types.float32:
         half = np.float32(0.5)

@@ -28,7 +28,7 @@ import numba
 
 from rnnkit._blas import gemm
 from rnnkit._types import Array
-from rnnkit.cells._spec import ONE, CellSpec, register, sigmoid, tanh
+from rnnkit.cells._spec import KERNEL_OPTIONS, ONE, CellSpec, register, row, sigmoid, tanh
 
 
 class GRUCache(NamedTuple):
@@ -46,36 +46,43 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
     return b_x, b_hh[2 * H :].copy()
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**KERNEL_OPTIONS)
 def step_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
     """One GRU step (see the module docstring); ``c_prev`` and ``c`` are unused."""
     H, n = h.shape
     gemm(False, 1.0, w_hh, h_prev, 0.0, ca)                 # hp = W_hh h_prev
     for j in range(H):
+        a_r, a_z, a_n = row(ca, j), row(ca, H + j), row(ca, 2 * H + j)
+        x_r, x_z, x_n = row(xp, j), row(xp, H + j), row(xp, 2 * H + j)
+        b_r, b_z, b_n, b_hn = b_x[j], b_x[H + j], b_x[2 * H + j], b_in[j]
+        h_prev_j, hn_j, h_j = row(h_prev, j), row(cb, j), row(h, j)
         for b in range(n):
-            r = sigmoid(xp[j, b] + b_x[j] + ca[j, b])
-            z = sigmoid(xp[H + j, b] + b_x[H + j] + ca[H + j, b])
-            hn = ca[2 * H + j, b] + b_in[j]
-            n_ = tanh(xp[2 * H + j, b] + b_x[2 * H + j] + r * hn)
-            ca[j, b], ca[H + j, b], ca[2 * H + j, b] = r, z, n_
-            cb[j, b] = hn
-            h[j, b] = n_ + z * (h_prev[j, b] - n_)
+            r = sigmoid(x_r[b] + b_r + a_r[b])
+            z = sigmoid(x_z[b] + b_z + a_z[b])
+            hn = a_n[b] + b_hn
+            n_ = tanh(x_n[b] + b_n + r * hn)
+            a_r[b], a_z[b], a_n[b] = r, z, n_
+            hn_j[b] = hn
+            h_j[b] = n_ + z * (h_prev_j[b] - n_)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**KERNEL_OPTIONS)
 def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, d_xp, d_hp):  # type: ignore[no-untyped-def]
     """Backward of one GRU step: ``dh`` becomes the gradient for ``h_prev``."""
     H, n = dh.shape
     for j in range(H):
+        g_r, g_z, g_n, hn_j = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(cb, j)
+        dx_r, dx_z, dx_n = row(d_xp, j), row(d_xp, H + j), row(d_xp, 2 * H + j)
+        dp_r, dp_z, dp_n = row(d_hp, j), row(d_hp, H + j), row(d_hp, 2 * H + j)
+        dh_j, h_prev_j = row(dh, j), row(h_prev, j)
         for b in range(n):
-            r, z, n_ = ca[j, b], ca[H + j, b], ca[2 * H + j, b]
-            dh_ = dh[j, b]
-            da_z = dh_ * (h_prev[j, b] - n_) * z * (ONE - z)
+            r, z, n_, dh_ = g_r[b], g_z[b], g_n[b], dh_j[b]
+            da_z = dh_ * (h_prev_j[b] - n_) * z * (ONE - z)
             da_n = dh_ * (ONE - z) * (ONE - n_ * n_)
-            da_r = da_n * cb[j, b] * r * (ONE - r)
-            d_xp[j, b], d_xp[H + j, b], d_xp[2 * H + j, b] = da_r, da_z, da_n
-            d_hp[j, b], d_hp[H + j, b], d_hp[2 * H + j, b] = da_r, da_z, da_n * r
-            dh[j, b] = z * dh_
+            da_r = da_n * hn_j[b] * r * (ONE - r)
+            dx_r[b], dx_z[b], dx_n[b] = da_r, da_z, da_n
+            dp_r[b], dp_z[b], dp_n[b] = da_r, da_z, da_n * r
+            dh_j[b] = z * dh_
     gemm(True, 1.0, w_hh, d_hp, 1.0, dh)                    # dh_prev = z ⊙ dh + W_hhᵀ d_hp
 
 

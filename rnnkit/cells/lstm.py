@@ -30,7 +30,7 @@ import numba
 
 from rnnkit._blas import gemm
 from rnnkit._types import Array
-from rnnkit.cells._spec import ONE, CellSpec, register, sigmoid, tanh
+from rnnkit.cells._spec import KERNEL_OPTIONS, ONE, CellSpec, register, row, sigmoid, tanh
 
 
 class LSTMCache(NamedTuple):
@@ -45,40 +45,45 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
     return b_ih + b_hh, b_ih[:0]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**KERNEL_OPTIONS)
 def step_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
     """One LSTM step (see the module docstring); ``b_in`` is unused."""
     H, n = h.shape
     gemm(False, 1.0, w_hh, h_prev, 0.0, ca)                 # a = W_hh h_prev
     for j in range(H):
+        a_i, a_f, a_g, a_o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
+        x_i, x_f, x_g, x_o = row(xp, j), row(xp, H + j), row(xp, 2 * H + j), row(xp, 3 * H + j)
+        b_i, b_f, b_g, b_o = b_x[j], b_x[H + j], b_x[2 * H + j], b_x[3 * H + j]
+        c_prev_j, c_j, tanh_c_j, h_j = row(c_prev, j), row(c, j), row(cb, j), row(h, j)
         for b in range(n):
-            i = sigmoid(ca[j, b] + xp[j, b] + b_x[j])
-            f = sigmoid(ca[H + j, b] + xp[H + j, b] + b_x[H + j])
-            g = tanh(ca[2 * H + j, b] + xp[2 * H + j, b] + b_x[2 * H + j])
-            o = sigmoid(ca[3 * H + j, b] + xp[3 * H + j, b] + b_x[3 * H + j])
-            c_new = f * c_prev[j, b] + i * g
+            i = sigmoid(a_i[b] + x_i[b] + b_i)
+            f = sigmoid(a_f[b] + x_f[b] + b_f)
+            g = tanh(a_g[b] + x_g[b] + b_g)
+            o = sigmoid(a_o[b] + x_o[b] + b_o)
+            c_new = f * c_prev_j[b] + i * g
             tanh_c = tanh(c_new)
-            ca[j, b], ca[H + j, b], ca[2 * H + j, b], ca[3 * H + j, b] = i, f, g, o
-            c[j, b] = c_new
-            cb[j, b] = tanh_c
-            h[j, b] = o * tanh_c
+            a_i[b], a_f[b], a_g[b], a_o[b] = i, f, g, o
+            c_j[b] = c_new
+            tanh_c_j[b] = tanh_c
+            h_j[b] = o * tanh_c
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**KERNEL_OPTIONS)
 def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, d_xp, d_hp):  # type: ignore[no-untyped-def]
     """Backward of one LSTM step: ``(dh, dc)`` become the gradients for ``(h_prev, c_prev)``."""
     H, n = dh.shape
     for j in range(H):
+        g_i, g_f, g_g, g_o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
+        d_i, d_f, d_g, d_o = row(d_xp, j), row(d_xp, H + j), row(d_xp, 2 * H + j), row(d_xp, 3 * H + j)
+        dh_j, dc_j, c_prev_j, tanh_c_j = row(dh, j), row(dc, j), row(c_prev, j), row(cb, j)
         for b in range(n):
-            i, f, g, o = ca[j, b], ca[H + j, b], ca[2 * H + j, b], ca[3 * H + j, b]
-            tanh_c = cb[j, b]
-            dh_ = dh[j, b]
-            dc_ = dc[j, b] + dh_ * o * (ONE - tanh_c * tanh_c)
-            d_xp[j, b] = dc_ * g * i * (ONE - i)
-            d_xp[H + j, b] = dc_ * c_prev[j, b] * f * (ONE - f)
-            d_xp[2 * H + j, b] = dc_ * i * (ONE - g * g)
-            d_xp[3 * H + j, b] = dh_ * tanh_c * o * (ONE - o)
-            dc[j, b] = dc_ * f
+            i, f, g, o, tanh_c = g_i[b], g_f[b], g_g[b], g_o[b], tanh_c_j[b]
+            dc_ = dc_j[b] + dh_j[b] * o * (ONE - tanh_c * tanh_c)
+            d_i[b] = dc_ * g * i * (ONE - i)
+            d_f[b] = dc_ * c_prev_j[b] * f * (ONE - f)
+            d_g[b] = dc_ * i * (ONE - g * g)
+            d_o[b] = dh_j[b] * tanh_c * o * (ONE - o)
+            dc_j[b] = dc_ * f
     gemm(True, 1.0, w_hh, d_xp, 0.0, dh)                    # dh_prev = W_hhᵀ da
 
 

@@ -21,7 +21,7 @@ import numba
 
 from rnnkit._blas import gemm
 from rnnkit._types import Array
-from rnnkit.cells._spec import ONE, ZERO, CellKind, CellSpec, register, tanh
+from rnnkit.cells._spec import KERNEL_OPTIONS, ONE, ZERO, CellKind, CellSpec, register, row, tanh
 
 
 class RNNCache(NamedTuple):
@@ -33,44 +33,48 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
     return b_ih + b_hh, b_ih[:0]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**KERNEL_OPTIONS)
 def tanh_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
     """One RNN step with f = tanh; only ``h`` is written."""
     H, n = h.shape
     gemm(False, 1.0, w_hh, h_prev, 0.0, h)                  # a = W_hh h_prev
     for j in range(H):
+        h_j, x_j, b_j = row(h, j), row(xp, j), b_x[j]
         for b in range(n):
-            h[j, b] = tanh(h[j, b] + xp[j, b] + b_x[j])
+            h_j[b] = tanh(h_j[b] + x_j[b] + b_j)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**KERNEL_OPTIONS)
 def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, d_xp, d_hp):  # type: ignore[no-untyped-def]
     """Backward of one tanh RNN step: ``dh`` becomes the gradient for ``h_prev``."""
     H, n = dh.shape
     for j in range(H):
+        d_j, dh_j, h_j = row(d_xp, j), row(dh, j), row(h, j)
         for b in range(n):
-            d_xp[j, b] = dh[j, b] * (ONE - h[j, b] * h[j, b])
+            d_j[b] = dh_j[b] * (ONE - h_j[b] * h_j[b])
     gemm(True, 1.0, w_hh, d_xp, 0.0, dh)                    # dh_prev = W_hhᵀ da
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**KERNEL_OPTIONS)
 def relu_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
     """One RNN step with f = relu; only ``h`` is written."""
     H, n = h.shape
     gemm(False, 1.0, w_hh, h_prev, 0.0, h)
     for j in range(H):
+        h_j, x_j, b_j = row(h, j), row(xp, j), b_x[j]
         for b in range(n):
-            a = h[j, b] + xp[j, b] + b_x[j]
-            h[j, b] = a if a > ZERO else ZERO
+            a = h_j[b] + x_j[b] + b_j
+            h_j[b] = a if a > ZERO else ZERO
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**KERNEL_OPTIONS)
 def relu_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, d_xp, d_hp):  # type: ignore[no-untyped-def]
     """Backward of one relu RNN step: ``dh`` becomes the gradient for ``h_prev``."""
     H, n = dh.shape
     for j in range(H):
+        d_j, dh_j, h_j = row(d_xp, j), row(dh, j), row(h, j)
         for b in range(n):
-            d_xp[j, b] = dh[j, b] if h[j, b] > ZERO else ZERO
+            d_j[b] = dh_j[b] if h_j[b] > ZERO else ZERO
     gemm(True, 1.0, w_hh, d_xp, 0.0, dh)
 
 
