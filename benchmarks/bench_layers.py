@@ -1,33 +1,34 @@
-"""rnnkit's recurrent layers against torch.nn, timed in the same process, interleaved.
+"""rnnkit's recurrent layers against torch.nn, timed in one process with the fair harness (_harness.py).
 
-    python benchmarks/bench_layers.py            # the full table (a few minutes on 2 cores)
-    python benchmarks/bench_layers.py --quick    # H = 128 only, fewer repeats
+    python benchmarks/bench_layers.py                 # every shape below (several minutes on 2 cores)
+    python benchmarks/bench_layers.py --quick         # H = 128 only
+    python benchmarks/bench_layers.py --shapes 32x100x256x256 --kinds LSTM
 
-For RNN, LSTM and GRU with B=32, T=100, I=H in {128, 256, 512}, float32, it times (a) a forward
-pass for inference (rnnkit ``keep_cache=False``, torch ``no_grad``) and (b) a training step
-(forward + backward to the input, the initial state and every parameter).  Each repeat runs rnnkit
-and torch back to back (each timed call right after an untimed one of the same library), so both
-see the same machine load; the table shows medians and the ratio
-torch_time / rnnkit_time (above 1: rnnkit is faster).  The last columns give rnnkit's achieved
-GFLOP/s (matrix-product FLOPs only) next to the ceiling: one plain NumPy product of the same
-total size, ``(G*H, H) @ (H, T*B)``.
+Shapes are B x T x I x H, float32: B=32, T=100, I=H in {128, 256, 512}; B=128, T=50, H=256; and
+I=64, H=512.  For each layer it times (a) a forward pass for inference (rnnkit ``keep_cache=False``,
+torch ``no_grad``) and (b) a training step (forward + backward to the input, the initial state and
+every parameter) and prints ratio = torch_time / rnnkit_time (above 1: rnnkit is faster), medians
+of quiet, interleaved blocks.
 
-BLAS threads are left at their defaults for NumPy; torch gets ``torch.set_num_threads(2)``.
-torch is a benchmark peer only, never a dependency of rnnkit.
+``floor`` is the time of the same matrix products and nothing else (one input-projection GEMM, T
+per-step ``W_hh h`` products, and for training T ``W_hhᵀ da`` products plus the three weight/input
+gradient GEMMs), with NumPy's BLAS at rnnkit's thread setting; ``/floor`` is rnnkit's time as a
+multiple of it.  torch gets ``torch.set_num_threads`` equal to rnnkit's BLAS threads.  torch is a
+benchmark peer only, never a dependency of rnnkit.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import Busy, Harness, footer, header  # noqa: E402
 
 import rnnkit  # noqa: E402
 
@@ -36,106 +37,100 @@ try:
 except ImportError:  # pragma: no cover - the benchmark needs its peer
     sys.exit("bench_layers.py compares against PyTorch: pip install torch==2.13.0 (make test installs it)")
 
-B, T = 32, 100
-KINDS = {"RNN": 1, "GRU": 3, "LSTM": 4}  # gates per cell
+GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+SHAPES = [(32, 100, 128, 128), (32, 100, 256, 256), (32, 100, 512, 512), (128, 50, 256, 256), (32, 100, 64, 512)]
 
 
-def _time(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+def floor_fns(G: int, B: int, T: int, I: int, H: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """The matrix products of a forward pass and of a training step, alone."""
+    f = np.float32
+    w_ih, w_hh = rng.standard_normal((G * H, I), dtype=f), rng.standard_normal((G * H, H), dtype=f)
+    x, hs = rng.standard_normal((I, T * B), dtype=f), rng.standard_normal((H, T * B), dtype=f)
+    xp, dA = np.empty((G * H, T * B), f), rng.standard_normal((G * H, T * B), dtype=f)
+    gate, h = np.empty((G * H, B), f), np.empty((H, B), f)
+    dw_ih, dw_hh, dx = np.empty((G * H, I), f), np.empty((G * H, H), f), np.empty((I, T * B), f)
+
+    def forward() -> None:
+        np.matmul(w_ih, x, out=xp)
+        for t in range(T):
+            np.matmul(w_hh, hs[:, t * B : (t + 1) * B], out=gate)
+
+    def train() -> None:
+        forward()
+        for t in range(T):
+            np.matmul(w_hh.T, dA[:, t * B : (t + 1) * B], out=h)
+        np.matmul(dA, x.T, out=dw_ih)
+        np.matmul(dA, hs.T, out=dw_hh)
+        np.matmul(w_ih.T, dA, out=dx)
+
+    return forward, train
 
 
-def bench(kind: str, H: int, repeats: int, rng: np.random.Generator) -> dict[str, float]:
-    I = H
+def bench(harness: Harness, kind: str, shape: tuple[int, int, int, int], rng: np.random.Generator) -> list[str]:
+    B, T, I, H = shape
     layer = getattr(rnnkit, kind)(I, H, seed=0)
     peer = getattr(torch.nn, kind)(I, H, batch_first=True)
     with torch.no_grad():
         for name, value in layer.params.items():
             getattr(peer, name).copy_(torch.from_numpy(value))
-
     x = rng.standard_normal((B, T, I), dtype=np.float32)
     d_out = rng.standard_normal((B, T, H), dtype=np.float32)
-    xt = torch.from_numpy(x)
-    d_out_t = torch.from_numpy(d_out)
+    xt, d_out_t = torch.from_numpy(x), torch.from_numpy(d_out)
 
-    def rk_forward():
+    def rk_forward() -> None:
         layer.forward(x, keep_cache=False)
 
-    def rk_train():
+    def rk_train() -> None:
         _, _, cache = layer.forward(x)
         layer.backward(d_out, None, cache)
 
-    def pt_forward():
+    def pt_forward() -> None:
         with torch.no_grad():
             peer(xt)
 
-    def pt_train():
+    def pt_train() -> None:
         xg = xt.detach().requires_grad_(True)
         peer.zero_grad(set_to_none=True)
         out, _ = peer(xg)
         out.backward(d_out_t)
 
-    res = {}
-    for what, rk, pt in (("fwd", rk_forward, pt_forward), ("train", rk_train, pt_train)):
-        rk_t, pt_t = [], []
-        for _ in range(repeats):  # interleaved, so both see the same machine load
-            # Each timed call follows an untimed one of the same library: after the other library ran,
-            # the first call pays for waking its thread pool (BLAS / OpenMP) and refilling caches, a cost
-            # that depends on the order of the calls, not on either library.
-            rk()
-            rk_t += _time(rk, 1)
-            pt()
-            pt_t += _time(pt, 1)
-        res[f"{what}_rk"] = statistics.median(rk_t)
-        res[f"{what}_pt"] = statistics.median(pt_t)
-
-    # Matrix-product FLOPs: forward 2*T*B*GH*(I+H); backward twice that (dW_ih, dx, dW_hh, dh).
-    GH = KINDS[kind] * H
-    fwd_flops = 2.0 * T * B * GH * (I + H)
-    res["fwd_gflops"] = fwd_flops / res["fwd_rk"] / 1e9
-    res["train_gflops"] = 3 * fwd_flops / res["train_rk"] / 1e9
-    w = rng.standard_normal((GH, H), dtype=np.float32)
-    m = rng.standard_normal((H, T * B), dtype=np.float32)
-    w @ m
-    res["ceiling_gflops"] = 2.0 * GH * H * T * B / statistics.median(_time(lambda: w @ m, 5)) / 1e9
-    return res
+    floor_fwd, floor_train = floor_fns(GATES[kind], B, T, I, H, rng)
+    cells = [f"{kind:<5} {B:>3}x{T:<3} {I:>3}/{H:<3}"]
+    for rk, pt, fl in ((rk_forward, pt_forward, floor_fwd), (rk_train, pt_train, floor_train)):
+        try:
+            pair = harness.compare(rk, pt)
+            floor = harness.time(fl)
+            cells.append(f"{pair.ours * 1e3:>8.2f} {pair.peer * 1e3:>8.2f} {pair.ratio:>6.2f} "
+                         f"{floor * 1e3:>7.2f} {pair.ours / floor:>6.2f}")
+        except Busy as busy:
+            cells.append(f"{'(busy: ' + str(busy)[:30] + ')':>40}")
+    return cells
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="H=128 only, 5 repeats")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 11; quick 5)")
+    parser.add_argument("--quick", action="store_true", help="H=128 only")
     parser.add_argument("--kinds", default="RNN,GRU,LSTM")
-    parser.add_argument("--sizes", default=None, help="comma-separated H values (default 128,256,512)")
+    parser.add_argument("--shapes", default=None, help="comma-separated BxTxIxH (default: the five above)")
+    parser.add_argument("--pairs", type=int, default=7, help="quiet pairs of blocks per case (default 7)")
+    parser.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: rnnkit's policy)")
     args = parser.parse_args()
-    sizes = [128] if args.quick else [128, 256, 512]
-    if args.sizes:
-        sizes = [int(s) for s in args.sizes.split(",")]
-    repeats = args.repeats or (5 if args.quick else 11)
-    torch.set_num_threads(2)
+    shapes = [SHAPES[0]] if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]  # type: ignore[misc]
+    n = rnnkit.set_num_threads(args.threads)
+    torch.set_num_threads(n)
+    harness = Harness(pairs=args.pairs, min_pairs=max(3, args.pairs - 2))
     rng = np.random.default_rng(0)
-
-    print(f"rnnkit {rnnkit.__version__}, numpy {np.__version__}, torch {torch.__version__}, "
-          f"python {platform.python_version()}, {platform.machine()}, "
-          f"torch threads {torch.get_num_threads()}; B={B}, T={T}, I=H, float32, median of {repeats}")
-    print("ratio = torch_time / rnnkit_time (above 1: rnnkit faster)")
-    header = (f"{'layer':<5} {'H':>4} | {'fwd rnnkit':>10} {'fwd torch':>10} {'ratio':>6} | "
-              f"{'train rnnkit':>12} {'train torch':>11} {'ratio':>6} | {'GFLOP/s fwd':>11} "
-              f"{'train':>6} {'ceiling':>7}")
-    print(header)
-    print("-" * len(header))
+    print(header("rnnkit layers vs torch.nn (float32)", f"torch {torch.__version__}, {n} threads each; "
+                 "ratio = torch / rnnkit (above 1: rnnkit faster); /floor = rnnkit / GEMM floor"))
+    print(f"{'layer B x T  I/H':<20} | {'forward: rnnkit   torch  ratio   floor /floor':<44} | "
+          f"{'training step: rnnkit   torch  ratio   floor /floor'}")
+    print(f"{'':<20} | {'(ms)':<44} | (ms)")
     for kind in args.kinds.split(","):
-        for H in sizes:
-            r = bench(kind, H, repeats, rng)
-            print(f"{kind:<5} {H:>4} | {r['fwd_rk'] * 1e3:>8.2f}ms {r['fwd_pt'] * 1e3:>8.2f}ms "
-                  f"{r['fwd_pt'] / r['fwd_rk']:>6.2f} | {r['train_rk'] * 1e3:>10.2f}ms "
-                  f"{r['train_pt'] * 1e3:>9.2f}ms {r['train_pt'] / r['train_rk']:>6.2f} | "
-                  f"{r['fwd_gflops']:>11.1f} {r['train_gflops']:>6.1f} {r['ceiling_gflops']:>7.1f}",
-                  flush=True)
+        for shape in shapes:
+            print(" | ".join(bench(harness, kind, shape, rng)), flush=True)
+    print(footer(harness))
 
 
 if __name__ == "__main__":

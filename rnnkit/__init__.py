@@ -18,8 +18,8 @@ from rnnkit.gradcheck import GradcheckReport, gradcheck
 from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequential, detach_state
 from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
 from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
+from rnnkit.parallel import get_num_threads, set_num_threads, threads
 from rnnkit.tbptt import TBPTTStep, stream_batches, tbptt_step
-from rnnkit.threads import get_num_threads, set_num_threads, threads
 
 __version__ = "0.1.0"
 
