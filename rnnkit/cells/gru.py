@@ -51,19 +51,20 @@ def step_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb):  # type: ig
     """One GRU step (see the module docstring); ``c_prev`` and ``c`` are unused."""
     H, n = h.shape
     gemm(False, 1.0, w_hh, h_prev, 0.0, ca)                 # hp = W_hh h_prev
+    for r in range(2 * H):                                  # r, z = σ(xp + b_x + hp): one short loop per row
+        a, x, bias = row(ca, r), row(xp, r), b_x[r]
+        for b in range(n):
+            a[b] = sigmoid(x[b] + bias + a[b])
     for j in range(H):
-        a_r, a_z, a_n = row(ca, j), row(ca, H + j), row(ca, 2 * H + j)
-        x_r, x_z, x_n = row(xp, j), row(xp, H + j), row(xp, 2 * H + j)
-        b_r, b_z, b_n, b_hn = b_x[j], b_x[H + j], b_x[2 * H + j], b_in[j]
+        r_j, z_j, a_n = row(ca, j), row(ca, H + j), row(ca, 2 * H + j)
+        x_n, b_n, b_hn = row(xp, 2 * H + j), b_x[2 * H + j], b_in[j]
         h_prev_j, hn_j, h_j = row(h_prev, j), row(cb, j), row(h, j)
         for b in range(n):
-            r = sigmoid(x_r[b] + b_r + a_r[b])
-            z = sigmoid(x_z[b] + b_z + a_z[b])
             hn = a_n[b] + b_hn
-            n_ = tanh(x_n[b] + b_n + r * hn)
-            a_r[b], a_z[b], a_n[b] = r, z, n_
+            n_ = tanh(x_n[b] + b_n + r_j[b] * hn)
+            a_n[b] = n_
             hn_j[b] = hn
-            h_j[b] = n_ + z * (h_prev_j[b] - n_)
+            h_j[b] = n_ + z_j[b] * (h_prev_j[b] - n_)
 
 
 @numba.njit(**KERNEL_OPTIONS)

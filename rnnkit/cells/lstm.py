@@ -50,40 +50,51 @@ def step_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb):  # type: ig
     """One LSTM step (see the module docstring); ``b_in`` is unused."""
     H, n = h.shape
     gemm(False, 1.0, w_hh, h_prev, 0.0, ca)                 # a = W_hh h_prev
+    # Two passes, each a loop over few rows, which the compiler vectorises fully (one pass over
+    # all eleven rows a unit touches is slower: too many possibly-overlapping rows to check).
+    for r in range(4 * H):                                  # i, f, g, o = σ, σ, tanh, σ of a + xp + b_x
+        a, x, bias = row(ca, r), row(xp, r), b_x[r]
+        if 2 * H <= r < 3 * H:
+            for b in range(n):
+                a[b] = tanh(a[b] + x[b] + bias)
+        else:
+            for b in range(n):
+                a[b] = sigmoid(a[b] + x[b] + bias)
     for j in range(H):
-        a_i, a_f, a_g, a_o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
-        x_i, x_f, x_g, x_o = row(xp, j), row(xp, H + j), row(xp, 2 * H + j), row(xp, 3 * H + j)
-        b_i, b_f, b_g, b_o = b_x[j], b_x[H + j], b_x[2 * H + j], b_x[3 * H + j]
+        i, f, g, o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
         c_prev_j, c_j, tanh_c_j, h_j = row(c_prev, j), row(c, j), row(cb, j), row(h, j)
         for b in range(n):
-            i = sigmoid(a_i[b] + x_i[b] + b_i)
-            f = sigmoid(a_f[b] + x_f[b] + b_f)
-            g = tanh(a_g[b] + x_g[b] + b_g)
-            o = sigmoid(a_o[b] + x_o[b] + b_o)
-            c_new = f * c_prev_j[b] + i * g
+            c_new = f[b] * c_prev_j[b] + i[b] * g[b]            # c = f ⊙ c_prev + i ⊙ g
             tanh_c = tanh(c_new)
-            a_i[b], a_f[b], a_g[b], a_o[b] = i, f, g, o
             c_j[b] = c_new
             tanh_c_j[b] = tanh_c
-            h_j[b] = o * tanh_c
+            h_j[b] = o[b] * tanh_c                              # h = o ⊙ tanh(c)
 
 
 @numba.njit(**KERNEL_OPTIONS)
 def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, d_xp, d_hp):  # type: ignore[no-untyped-def]
     """Backward of one LSTM step: ``(dh, dc)`` become the gradients for ``(h_prev, c_prev)``."""
     H, n = dh.shape
-    for j in range(H):
-        g_i, g_f, g_g, g_o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
+    for j in range(H):                                      # the gradients of the gates' outputs
+        i, f, g, o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
         d_i, d_f, d_g, d_o = row(d_xp, j), row(d_xp, H + j), row(d_xp, 2 * H + j), row(d_xp, 3 * H + j)
         dh_j, dc_j, c_prev_j, tanh_c_j = row(dh, j), row(dc, j), row(c_prev, j), row(cb, j)
         for b in range(n):
-            i, f, g, o, tanh_c = g_i[b], g_f[b], g_g[b], g_o[b], tanh_c_j[b]
-            dc_ = dc_j[b] + dh_j[b] * o * (ONE - tanh_c * tanh_c)
-            d_i[b] = dc_ * g * i * (ONE - i)
-            d_f[b] = dc_ * c_prev_j[b] * f * (ONE - f)
-            d_g[b] = dc_ * i * (ONE - g * g)
-            d_o[b] = dh_j[b] * tanh_c * o * (ONE - o)
-            dc_j[b] = dc_ * f
+            tanh_c = tanh_c_j[b]
+            dc_ = dc_j[b] + dh_j[b] * o[b] * (ONE - tanh_c * tanh_c)
+            d_i[b] = dc_ * g[b]
+            d_f[b] = dc_ * c_prev_j[b]
+            d_g[b] = dc_ * i[b]
+            d_o[b] = dh_j[b] * tanh_c
+            dc_j[b] = dc_ * f[b]                                # dc_prev = dc ⊙ f
+    for r in range(4 * H):                                  # through the nonlinearities: σ' = y(1-y), tanh' = 1-y²
+        d, y = row(d_xp, r), row(ca, r)
+        if 2 * H <= r < 3 * H:
+            for b in range(n):
+                d[b] *= ONE - y[b] * y[b]
+        else:
+            for b in range(n):
+                d[b] *= y[b] * (ONE - y[b])
     gemm(True, 1.0, w_hh, d_xp, 0.0, dh)                    # dh_prev = W_hhᵀ da
 
 

@@ -22,7 +22,15 @@ import numpy as np
 from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec
 from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
-from rnnkit.unroll import UnrollCache, Weights, batch_sizes_from_lengths, unroll_backward, unroll_forward
+from rnnkit.unroll import (
+    UnrollCache,
+    Weights,
+    batch_sizes_from_lengths,
+    to_batch_first,
+    to_feature_major,
+    unroll_backward,
+    unroll_forward,
+)
 
 State = Any
 """``h`` ``(L*D, B, H)`` for RNN and GRU; the pair ``(h, c)`` for LSTM."""
@@ -40,11 +48,7 @@ class RecurrentCache(NamedTuple):
 
 def _to_feature_major(a: Array, order: IntArray | None) -> Array:
     """``(B, T, F)`` -> a new C-contiguous ``(F, T, B)``, the batch permuted by ``order`` if given."""
-    B, T, F = a.shape
-    out = np.empty((F, T, B), a.dtype)
-    for t in range(T):  # one small (B, F) -> (F, B) transpose per step stays in cache; a 3-D one does not
-        np.copyto(out[:, t], (a[:, t] if order is None else a[order, t]).T)
-    return out
+    return to_feature_major(a, order)
 
 
 def _to_batch_first(a: Array, inv: IntArray | None) -> Array:
@@ -52,11 +56,7 @@ def _to_batch_first(a: Array, inv: IntArray | None) -> Array:
 
     Always a copy: the result must never share memory with a cache (``a`` may be a view of one).
     """
-    F, T, B = a.shape
-    out = np.empty((B, T, F), a.dtype)
-    for t in range(T):
-        np.copyto(out[:, t], a[:, t].T if inv is None else a[:, t, inv].T)
-    return out
+    return to_batch_first(a, inv)
 
 
 class Recurrent:
