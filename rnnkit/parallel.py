@@ -7,17 +7,19 @@ machine two threads make such a product faster; on a busy one (another process o
 core) each product waits for a thread that is not running, and training can slow down several
 times over.
 
-The policy (:func:`default_threads`): use every core that is idle when the call is made, judged
-by the one-minute load average, and never more than ``RNNKIT_NUM_THREADS`` (an environment
-variable) or the cores this process may run on.  ``rnnkit train --threads N`` and
-:func:`set_num_threads` / :func:`threads` override it.  ``benchmarks/bench_threads.py`` measures
-the choices on an idle machine and beside a CPU hog.
+The policy (:func:`default_threads`): use every core that other processes leave idle when the call
+is made (judged by the number of runnable tasks the kernel reports, sampled a few times), and never
+more than ``RNNKIT_NUM_THREADS`` (an environment variable) or the cores this process may run on.
+The library leaves NumPy's BLAS threads as they are until :func:`set_num_threads` is called; the
+``rnnkit`` command applies the policy at start (``--threads N`` overrides it).
+``benchmarks/bench_threads.py`` measures the choices on an idle machine and beside a CPU hog.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,15 +42,31 @@ def default_threads() -> int:
     ``RNNKIT_NUM_THREADS``, when set to a positive integer, caps it.
     """
     cores = available_cores()
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - no load average on this OS
-        busy = 0.0
-    n = max(1, min(cores, int(cores - busy + 0.5)))
+    n = max(1, min(cores, cores - _busy_cores()))
     cap = os.environ.get("RNNKIT_NUM_THREADS", "").strip()
     if cap.isdigit() and int(cap) > 0:
         n = min(n, int(cap))
     return n
+
+
+def _busy_cores() -> int:
+    """Cores kept busy by other tasks now: the median over a few samples of the runnable tasks
+    (field 4 of /proc/loadavg, which counts this thread too), else the one-minute load average."""
+    samples = []
+    for _ in range(5):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            break
+        samples.append(running - 1)
+        time.sleep(0.002)
+    if samples:
+        return max(0, sorted(samples)[len(samples) // 2])
+    try:
+        return max(0, round(os.getloadavg()[0]))
+    except (AttributeError, OSError):  # pragma: no cover - no load average on this OS
+        return 0
 
 
 def get_num_threads() -> int:
