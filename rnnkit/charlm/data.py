@@ -344,6 +344,11 @@ class LineBatches:
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def num_items(self) -> int:
+        """The number of items (an epoch's order is a permutation of ``range(num_items)``)."""
+        return len(self._items)
+
     def new_order(self, rng: np.random.Generator) -> IntArray:
         """A fresh shuffle of the items for one epoch, drawn from ``rng``."""
         return rng.permutation(len(self._items))

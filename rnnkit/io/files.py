@@ -48,6 +48,8 @@ def available_memory() -> int | None:
 def format_bytes(count: float) -> str:
     """``1536`` -> ``"1.5 KB"``: a size for messages."""
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if unit == "TB" and count >= 10_000:
+            return f"{count:.2e} TB"
         if abs(count) < 1024 or unit == "TB":
             return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
         count /= 1024
