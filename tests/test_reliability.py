@@ -25,7 +25,7 @@ import pytest
 import rnnkit
 from rnnkit import cli
 from rnnkit.charlm import train as train_module
-from rnnkit.charlm.data import DataError, Vocab
+from rnnkit.charlm.data import DataError
 from rnnkit.charlm.model import PRIME_CHUNK, CharLM, ModelConfig, load_model, sample_from_logits
 from rnnkit.charlm.train import TrainConfig, Trainer, TrainingDiverged, train
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
