@@ -110,7 +110,8 @@ def test_sgd_is_p_minus_lr_g_and_adam_moves_at_most_lr(case) -> None:
     shapes, seed, dtype, lr = case
     rng = np.random.default_rng(seed)
     params = {f"p{i}": rng.standard_normal(shape).astype(dtype) for i, shape in enumerate(shapes)}
-    grads = {name: (rng.standard_normal(p.shape) * 10 ** rng.uniform(-6, 6)).astype(dtype) for name, p in params.items()}
+    grads = {name: (rng.standard_normal(p.shape) * 10 ** rng.uniform(-6, 6)).astype(dtype)
+             for name, p in params.items()}
     before = {name: p.copy() for name, p in params.items()}
     SGD(lr=lr).step(params, grads)
     for name in params:
