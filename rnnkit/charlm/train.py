@@ -1015,6 +1015,8 @@ class SafeStream:
     * A stream that fails -- a dead pipe (``| tee`` after a Ctrl-C, ``| head``), a closed or full
       file, ``None`` (Python's ``sys.stdout`` when file descriptor 1 was closed) -- is marked dead,
       and this and every later message is dropped.
+    * A message written from a signal handler while the stream is in the middle of another write
+      (a reentrant call) is dropped.
 
     Training must not stop because a message could not be shown.
     """
@@ -1038,6 +1040,10 @@ class SafeStream:
             except (OSError, ValueError, AttributeError):
                 # OSError: EPIPE, EIO, ENOSPC; ValueError: I/O operation on a closed file.
                 self.dead = True
+            except RuntimeError:
+                # A signal handler's message arriving while the stream is mid-write ("reentrant
+                # call"): this one message is dropped, the stream stays usable.
+                pass
         return len(text)
 
     def flush(self) -> None:
