@@ -10,16 +10,66 @@ The public API, by stratum (each imports only from the ones before it):
   diagnostics.
 """
 
-from rnnkit import optim
-from rnnkit._types import Array, Grads, IntArray, Params
-from rnnkit.clip import clip_grad_norm, clip_grad_value, grad_norm
-from rnnkit.diagnostics import gradient_norms_over_time, plot_gradient_flow
-from rnnkit.gradcheck import GradcheckReport, gradcheck
-from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequential, detach_state
-from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
-from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
-from rnnkit.tbptt import TBPTTStep, stream_batches, tbptt_step
-from rnnkit.threads import get_num_threads, set_num_threads, threads
+from typing import TYPE_CHECKING
+
+# The names are imported on first use (PEP 562), not here: ``import rnnkit.cli`` -- what the
+# ``rnnkit`` command runs first -- then costs almost nothing, so a Ctrl-C while NumPy and the layers
+# load happens inside the command's own handler (one line, exit 130) rather than as a traceback.
+_EXPORTS = {
+    "optim": "rnnkit.optim",
+    "Array": "rnnkit._types", "Grads": "rnnkit._types", "IntArray": "rnnkit._types", "Params": "rnnkit._types",
+    "clip_grad_norm": "rnnkit.clip", "clip_grad_value": "rnnkit.clip", "grad_norm": "rnnkit.clip",
+    "gradient_norms_over_time": "rnnkit.diagnostics", "plot_gradient_flow": "rnnkit.diagnostics",
+    "GradcheckReport": "rnnkit.gradcheck", "gradcheck": "rnnkit.gradcheck",
+    "GRU": "rnnkit.layers", "LSTM": "rnnkit.layers", "RNN": "rnnkit.layers", "Embedding": "rnnkit.layers",
+    "Linear": "rnnkit.layers", "ModelState": "rnnkit.layers", "Sequential": "rnnkit.layers",
+    "detach_state": "rnnkit.layers",
+    "log_softmax": "rnnkit.losses", "mse": "rnnkit.losses", "softmax": "rnnkit.losses",
+    "softmax_cross_entropy": "rnnkit.losses",
+    "SGD": "rnnkit.optim", "Adagrad": "rnnkit.optim", "Adam": "rnnkit.optim", "AdamW": "rnnkit.optim",
+    "CosineAnnealingLR": "rnnkit.optim", "LinearWarmup": "rnnkit.optim", "RMSprop": "rnnkit.optim",
+    "StepLR": "rnnkit.optim",
+    "TBPTTStep": "rnnkit.tbptt", "stream_batches": "rnnkit.tbptt", "tbptt_step": "rnnkit.tbptt",
+    "get_num_threads": "rnnkit.threads", "set_num_threads": "rnnkit.threads", "threads": "rnnkit.threads",
+}
+# Names in _EXPORTS that are submodules themselves (``rnnkit.optim``); every other name is an
+# attribute of its module.  ``rnnkit.threads`` is the function ``threads``, not its module.
+_MODULES = {"optim"}
+
+# ``threads`` is both a submodule and the function it exports.  The import system binds a submodule
+# to its package's attribute when it is first loaded -- by anyone, e.g. ``from rnnkit.threads import
+# available_cores`` -- which would leave ``rnnkit.threads`` the module.  Loading it here first (it
+# needs only the standard library and threadpoolctl, so the import stays cheap) makes the function win.
+from rnnkit.threads import get_num_threads, set_num_threads, threads  # noqa: E402
+
+
+def __getattr__(name: str) -> object:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(module_name)
+    value = module if name in _MODULES else getattr(module, name)
+    globals()[name] = value  # later look-ups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from rnnkit import optim
+    from rnnkit._types import Array, Grads, IntArray, Params
+    from rnnkit.clip import clip_grad_norm, clip_grad_value, grad_norm
+    from rnnkit.diagnostics import gradient_norms_over_time, plot_gradient_flow
+    from rnnkit.gradcheck import GradcheckReport, gradcheck
+    from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequential, detach_state
+    from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
+    from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
+    from rnnkit.tbptt import TBPTTStep, stream_batches, tbptt_step
+
 
 __version__ = "0.1.0"
 

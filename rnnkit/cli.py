@@ -11,8 +11,11 @@
 The subcommands only parse their options into :class:`rnnkit.charlm.TrainConfig` and call
 :mod:`rnnkit.charlm` (or :mod:`rnnkit.diagnostics`).  Every problem with the input -- a bad option, a
 missing, empty or non-UTF-8 file, a text too short for one batch, an unusable checkpoint -- ends the
-program with one line ``rnnkit: error: ...`` on stderr and exit status 2, never a traceback.  Ctrl-C
-during training stops after the current step and saves the latest checkpoint (exit status 130).
+program with one line ``rnnkit: error: ...`` on stderr and exit status 2, never a traceback (running
+out of memory included).  Ctrl-C (SIGINT), SIGTERM or SIGHUP during training stops after the current
+step and saves the latest checkpoint; the exit status is 128 + the signal's number (130, 143, 129).
+Output that cannot be written -- a closed stdout, a dead pipe, an encoding that cannot show the
+text -- never produces a traceback: characters are replaced, and what cannot be written is dropped.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from rnnkit.diagnostics import plot_gradient_flow
 
 EXIT_USAGE = 2         # bad input: argparse's convention
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
+_EXIT_SIGNAL_BASE = 128  # the shell's convention: a run stopped by signal N exits with 128 + N
 
 _TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 _DEFAULTS = TrainConfig()
@@ -62,6 +66,8 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
                            f"(default {d.mode})")
     data.add_argument("--val-fraction", type=float, metavar="F",
                       help=f"part of the text held out for validation (default {d.val_fraction})")
+    data.add_argument("--val-max-chars", type=int, metavar="N",
+                      help=f"validate on at most N held-out characters, 0: all (default {d.val_max_chars:,})")
     model = p.add_argument_group("model")
     model.add_argument("--cell", choices=tuple(CELLS), help=f"recurrent cell (default {d.cell})")
     model.add_argument("--hidden", type=int, metavar="N", help=f"hidden units per layer (default {d.hidden})")
@@ -141,11 +147,15 @@ def _train(args: argparse.Namespace) -> int:
     given = {name: value for name, value in vars(args).items() if name in _TRAIN_FIELDS}
     config = TrainConfig(**given)
     result = train(config, explicit=given.keys(), progress=not getattr(args, "no_progress", False))
-    return EXIT_INTERRUPTED if result.stopped_by == "interrupt" else 0
+    if result.stopped_by == "interrupt":
+        return _EXIT_SIGNAL_BASE + result.signal if result.signal is not None else EXIT_INTERRUPTED
+    return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
     config = SampleConfig(**{f.name: getattr(args, f.name) for f in fields(SampleConfig)})
+    if sys.stdout is None:  # file descriptor 1 was closed before Python started
+        raise OSError("standard output is closed: there is nowhere to write the text")
     pieces = sample_text(config)
     last = "\n"
     for piece in pieces:
@@ -174,8 +184,54 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _tolerant_streams() -> None:
+    """Make stdout and stderr replace what their encoding cannot show (a cp1252 console) instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):
+                pass
+
+
+def _silence_dead_stdout() -> None:
+    """If stdout can no longer be flushed (a dead pipe, a full disk), point it at devnull, so that
+    Python's own final flush neither prints 'Exception ignored' nor turns the exit status into 120."""
+    stream = sys.stdout
+    if stream is None:
+        return
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+
+def _say_error(text: str) -> None:
+    """One line on stderr; dropped if stderr is gone (closed, a dead pipe)."""
+    if sys.stderr is None:
+        return
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``rnnkit`` with ``argv`` (default: the command line) and return the exit status."""
+    _tolerant_streams()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # a Ctrl-C while the error of another one is being reported
+        return EXIT_INTERRUPTED
+    finally:
+        _silence_dead_stdout()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -184,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
-        print("rnnkit: interrupted", file=sys.stderr)
+        _say_error("rnnkit: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away.  Point stdout at devnull so that Python's final flush does not complain
@@ -193,10 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         if args.handler is _sample:
             return 0
-        print("rnnkit: error: standard output was closed (broken pipe); stopped", file=sys.stderr)
+        _say_error("rnnkit: error: standard output was closed (broken pipe); stopped")
         return EXIT_USAGE
-    except (ValueError, OSError, ImportError) as error:
+    except MemoryError:
+        _say_error("rnnkit: error: out of memory; choose smaller sizes (--hidden, --layers, --batch-size, --seq-len, "
+                   "--length) or a smaller file")
+        return EXIT_USAGE
+    except (ValueError, OSError, ImportError, OverflowError) as error:
         # ValueError covers DataError and CheckpointError; OSError unreadable or unwritable paths;
-        # ImportError a missing optional extra (matplotlib for diagnose).
-        print(f"rnnkit: error: {_one_line(error)}", file=sys.stderr)
+        # ImportError a missing optional extra (matplotlib for diagnose); OverflowError a number too
+        # large for NumPy.
+        _say_error(f"rnnkit: error: {_one_line(error)}")
         return EXIT_USAGE

@@ -55,7 +55,9 @@ def grad_norm(grads: Grads, norm_type: float = 2.0) -> float:
     if not flat:
         return 0.0
     if math.isinf(norm_type):
-        return max(float(np.max(np.abs(values), initial=0.0)) for values in flat)
+        # np.max, not Python's max: a NaN in any array must give NaN (Python's max ignores a NaN
+        # that is not first, because every comparison with it is False).
+        return float(np.max([np.max(np.abs(values), initial=0.0) for values in flat]))
     per_array = np.array([np.linalg.norm(values, ord=norm_type) for values in flat])
     return float(np.linalg.norm(per_array, ord=norm_type))
 

@@ -1,6 +1,7 @@
 """Saving and loading: safetensors files, atomic writes, and single-file checkpoints (weights + document).
 
-Everything lives in :mod:`rnnkit.io.checkpoint`; its docstring describes the formats and guarantees.
+The formats and guarantees are in :mod:`rnnkit.io.checkpoint`'s docstring; :mod:`rnnkit.io.files`
+reads the files a user names (regular files only, bounded reads).
 """
 
 from rnnkit.io.checkpoint import (
@@ -15,6 +16,7 @@ from rnnkit.io.checkpoint import (
     save_checkpoint,
     save_tensors,
 )
+from rnnkit.io.files import UnreadableFile, available_memory, format_bytes, read_regular_file
 
 __all__ = [
     "CheckpointError",
@@ -27,4 +29,8 @@ __all__ = [
     "load_tensors",
     "save_checkpoint",
     "save_tensors",
+    "UnreadableFile",
+    "available_memory",
+    "format_bytes",
+    "read_regular_file",
 ]

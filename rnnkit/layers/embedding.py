@@ -15,12 +15,14 @@ import numpy as np
 
 from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
+from rnnkit.layers._versions import WeightVersion, check_version, weight_version
 
 
 class EmbeddingCache(NamedTuple):
     """What :meth:`Embedding.backward` needs from :meth:`Embedding.forward`."""
 
-    ids: IntArray  # (...) the looked-up ids, e.g. (B, T)
+    ids: IntArray            # (...) the looked-up ids, e.g. (B, T)
+    version: WeightVersion   # the layer object and its weights at forward time (checked by backward)
 
 
 class Embedding:
@@ -80,10 +82,13 @@ class Embedding:
         """
         self._check_ids(ids)
         # Fancy indexing returns a new array; the cache keeps its own copy of the ids.
-        return self.params["weight"][ids], EmbeddingCache(ids.copy())
+        return self.params["weight"][ids], EmbeddingCache(ids.copy(), weight_version(self, self.params))
 
     def backward(self, d_out: Array, cache: EmbeddingCache) -> tuple[None, Grads]:
         """Scatter-add ``d_out`` into the rows of ``weight`` that were looked up.
+
+        ``cache`` must come from this layer's :meth:`forward`, with the weights unchanged since (checked
+        as for every layer; see :mod:`rnnkit.layers._versions`).
 
         Returns:
             ``(None, grads)``: ids are integers, so there is no input gradient; ``grads["weight"]``
@@ -91,6 +96,9 @@ class Embedding:
         """
         if not isinstance(cache, EmbeddingCache):
             raise ValueError("cache must be the cache returned by Embedding.forward")
+        # The scatter does not read the weights, but a cache of another layer or of weights that
+        # changed since means the caller's training loop is out of step: say so rather than go on.
+        check_version(cache.version, self, self.params, "Embedding")
         ids = cache.ids
         check_float_input("d_out", d_out, self.dtype)
         expected = (*ids.shape, self.embedding_dim)

@@ -22,6 +22,7 @@ import numpy as np
 from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec
 from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
+from rnnkit.layers._versions import WeightVersion, check_version, weight_version
 from rnnkit.unroll import UnrollCache, Weights, batch_sizes_from_lengths, unroll_backward, unroll_forward
 
 State = Any
@@ -36,6 +37,7 @@ class RecurrentCache(NamedTuple):
     rev_index: IntArray | None   # (T, B) reversal within each length (sorted order), or None
     x_shape: tuple[int, int, int]
     signature: tuple[Any, ...]   # the producing layer's cell and sizes: backward checks it is its own
+    version: WeightVersion       # the producing layer object and its weights: backward checks they are unchanged
 
 
 def _to_feature_major(a: Array, order: IntArray | None) -> Array:
@@ -252,7 +254,8 @@ class Recurrent:
         out_bf = _to_batch_first(layer_in, inv)
         rcache = None
         if keep_cache:
-            rcache = RecurrentCache(units, order, rev_index, (B, T, self.input_size), self._signature())
+            rcache = RecurrentCache(units, order, rev_index, (B, T, self.input_size), self._signature(),
+                                    weight_version(self, self.params))
         return out_bf, self._pack_state(finals, inv), rcache
 
     def backward(
@@ -266,7 +269,14 @@ class Recurrent:
         Args:
             d_out: ``(B, T, D*H)`` gradient of the loss with respect to ``out`` (None: zero).
             d_state: gradient with respect to the final state, same form as the state (None: zero).
-            cache: from :meth:`forward` of the same call.
+            cache: from :meth:`forward` of this very layer, with the weights unchanged since.
+
+        The cache is checked first (see :mod:`rnnkit.layers._versions`): a cache of another layer
+        object (even one of the same shape), parameter arrays replaced since the forward pass, any
+        step of an rnnkit optimizer since, and in-place edits that change any of the up to 256
+        evenly spaced elements sampled from each weight array all raise ValueError saying which of
+        these happened.  An in-place edit of a few single elements that all miss the sample is the
+        one change that is not detected.
 
         Returns:
             ``(dx, d_state0, grads)``: ``dx`` ``(B, T, I)``, the gradient with respect to the initial
@@ -277,6 +287,7 @@ class Recurrent:
         if cache.signature != self._signature():
             raise ValueError(f"cache comes from another layer ({cache.signature}), not from this one "
                              f"({self._signature()}): pass the cache of this layer's own forward")
+        check_version(cache.version, self, self.params, type(self).__name__)
         B, T, _ = cache.x_shape
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         order, rev_index = cache.order, cache.rev_index

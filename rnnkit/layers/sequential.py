@@ -39,6 +39,8 @@ class SequentialCache(NamedTuple):
     """What :meth:`Sequential.backward` needs from :meth:`Sequential.forward`: one cache per layer."""
 
     caches: list[Any]
+    owner: Any = None        # the Sequential whose forward made it
+    names: tuple[str, ...] = ()   # its layer names then (a cache from before a change of layers is refused)
 
 
 def detach_state(state: Any) -> Any:
@@ -182,7 +184,7 @@ class Sequential:
             except (ValueError, TypeError) as error:
                 raise type(error)(f"layer {name!r}: {error}") from error
             caches.append(cache if keep_cache else None)
-        return out, final, SequentialCache(caches) if keep_cache else None
+        return out, final, SequentialCache(caches, self, tuple(self.layers)) if keep_cache else None
 
     def backward(
         self,
@@ -197,7 +199,8 @@ class Sequential:
                 recurrent).
             d_state: ``{layer_name: gradient w.r.t. that layer's final state}``; layers left out
                 (or None) get zero — the truncated-BPTT boundary.
-            cache: from :meth:`forward` of the same call.
+            cache: from this model's :meth:`forward`, with the weights unchanged since; each layer
+                checks its own part (see :mod:`rnnkit.layers._versions` for what is detected).
 
         Returns:
             ``(d_in, d_state0, grads)``: the gradient with respect to ``x`` (None when the first
@@ -206,6 +209,9 @@ class Sequential:
         """
         if not isinstance(cache, SequentialCache) or len(cache.caches) != len(self.layers):
             raise ValueError("cache must be the cache returned by this model's forward(..., keep_cache=True)")
+        if cache.owner is not self or cache.names != tuple(self.layers):
+            raise ValueError("cache comes from another Sequential model (or from before its layers changed), not "
+                             "from this one: pass the cache of this model's own forward")
         d_states = self._check_state("d_state", d_state)
         names = list(self.layers)
         grads: Grads = {}
