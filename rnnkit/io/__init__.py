@@ -1,6 +1,7 @@
 """Saving and loading: safetensors files, atomic writes, and single-file checkpoints (weights + document).
 
-Everything lives in :mod:`rnnkit.io.checkpoint`; its docstring describes the formats and guarantees.
+The file formats live in :mod:`rnnkit.io.checkpoint` (its docstring describes them and their guarantees);
+:mod:`rnnkit.io.model` saves and loads a whole model, architecture included (``rnnkit.save`` / ``rnnkit.load``).
 """
 
 from rnnkit.io.checkpoint import (
@@ -15,6 +16,7 @@ from rnnkit.io.checkpoint import (
     save_checkpoint,
     save_tensors,
 )
+from rnnkit.io.model import describe, load, save
 
 __all__ = [
     "CheckpointError",
@@ -22,9 +24,12 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "decode_tensors",
+    "describe",
     "encode_tensors",
+    "load",
     "load_checkpoint",
     "load_tensors",
+    "save",
     "save_checkpoint",
     "save_tensors",
 ]

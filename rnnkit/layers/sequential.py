@@ -64,6 +64,11 @@ def takes_state(layer: Any) -> bool:
     return "state" in inspect.signature(layer.forward).parameters
 
 
+def takes_lengths(layer: Any) -> bool:
+    """Whether ``layer``'s ``forward`` accepts a ``lengths`` argument (recurrent layers, pooling heads)."""
+    return "lengths" in inspect.signature(layer.forward).parameters
+
+
 class Sequential:
     """Layers applied one after the other, addressed by name.
 
@@ -100,6 +105,10 @@ class Sequential:
                 raise TypeError(f"layer {name!r} ({type(layer).__name__}) has no params dict")
             self.layers[name] = layer
         self.recurrent: tuple[str, ...] = tuple(name for name, layer in self.layers.items() if takes_state(layer))
+        # Feed-forward blocks that read the batch's lengths (LastStep, MeanPool) get them too.
+        self.length_aware: tuple[str, ...] = tuple(
+            name for name, layer in self.layers.items() if name not in self.recurrent and takes_lengths(layer)
+        )
         dtypes = {value.dtype for value in self.params.values()}
         if len(dtypes) > 1:
             raise ValueError(f"all layers must share one dtype, got {sorted(d.name for d in dtypes)}")
@@ -162,7 +171,8 @@ class Sequential:
             x: the first layer's input, e.g. ids ``(B, T)`` for an embedding or ``(B, T, I)``.
             state: ``{layer_name: state}`` to start the recurrent layers from; layers left out (or
                 the whole argument None) start from zeros.
-            lengths: ``(B,)`` true sequence lengths, passed to every recurrent layer.
+            lengths: ``(B,)`` true sequence lengths, passed to every layer whose ``forward`` takes
+                ``lengths`` (the recurrent layers and the pooling heads).
             keep_cache: False for inference (no backward possible).
 
         Returns:
@@ -177,6 +187,8 @@ class Sequential:
                     out, final[name], cache = layer.forward(
                         out, state=states.get(name), lengths=lengths, keep_cache=keep_cache
                     )
+                elif name in self.length_aware:
+                    out, cache = layer.forward(out, lengths=lengths)
                 else:
                     out, cache = layer.forward(out)
             except (ValueError, TypeError) as error:
