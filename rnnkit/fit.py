@@ -715,7 +715,8 @@ def fit(
     def limit_reached() -> str:
         if steps is not None and run.step >= steps:
             return "steps"
-        if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+        # At least one step, however short the time: a run that does nothing helps no one.
+        if max_seconds is not None and run.step > 0 and time.perf_counter() - start >= max_seconds:
             return "time"
         return ""
 
@@ -770,7 +771,7 @@ def fit(
                 if not stopped_by and limit_reached():
                     stopped_by = limit_reached()
         # A run cut by its step or time limit logs the steps since its last log.
-        if stopped_by in ("steps", "time") and run.step != last_logged_step:
+        if stopped_by in ("steps", "time") and period_count:
             log()
     history.stopped_by = stopped_by
     for cb in callbacks:
