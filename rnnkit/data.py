@@ -77,7 +77,7 @@ def pad_sequences(
         raise ValueError(f"truncating must be 'pre' or 'post', got {truncating!r}")
     if maxlen is not None:
         maxlen = _positive_int("maxlen", maxlen)
-    arrays = []
+    arrays: list[npt.NDArray[Any]] = []
     for b, seq in enumerate(sequences):
         a = np.asarray(seq)
         if a.ndim == 0 or len(a) == 0:
@@ -183,7 +183,7 @@ class SequenceBatches:
             order = tie[np.argsort(self.lengths[tie], kind="stable")]
         else:
             order = rng.permutation(n) if self.shuffle else np.arange(n)
-        batches = [order[i : i + size] for i in range(0, n, size)]
+        batches: list[IntArray] = [order[i : i + size] for i in range(0, n, size)]
         if self.drop_last and batches and len(batches[-1]) < size:
             batches.pop()
         if self.bucket and self.shuffle:
@@ -199,7 +199,7 @@ class SequenceBatches:
             if self.trim and lengths is not None:
                 t = int(lengths.max())
                 x = x[:, :t]
-                if self._y_per_step:
+                if self._y_per_step and y is not None:
                     y = y[:, :t]
             yield Batch(np.ascontiguousarray(x), None if y is None else np.ascontiguousarray(y), lengths)
         self.epoch = epoch + 1

@@ -46,7 +46,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -371,6 +371,7 @@ class FitRun:
     epoch: int = 0            # epochs completed
     step: int = 0             # optimizer steps taken
     stop_training: bool = False
+    total_steps: int | None = None  # the steps the run will take at most, when known (for progress bars)
 
 
 class Callback:
@@ -560,7 +561,7 @@ class ProgressBar(Callback):
             from tqdm import tqdm  # optional: only the app extra installs it
         except ImportError:
             return
-        self._bar = tqdm(total=getattr(run, "total_steps", None), unit="step", file=self.stream or sys.stderr,
+        self._bar = tqdm(total=run.total_steps, unit="step", file=self.stream or sys.stderr,
                          dynamic_ncols=True)
 
     def on_step_end(self, run: FitRun, loss: float) -> None:
@@ -685,12 +686,9 @@ def fit(
     train_metrics = _metrics(metrics)
     history = History()
     run = FitRun(model, optimizer, history, epoch=initial_epoch)
-    try:
-        per_epoch = len(train_batches)  # type: ignore[arg-type]
-    except TypeError:
-        per_epoch = None
+    per_epoch = len(train_batches) if isinstance(train_batches, Sized) else None
     totals = [n for n in (steps, None if epochs is None or per_epoch is None else epochs * per_epoch) if n]
-    run.total_steps = min(totals) if totals else None  # type: ignore[attr-defined]  # for the progress bar
+    run.total_steps = min(totals) if totals else None
 
     start = time.perf_counter()
     period_loss, period_count, last_logged_step = 0.0, 0, -1

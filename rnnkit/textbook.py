@@ -42,7 +42,7 @@ textbook bias is their sum, and its gradient equals each of theirs.)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -359,13 +359,12 @@ def _run_backward(
     run: _Run,
     da: Array,
     d_final: tuple[Array, ...] | None = None,
-    need_dx: bool = True,
-) -> tuple[Array | None, tuple[Array, ...], Weights]:
+) -> tuple[Array, tuple[Array, ...], Weights]:
     """Backpropagation through the ``T = da.shape[2]`` steps of ``run``.
 
     ``da`` ``(n_a, m, T)`` is the gradient reaching each step's hidden state from outside the
     recurrence; ``d_final`` the gradients with respect to the last step's states (None: zeros).
-    Returns ``(dx (n_x, m, T) or None when not need_dx, d_prev0, weight gradients)``.
+    Returns ``(dx (n_x, m, T), d_prev0, weight gradients)``.
     """
     n_a, m, T = da.shape
     dtype = da.dtype
@@ -395,7 +394,7 @@ def _run_backward(
         b_ih=d_xp_flat.sum(axis=1),
         b_hh=d_hp_flat.sum(axis=1),
     )
-    dx = np.matmul(weights.w_ih.T, d_xp).transpose(1, 2, 0) if need_dx else None  # (n_x, m, T)
+    dx = np.matmul(weights.w_ih.T, d_xp).transpose(1, 2, 0)  # (n_x, m, T)
     return dx, d_state, grads
 
 
@@ -431,13 +430,13 @@ def _outputs(w_y: Array, b_y: Array, a: Array) -> Array:
     return softmax(logits, axis=1).transpose(1, 2, 0)
 
 
-def _sequence_weights(steps: list[Any], build: Any, producer: str) -> Weights:
+def _sequence_weights(steps: list[Any], build: Callable[[Params], Weights], producer: str) -> Weights:
     """The weights of a sequence's caches: every step must hold the same parameters (one forward call)."""
     parameters = steps[0].parameters
     if any(step.parameters is not parameters for step in steps):
         raise ValueError(f"caches mix steps run with different parameters dicts; pass the caches of one "
                          f"{producer} call")
-    return build(parameters)  # type: ignore[no-any-return]
+    return build(parameters)
 
 
 def _stacked(steps: list[Any], field: str) -> Array:
@@ -945,7 +944,7 @@ def optimize(
     dz = np.exp(log_probs)  # (n_y, T_x): ŷ⟨t⟩ - onehot(Y[t]) per step
     dz[targets, steps] -= 1.0
     da = (p["Wya"].T @ dz)[:, None, :]  # (n_a, 1, T_x) through the output layer only
-    _, _, g = _run_backward(RNN_TANH_CELL, weights, x, run, da, need_dx=False)
+    _, _, g = _run_backward(RNN_TANH_CELL, weights, x, run, da)
     gradients = {
         "dWax": g.w_ih,
         "dWaa": g.w_hh,

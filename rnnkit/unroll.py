@@ -176,8 +176,8 @@ def unroll_backward(
     # while it is still in cache, copied into the (G*H, T, B) arrays that the weight-gradient GEMMs
     # read as (G*H, T*B) matrices: cheaper than a (T, G*H, B) array transposed after the loop.
     chunk = max(1, min(T, _CHUNK_COLUMNS // B))
-    dA = np.empty((GH, T, B), dtype)
-    dAh = np.empty((GH, T, B), dtype) if cell.separate_hidden_grad else dA
+    dA: Array = np.empty((GH, T, B), dtype)
+    dAh: Array = np.empty((GH, T, B), dtype) if cell.separate_hidden_grad else dA
     d_xp = np.empty((chunk, GH, B), dtype)
     d_hp = np.empty((chunk, GH, B), dtype) if cell.separate_hidden_grad else d_xp
     scratch = np.empty((cell.scratch_rows * H, B), dtype)

@@ -45,7 +45,8 @@ class CellSpec:
     """G: rows of ``weight_ih`` / ``weight_hh`` are ``G*H`` (gates stacked in PyTorch's order)."""
     state_names: tuple[str, ...]
     """``("h",)`` or ``("h", "c")``; the first state is always the output ``h``."""
-    cache_type: type[NamedTuple]
+    cache_type: type[Any]
+    """The cell's step-cache NamedTuple class (called with one array per field)."""
     cache_rows: tuple[int, ...]
     """Rows of each cache field in units of H (one step's field is ``(rows*H, B)``)."""
     scratch_rows: int

@@ -84,12 +84,12 @@ def describe(block: Any) -> dict[str, Any]:
     """
     if isinstance(block, Sequential):
         return {"type": "Sequential", "layers": [[name, describe(layer)] for name, layer in block.layers.items()]}
+    block_class = type(block)  # exact classes only: a subclass may take other options
     for type_name, spec in BLOCKS.items():
-        if type(block) is spec.cls:
+        if block_class is spec.cls:
             described: dict[str, Any] = {"type": type_name}
             for option, kind in spec.options.items():
-                value = getattr(block, option)
-                described[option] = kind(value)
+                described[option] = kind(getattr(block, option))
             if spec.has_dtype:
                 described["dtype"] = np.dtype(block.dtype).name
             return described

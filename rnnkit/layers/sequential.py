@@ -180,7 +180,9 @@ class Sequential:
             layer ``{layer_name: state}`` (to pass to the next chunk), and the cache for :meth:`backward`.
         """
         states = self._check_state("state", state)
-        out, final, caches = x, {}, []
+        out: Any = x  # each layer's output is the next one's input
+        final: ModelState = {}
+        caches: list[Any] = []
         for name, layer in self.layers.items():
             try:
                 if name in self.recurrent:
