@@ -38,6 +38,7 @@ callback writes the latest model — and ``History.interrupted`` is True; a seco
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -233,7 +234,10 @@ def _metrics(metrics: Iterable[str | Metric]) -> list[Metric]:
                 raise ValueError(f"unknown metric {metric!r}; known: {sorted(METRICS)} (or pass a Metric)")
             made.append(METRICS[metric]())
         elif isinstance(metric, Metric):
-            made.append(type(metric)() if type(metric) in METRICS.values() else metric)
+            # A copy of its own for every use: training and validation accumulate separately.
+            fresh = copy.deepcopy(metric)
+            fresh.reset()
+            made.append(fresh)
         else:
             raise TypeError(f"metrics must be names or Metric objects, got {type(metric).__name__}")
     names = [m.name for m in made]
@@ -603,6 +607,7 @@ class _InterruptFlag:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
         self._restore()
+        print("\nfit: stopping after this step (Ctrl-C again to interrupt at once)", file=sys.stderr, flush=True)
 
     def _restore(self) -> None:
         if self._installed:

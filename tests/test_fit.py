@@ -108,6 +108,20 @@ def test_metrics_hand_derived_values() -> None:
     assert math.isnan(Accuracy().result())
 
 
+def test_a_custom_metric_object_accumulates_training_and_validation_separately() -> None:
+    class Count(Accuracy):
+        name = "seen"
+
+        def update(self, out: np.ndarray, y: Any, mask: Any = None) -> None:
+            self.total += len(out)
+            self.count = 1
+
+    train, val = _sign_task(40, 0), _sign_task(25, 1)
+    history = fit(_classifier(), softmax_cross_entropy, Adam(), train, epochs=2, batch_size=8, val=val,
+                  metrics=[Count()])
+    assert history["seen"] == [40, 40] and history["val_seen"] == [25, 25]
+
+
 def test_stateful_fit_is_the_tbptt_loop() -> None:
     tokens = np.random.default_rng(0).integers(0, 6, 400)
 

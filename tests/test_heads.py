@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rnnkit import LSTM, SGD, LastStep, Linear, MeanPool, Sequential, gradcheck, mse, softmax_cross_entropy
 from rnnkit.tbptt import tbptt_step
@@ -69,6 +71,30 @@ def test_heads_gradcheck_inside_a_model_with_lengths(head: LastStep | MeanPool) 
     assert report.max_error < 1e-6, report
     # Padding gets no gradient: nothing after a sequence's end was read.
     assert not dx[1, 2:].any() and not dx[2, 1:].any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=6), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_heads_equal_a_plain_loop_for_any_lengths(lengths: list[int], F: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lens = np.array(lengths)
+    x = rng.standard_normal((len(lengths), int(lens.max()) + rng.integers(0, 3), 2 * F))
+    d_out = rng.standard_normal((len(lengths), 2 * F))
+    last, last_cache = LastStep().forward(x, lens)
+    bi, bi_cache = LastStep(bidirectional=True).forward(x, lens)
+    mean, mean_cache = MeanPool().forward(x, lens)
+    d_last, d_bi, d_mean = (np.zeros_like(x) for _ in range(3))
+    for b, n in enumerate(lengths):
+        np.testing.assert_array_equal(last[b], x[b, n - 1])
+        np.testing.assert_array_equal(bi[b], np.concatenate([x[b, n - 1, :F], x[b, 0, F:]]))
+        np.testing.assert_allclose(mean[b], x[b, :n].mean(axis=0), rtol=1e-12, atol=1e-14)
+        d_last[b, n - 1] = d_out[b]
+        d_bi[b, n - 1, :F] += d_out[b, :F]
+        d_bi[b, 0, F:] += d_out[b, F:]
+        d_mean[b, :n] = d_out[b] / n
+    np.testing.assert_array_equal(LastStep().backward(d_out, last_cache)[0], d_last)
+    np.testing.assert_array_equal(LastStep(bidirectional=True).backward(d_out, bi_cache)[0], d_bi)
+    np.testing.assert_allclose(MeanPool().backward(d_out, mean_cache)[0], d_mean, rtol=1e-14)
 
 
 def test_heads_refuse_bad_input() -> None:
