@@ -47,7 +47,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from rnnkit._types import Array, Grads, Params
+from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec, GRUCache, LSTMCache
 from rnnkit.cells.rnn import RNNCache
 from rnnkit.clip import clip_grad_value
@@ -326,7 +326,7 @@ class _Run(NamedTuple):
     prevs: list[tuple[Array, ...]]  # prevs[t]: the states step t started from
     news: list[tuple[Array, ...]]   # news[t]: the states after step t (news[t] is prevs[t + 1])
     cores: list[Any]
-    h_prev: Array                   # (T, n_a, m): the hidden state each step started from, in one block
+    hs: Array                       # (T+1, n_a, m): the hidden states, the initial one first, in one block
 
 
 def _run_forward(cell: CellSpec, weights: Weights, x: Array, prev0: tuple[Array, ...]) -> _Run:
@@ -344,12 +344,12 @@ def _run_forward(cell: CellSpec, weights: Weights, x: Array, prev0: tuple[Array,
     h[0] = prev0[0]
     states = [h[1:], *(np.empty((T, n_a, m), dtype) for _ in prev0[1:])]
     fields = [np.empty((T, rows * n_a, m), dtype) for rows in cell.cache_rows]
-    news = [tuple(block[t] for block in states) for t in range(T)]
-    cores = [cell.cache_type(*(field[t] for field in fields)) for t in range(T)]
+    news: list[tuple[Array, ...]] = list(zip(*states, strict=True))  # iterating a block gives its step views
+    cores = [cell.cache_type(*views) for views in zip(*fields, strict=True)] if fields else [cell.cache_type()] * T
     prevs = [prev0, *news[:-1]]
     for t in range(T):
         cell.forward(xp[t], prevs[t], news[t], cores[t], weights.w_hh, b_in, scratch)
-    return _Run(prevs, news, cores, h[:T])
+    return _Run(prevs, news, cores, h)
 
 
 def _run_backward(
@@ -387,7 +387,7 @@ def _run_backward(
     # Σ_t d_xp⟨t⟩ xtᵀ and Σ_t d_hp⟨t⟩ a_prevᵀ as single products over all (t, column) pairs.
     d_xp_flat = d_xp.transpose(1, 0, 2).reshape(rows, T * m)
     d_hp_flat = d_xp_flat if d_hp is d_xp else d_hp.transpose(1, 0, 2).reshape(rows, T * m)
-    a_prev_flat = run.h_prev[:T].transpose(1, 0, 2).reshape(n_a, T * m)
+    a_prev_flat = run.hs[:T].transpose(1, 0, 2).reshape(n_a, T * m)
     grads = Weights(
         w_ih=d_xp_flat @ x[:, :, :T].transpose(0, 2, 1).reshape(-1, T * m).T,
         w_hh=d_hp_flat @ a_prev_flat.T,
@@ -449,7 +449,7 @@ def _run_of(steps: list[Any], states: tuple[str, ...], prev_states: tuple[str, .
     return _Run([tuple(getattr(s, f) for f in prev_states) for s in steps],
                 [tuple(getattr(s, f) for f in states) for s in steps],
                 [s.core for s in steps],
-                np.stack([getattr(s, prev_states[0]) for s in steps]))
+                np.stack([getattr(steps[0], prev_states[0]), *(getattr(s, states[0]) for s in steps)]))
 
 
 # ------------------------------------------------------------------------------------ RNN
@@ -506,7 +506,7 @@ def rnn_forward(
     shapes.check("a0", a0, ("n_a", "m"))
     p = shapes.parameters(parameters, _RNN_KEYS, "an RNN")
     run = _run_forward(cell, _rnn_weights(p), x, (a0,))
-    a = np.stack([new[0] for new in run.news], axis=2)
+    a = np.ascontiguousarray(run.hs[1:].transpose(1, 2, 0))  # (n_a, m, T_x)
     steps = [
         _attach(RNNStepCache(new[0], prev[0], x[:, :, t], parameters), core=core, nonlinearity=str(nonlinearity))
         for t, (prev, new, core) in enumerate(zip(run.prevs, run.news, run.cores, strict=True))
@@ -625,7 +625,7 @@ def lstm_forward(
     shapes.check("a0", a0, ("n_a", "m"))
     p = shapes.parameters(parameters, _LSTM_KEYS, "an LSTM")
     run = _run_forward(LSTM_CELL, _lstm_weights(p), x, (a0, np.zeros_like(a0)))
-    a = np.stack([new[0] for new in run.news], axis=2)
+    a = np.ascontiguousarray(run.hs[1:].transpose(1, 2, 0))  # (n_a, m, T_x)
     c = np.stack([new[1] for new in run.news], axis=2)
     steps = [_lstm_cache(new, prev, x[:, :, t], parameters, core)
              for t, (prev, new, core) in enumerate(zip(run.prevs, run.news, run.cores, strict=True))]
@@ -752,7 +752,7 @@ def gru_forward(
     shapes.check("a0", a0, ("n_a", "m"))
     p = shapes.parameters(parameters, _GRU_KEYS, "a GRU")
     run = _run_forward(GRU_CELL, _gru_weights(p), x, (a0,))
-    a = np.stack([new[0] for new in run.news], axis=2)
+    a = np.ascontiguousarray(run.hs[1:].transpose(1, 2, 0))  # (n_a, m, T_x)
     steps = [_gru_cache(new, prev, x[:, :, t], parameters, core)
              for t, (prev, new, core) in enumerate(zip(run.prevs, run.news, run.cores, strict=True))]
     return a, _outputs(p["Wy"], p["by"], a), (steps, x)
@@ -926,15 +926,15 @@ def optimize(
         raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
     if len(X) != len(Y) or not X:
         raise ValueError(f"X and Y must be non-empty and of the same length, got {len(X)} and {len(Y)}")
+    fed = [t for t, ix in enumerate(X) if ix is not None]  # the steps with an input character
+    inputs = _indices("X", [X[t] for t in fed], n_x, fed)
+    targets = _indices("Y", Y, n_y, range(len(Y)))
     x = np.zeros((n_x, 1, len(X)), a_prev.dtype)
-    for t, ix in enumerate(X):
-        if ix is not None:
-            x[_index(f"X[{t}]", ix, n_x), 0, t] = 1.0
-    targets = np.array([_index(f"Y[{t}]", iy, n_y) for t, iy in enumerate(Y)])
+    x[inputs, 0, fed] = 1.0  # one-hot columns; a None input stays a zero vector
 
     weights = _rnn_weights(p, bias)
     run = _run_forward(RNN_TANH_CELL, weights, x, (a_prev,))
-    states = np.concatenate([new[0] for new in run.news], axis=1)  # (n_a, T_x): m = 1
+    states = run.hs[1:, :, 0].T  # (n_a, T_x): m = 1
     # The loss is taken from the logits (log-softmax) rather than from log(y_pred): a probability
     # that underflows to 0 then gives a large finite loss instead of inf.
     logits = p["Wya"] @ states + p["by"]  # (n_y, T_x)
@@ -956,6 +956,19 @@ def optimize(
     for key in ("Wax", "Waa", "Wya", bias, "by"):
         parameters[key] -= learning_rate * gradients["d" + key]
     return loss, gradients, states[:, -1:].copy()
+
+
+def _indices(name: str, values: Sequence[object], size: int, positions: Sequence[int]) -> IntArray:
+    """``values`` as an index array, each an integer in ``[0, size)``; the error names ``name[position]``."""
+    if len(values) == 0:  # e.g. X = [None]: the empty name of the exercise's last line
+        return np.zeros(0, np.int64)
+    array = np.array(values)
+    if (array.dtype.kind in "iu" and not any(isinstance(v, (bool, np.bool_)) for v in values)
+            and array.min() >= 0 and array.max() < size):
+        return array
+    for position, value in zip(positions, values, strict=True):  # find the first bad one, and name it
+        _index(f"{name}[{position}]", value, size)
+    raise ValueError(f"{name} must hold integer indices in [0, {size})")
 
 
 def _index(name: str, value: object, size: int) -> int:

@@ -174,3 +174,25 @@ def test_optimize_keeps_the_callers_arrays_and_dict() -> None:
     optimize([None, 3], [3, 0], np.zeros((N_A, 1)), p)
     assert all(p[key] is arrays[key] for key in p)  # updated in place, as the exercise's update_parameters
     assert any(not np.array_equal(p[key], before[key]) for key in p)
+
+
+@pytest.mark.parametrize(
+    ("X", "Y", "error", "message"),
+    [
+        ([None, 2.5], [1, 0], TypeError, r"X\[1\] must be an integer index, got float"),
+        ([None, 3], [True, 0], TypeError, r"Y\[0\] must be an integer index, got bool"),
+        ([None, 3], [1, 27], ValueError, r"Y\[1\] = 27 is out of range \[0, 27\)"),
+        ([None, -1], [1, 0], ValueError, r"X\[1\] = -1 is out of range"),
+    ],
+)
+def test_optimize_names_the_bad_index(X: list, Y: list, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        optimize(X, Y, np.zeros((N_A, 1)), _char_parameters(6))
+
+
+def test_a_name_of_no_characters_is_one_step_from_the_zero_input() -> None:
+    p, q = _char_parameters(7), _char_parameters(7)
+    loss, _, a = optimize([None], [0], np.zeros((N_A, 1)), p)
+    course_loss, _, course_a = course.optimize([None], [0], np.zeros((N_A, 1)), q)
+    assert loss == pytest.approx(course_loss, rel=1e-12)
+    np.testing.assert_allclose(a, course_a, rtol=1e-12, atol=1e-15)
