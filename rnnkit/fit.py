@@ -33,7 +33,8 @@ epoch is the mean over its targets.
 setting ``run.stop_training``, or Ctrl-C: the first SIGINT lets the current step finish, then the loop
 ends as if it had run out of steps — callbacks' ``on_train_end`` still runs, so a checkpoint
 callback writes the latest model — and ``History.interrupted`` is True; a second Ctrl-C raises
-``KeyboardInterrupt`` at once.
+``KeyboardInterrupt`` at once.  A NaN or infinite loss raises ``FloatingPointError`` before that
+step's update, so the model keeps the last finite weights.
 """
 
 from __future__ import annotations
@@ -120,10 +121,17 @@ def train_step(
             also masks the loss (see the module docstring).
         mask: an explicit ``(B, T)`` loss mask; overrides the one made from ``lengths``.
         clip: max global L2 norm of the gradient, or None.
+
+    Raises:
+        FloatingPointError: the loss is NaN or infinite; the parameters are left as they were (a
+            diverged step is never applied).
     """
     out, final_state, cache = model.forward(x, state=state, lengths=lengths)
     used_mask = step_mask(out, x, lengths) if mask is None else np.asarray(mask, dtype=bool)
     loss, d_out = _loss(loss_fn, out, y, used_mask)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"the loss is {loss}: training diverged (lower the learning rate, or clip the "
+                                 f"gradient); the parameters are those before this step")
     # d_state=None: the final state is only carried forward, and the initial state is a constant.
     _, _, grads = model.backward(d_out, None, cache)
     norm = clip_grad_norm(grads, clip) if clip is not None else grad_norm(grads)
@@ -696,10 +704,10 @@ def fit(
     run.total_steps = min(totals) if totals else None
 
     start = time.perf_counter()
-    period_loss, period_count, last_logged_step = 0.0, 0, -1
+    period_loss, period_count = 0.0, 0
 
     def log() -> None:
-        nonlocal period_loss, period_count, last_logged_step
+        nonlocal period_loss, period_count
         logs: dict[str, float] = {"epoch": float(run.epoch), "step": float(run.step),
                                   "loss": period_loss / period_count if period_count else math.nan}
         logs.update({m.name: m.result() for m in train_metrics})
@@ -711,7 +719,7 @@ def fit(
         history.records.append(logs)
         for cb in callbacks:
             cb.on_log(run, logs)
-        period_loss, period_count, last_logged_step = 0.0, 0, run.step
+        period_loss, period_count = 0.0, 0
         for m in train_metrics:
             m.reset()
 
@@ -739,14 +747,14 @@ def fit(
                 if stopped_by:
                     break
                 x, y, lengths = _unpack(batch, "train")
-                result = train_step(model, loss, optimizer, x, y, state=state, lengths=lengths, clip=clip)
+                try:
+                    result = train_step(model, loss, optimizer, x, y, state=state, lengths=lengths, clip=clip)
+                except FloatingPointError as error:
+                    raise FloatingPointError(f"step {run.step + 1}: {error}") from None
                 took_step = True
                 run.step += 1
                 if schedule is not None:
                     schedule.step()
-                if not math.isfinite(result.loss):
-                    raise FloatingPointError(f"the loss is {result.loss} at step {run.step}: training diverged "
-                                             f"(lower the learning rate, or clip the gradient)")
                 n = _count(result.out, result.mask)
                 period_loss += result.loss * n
                 period_count += n

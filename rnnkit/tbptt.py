@@ -85,6 +85,9 @@ def tbptt_step(
     Returns:
         :class:`TBPTTStep` ``(loss, state, grad_norm)``; ``state`` is the chunk's final state (fresh
         arrays, safe to keep) to pass to the next call.
+
+    Raises:
+        FloatingPointError: the loss is NaN or infinite; the update is not applied.
     """
     result = train_step(model, loss_fn, optimizer, x, y, state=state, lengths=lengths, mask=mask, clip=clip)
     return TBPTTStep(result.loss, result.state, result.grad_norm)

@@ -263,5 +263,16 @@ def test_fit_refuses_one_shot_iterators_and_reports_divergence() -> None:
         fit(_classifier(), softmax_cross_entropy, Adam(), ((X, y, lengths) for _ in range(2)), epochs=1)
     model = Sequential([("head", Linear(1, 1, dtype=np.float64))])
     x = np.ones((4, 1))
-    with pytest.raises(FloatingPointError, match="training diverged"), np.errstate(over="ignore"):
-        fit(model, mse, SGD(lr=1e200), (x, x * 1e30), epochs=3)
+    with pytest.raises(FloatingPointError, match="step 2: the loss is inf: training diverged"), \
+            np.errstate(over="ignore"):
+        fit(model, mse, SGD(lr=1e200), (x, x * 1e30), epochs=3, batch_size=4, callbacks=[_Snapshot()])
+    # The diverged step was not applied: the weights are those after step 1 (huge, but finite).
+    assert np.isfinite(model.params["head.weight"]).all()
+    np.testing.assert_array_equal(model.params["head.weight"], _Snapshot.last["head.weight"])
+
+
+class _Snapshot(Callback):
+    last: dict[str, np.ndarray] = {}
+
+    def on_step_end(self, run: Any, loss: float) -> None:
+        _Snapshot.last = {k: v.copy() for k, v in run.model.params.items()}
