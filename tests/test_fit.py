@@ -276,3 +276,28 @@ class _Snapshot(Callback):
 
     def on_step_end(self, run: Any, loss: float) -> None:
         _Snapshot.last = {k: v.copy() for k, v in run.model.params.items()}
+
+
+def test_resuming_from_a_checkpoint_continues_exactly(tmp_path: Path) -> None:
+    train = _sign_task(48, 5)
+
+    class Losses(Callback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+        def on_step_end(self, run: Any, loss: float) -> None:
+            self.losses.append(loss)
+
+    straight = Losses()
+    fit(_classifier(), softmax_cross_entropy, Adam(lr=1e-2), train, epochs=3, batch_size=16, callbacks=[straight])
+
+    first = Losses()
+    fit(_classifier(), softmax_cross_entropy, Adam(lr=1e-2), train, epochs=2, batch_size=16,
+        callbacks=[first, ModelCheckpoint(tmp_path, monitor="loss")])
+    optimizer = Adam()
+    model = rnnkit.load(tmp_path / "latest.safetensors", optimizer=optimizer)
+    _, document = rnnkit.io.model.load_document(tmp_path / "latest.safetensors")
+    rest = Losses()
+    fit(model, softmax_cross_entropy, optimizer, train, epochs=1, batch_size=16, callbacks=[rest],
+        initial_epoch=document["metadata"]["epoch"])
+    assert first.losses + rest.losses == straight.losses  # bit for bit: same batches, weights, Adam moments
