@@ -31,6 +31,7 @@ from rnnkit import (
     MeanSquaredError,
     ModelCheckpoint,
     Perplexity,
+    ProgressBar,
     Sequential,
     StreamBatches,
     evaluate,
@@ -301,3 +302,15 @@ def test_resuming_from_a_checkpoint_continues_exactly(tmp_path: Path) -> None:
     fit(model, softmax_cross_entropy, optimizer, train, epochs=1, batch_size=16, callbacks=[rest],
         initial_epoch=document["metadata"]["epoch"])
     assert first.losses + rest.losses == straight.losses  # bit for bit: same batches, weights, Adam moments
+
+
+def test_progress_bar_falls_back_to_plain_lines_without_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    stream = io.StringIO()
+    fit(_classifier(), softmax_cross_entropy, Adam(), _sign_task(16, 0), epochs=2, batch_size=8,
+        metrics=["accuracy"], callbacks=[ProgressBar(stream)])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("epoch 2 step 4  loss=") and "accuracy=" in lines[1]

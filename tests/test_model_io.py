@@ -160,3 +160,15 @@ def test_the_file_is_plain_safetensors_with_the_models_names(tmp_path: Path) -> 
     tensors = safetensors.numpy.load_file(str(tmp_path / "m.safetensors"))
     assert set(tensors) == set(model.params)
     np.testing.assert_array_equal(tensors["head.weight"], model.params["head.weight"])
+
+
+def test_load_refuses_a_damaged_file(tmp_path: Path) -> None:
+    path = rnnkit.save(Linear(3, 2, seed=0), tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # one flipped byte in the weights
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        rnnkit.load(path)
+    path.write_bytes(bytes(data[: len(data) // 2]))  # a truncated copy
+    with pytest.raises(CheckpointError):
+        rnnkit.load(path)
