@@ -12,7 +12,9 @@ Two kinds of layer are told apart by duck typing, not by their class:
   ``out, state, cache = layer.forward(x, state=..., lengths=..., keep_cache=...)`` and
   ``dx, d_state0, grads = layer.backward(d_out, d_state, cache)``;
 * any other layer is feed-forward: ``out, cache = layer.forward(x)`` and
-  ``dx, grads = layer.backward(d_out, cache)`` (``dx`` is None for an :class:`Embedding`).
+  ``dx, grads = layer.backward(d_out, cache)`` (``dx`` is None for an :class:`Embedding`); one
+  whose ``forward`` takes ``lengths`` (the pooling heads :class:`~rnnkit.layers.LastStep` and
+  :class:`~rnnkit.layers.MeanPool`) is called ``layer.forward(x, lengths=lengths)``.
 
 The model's state is a dict ``{layer_name: layer_state}`` over its recurrent layers.  Passing the
 state one forward pass returns into the next one carries the hidden state across chunks of a
