@@ -21,7 +21,13 @@ that
        dW_ih = d_xp xtᵀ       dW_hh = d_hp a_prevᵀ       db = row sums of d_xp (d_hp: hidden side)
        dxt   = W_ihᵀ d_xp     da_prev (and dc_prev) = what the cell's backward leaves in d_state
 
-The sequence functions loop over the cell functions exactly as the exercise does.
+The sequence functions compute what a loop over the cell functions computes (the tests check it),
+the way the fast layers do: the arguments are checked once per call, never per step; the input
+side of every step is one batched product before the loop; the loop runs only the cell's step
+functions; the weight gradients, the exercise's per-step ``+=``, are one product each after it.
+Every cache unpacks exactly as the exercise's tuple (``a_next, a_prev, xt, parameters = cache``);
+what the adapter needs beyond that rides along as attributes.  The character-model helpers
+(``clip``, ``sample``, ``optimize``) also take the W1A2 exercise's hidden-bias key ``b`` (``db``).
 
 Weights as PyTorch names them (``torch.nn.RNN`` / ``LSTM`` / ``GRU`` with one layer; every
 textbook bias goes to ``bias_ih_l0`` with ``bias_hh_l0`` zero, except the GRU's ``bn_a``)::
