@@ -295,7 +295,7 @@ class RMSprop(Optimizer):
         self.centered = bool(centered)
 
     def _buffer_names(self) -> tuple[str, ...]:
-        names = ("square_avg",)
+        names: tuple[str, ...] = ("square_avg",)
         if self.momentum > 0:
             names += ("momentum_buffer",)
         if self.centered:
@@ -432,7 +432,8 @@ class LRScheduler(ABC):
         """The learning rate after ``epoch`` calls of :meth:`step`."""
 
     @abstractmethod
-    def _set_hyperparameters(self, **hyperparameters: Any) -> None:
+    def _set_hyperparameters(self, *args: Any, **hyperparameters: Any) -> None:
+        # (*args, **kwargs) of Any: each schedule overrides it with its own keyword-only parameters.
         """Validate all hyper-parameters (ValueError naming the bad one), then store them."""
 
     def step(self) -> None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numba
 import numpy as np
@@ -62,7 +62,8 @@ class CellSpec:
     """G: rows of ``weight_ih`` / ``weight_hh`` are ``G*H`` (gates stacked in PyTorch's order)."""
     state_names: tuple[str, ...]
     """``("h",)`` or ``("h", "c")``; the first state is always the output ``h``."""
-    cache_type: type[NamedTuple]
+    cache_type: type[Any]
+    """The cell's step-cache NamedTuple class (called with one array per used field)."""
     cache_rows: tuple[int, int]
     """Rows of the cache fields ``ca``, ``cb`` in units of H (0: the cell does not use it)."""
     separate_hidden_grad: bool

@@ -247,6 +247,7 @@ class CharLM:
         """
         logits, final_state, cache = self.net.forward(batch.x, state=state, lengths=batch.lengths)
         loss, d_logits = softmax_cross_entropy(logits, batch.y, mask=batch.mask)
+        assert cache is not None  # keep_cache defaults to True
         _, _, grads = self.net.backward(d_logits, None, cache)
         return loss, grads, final_state
 

@@ -93,7 +93,7 @@ class Recurrent:
 
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
         GH, H = self.cell.num_gates * self.hidden_size, self.hidden_size
-        shapes = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else self.num_directions * H
             for direction in range(self.num_directions):
@@ -237,7 +237,8 @@ class Recurrent:
         layer_in = _to_feature_major(x, order)  # (I, T, B)
         states0 = self._unit_states(state_t, order)
 
-        units, finals = [], []
+        units: list[Any] = []  # UnrollCache per unit (None without keep_cache)
+        finals = []
         for layer in range(L):
             outs = []
             for direction in range(D):

@@ -12,7 +12,9 @@ Two kinds of layer are told apart by duck typing, not by their class:
   ``out, state, cache = layer.forward(x, state=..., lengths=..., keep_cache=...)`` and
   ``dx, d_state0, grads = layer.backward(d_out, d_state, cache)``;
 * any other layer is feed-forward: ``out, cache = layer.forward(x)`` and
-  ``dx, grads = layer.backward(d_out, cache)`` (``dx`` is None for an :class:`Embedding`).
+  ``dx, grads = layer.backward(d_out, cache)`` (``dx`` is None for an :class:`Embedding`); one
+  whose ``forward`` takes ``lengths`` (the pooling heads :class:`~rnnkit.layers.LastStep` and
+  :class:`~rnnkit.layers.MeanPool`) is called ``layer.forward(x, lengths=lengths)``.
 
 The model's state is a dict ``{layer_name: layer_state}`` over its recurrent layers.  Passing the
 state one forward pass returns into the next one carries the hidden state across chunks of a
@@ -66,6 +68,11 @@ def takes_state(layer: Any) -> bool:
     return "state" in inspect.signature(layer.forward).parameters
 
 
+def takes_lengths(layer: Any) -> bool:
+    """Whether ``layer``'s ``forward`` accepts a ``lengths`` argument (recurrent layers, pooling heads)."""
+    return "lengths" in inspect.signature(layer.forward).parameters
+
+
 class Sequential:
     """Layers applied one after the other, addressed by name.
 
@@ -102,6 +109,10 @@ class Sequential:
                 raise TypeError(f"layer {name!r} ({type(layer).__name__}) has no params dict")
             self.layers[name] = layer
         self.recurrent: tuple[str, ...] = tuple(name for name, layer in self.layers.items() if takes_state(layer))
+        # Feed-forward blocks that read the batch's lengths (LastStep, MeanPool) get them too.
+        self.length_aware: tuple[str, ...] = tuple(
+            name for name, layer in self.layers.items() if name not in self.recurrent and takes_lengths(layer)
+        )
         dtypes = {value.dtype for value in self.params.values()}
         if len(dtypes) > 1:
             raise ValueError(f"all layers must share one dtype, got {sorted(d.name for d in dtypes)}")
@@ -164,7 +175,8 @@ class Sequential:
             x: the first layer's input, e.g. ids ``(B, T)`` for an embedding or ``(B, T, I)``.
             state: ``{layer_name: state}`` to start the recurrent layers from; layers left out (or
                 the whole argument None) start from zeros.
-            lengths: ``(B,)`` true sequence lengths, passed to every recurrent layer.
+            lengths: ``(B,)`` true sequence lengths, passed to every layer whose ``forward`` takes
+                ``lengths`` (the recurrent layers and the pooling heads).
             keep_cache: False for inference (no backward possible).
 
         Returns:
@@ -172,13 +184,17 @@ class Sequential:
             layer ``{layer_name: state}`` (to pass to the next chunk), and the cache for :meth:`backward`.
         """
         states = self._check_state("state", state)
-        out, final, caches = x, {}, []
+        out: Any = x  # each layer's output is the next one's input
+        final: ModelState = {}
+        caches: list[Any] = []
         for name, layer in self.layers.items():
             try:
                 if name in self.recurrent:
                     out, final[name], cache = layer.forward(
                         out, state=states.get(name), lengths=lengths, keep_cache=keep_cache
                     )
+                elif name in self.length_aware:
+                    out, cache = layer.forward(out, lengths=lengths)
                 else:
                     out, cache = layer.forward(out)
             except (ValueError, TypeError) as error:
