@@ -5,7 +5,7 @@ The public API, by stratum (each imports only from the ones before it):
 * cells and the BPTT loop: :mod:`rnnkit.cells`, :mod:`rnnkit.unroll`;
 * layers: :class:`RNN`, :class:`LSTM`, :class:`GRU` (batch-first, PyTorch's names and layouts);
 * the textbook API: :mod:`rnnkit.textbook` (``rnn_cell_forward``, ``lstm_backward``, ...);
-* models: :class:`Embedding`, :class:`Linear`, :class:`Sequential`;
+* models: :class:`Embedding`, :class:`Linear`, :class:`Dropout`, :class:`Sequential` (tied parameters);
 * training: losses, clipping, optimizers, truncated BPTT, gradient checking, gradient-flow
   diagnostics.
 """
@@ -15,7 +15,7 @@ from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.clip import clip_grad_norm, clip_grad_value, grad_norm
 from rnnkit.diagnostics import gradient_norms_over_time, plot_gradient_flow
 from rnnkit.gradcheck import GradcheckReport, gradcheck
-from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequential, detach_state
+from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, ModelState, Sequential, detach_state
 from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
 from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
 from rnnkit.tbptt import TBPTTStep, stream_batches, tbptt_step
@@ -31,6 +31,7 @@ __all__ = [
     "GRU",
     "LSTM",
     "RNN",
+    "Dropout",
     "Embedding",
     "Linear",
     "Sequential",

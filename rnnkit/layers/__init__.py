@@ -1,11 +1,12 @@
 """Batch-first layers with explicit caches and PyTorch's parameter names."""
 
+from rnnkit.layers.dropout import Dropout
 from rnnkit.layers.embedding import Embedding
 from rnnkit.layers.linear import Linear
 from rnnkit.layers.recurrent import GRU, LSTM, RNN, Recurrent, RecurrentCache
 from rnnkit.layers.sequential import ModelState, Sequential, detach_state
 
 __all__ = [
-    "GRU", "LSTM", "RNN", "Embedding", "Linear", "ModelState", "Recurrent", "RecurrentCache", "Sequential",
+    "GRU", "LSTM", "RNN", "Dropout", "Embedding", "Linear", "ModelState", "Recurrent", "RecurrentCache", "Sequential",
     "detach_state",
 ]
