@@ -100,6 +100,7 @@ def tbptt_step(
     y: Any,
     state: ModelState | None = None,
     clip: float | None = None,
+    rng: np.random.Generator | None = None,
 ) -> TBPTTStep:
     """One truncated-BPTT update on one chunk.
 
@@ -116,12 +117,14 @@ def tbptt_step(
         x, y: the chunk's inputs and targets, e.g. from :func:`stream_batches`.
         state: ``{layer_name: state}`` the previous step returned, or None.
         clip: max global L2 norm of the gradient (:func:`rnnkit.clip.clip_grad_norm`), or None.
+        rng: the generator the model's dropout masks are drawn from (the forward pass runs with
+            ``training=True``); needed only when the model has dropout.
 
     Returns:
         :class:`TBPTTStep` ``(loss, state, grad_norm)``; ``state`` is the chunk's final state (fresh
         arrays, safe to keep) to pass to the next call.
     """
-    out, final_state, cache = model.forward(x, state=state)
+    out, final_state, cache = model.forward(x, state=state, training=True, rng=rng)
     loss, d_out = loss_fn(out, y)
     # d_state=None: the final state is only carried forward, and the initial state is a constant.
     _, _, grads = model.backward(d_out, None, cache)
