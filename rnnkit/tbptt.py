@@ -25,6 +25,7 @@ from one batch to the next correct::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -124,7 +125,10 @@ def tbptt_step(
         :class:`TBPTTStep` ``(loss, state, grad_norm)``; ``state`` is the chunk's final state (fresh
         arrays, safe to keep) to pass to the next call.
     """
-    out, final_state, cache = model.forward(x, state=state, training=True, rng=rng)
+    # A model with the Sequential contract takes the training flag; a hand-written one may not (and then
+    # has no dropout to apply).
+    mode = {"training": True, "rng": rng} if "training" in inspect.signature(model.forward).parameters else {}
+    out, final_state, cache = model.forward(x, state=state, **mode)
     loss, d_out = loss_fn(out, y)
     # d_state=None: the final state is only carried forward, and the initial state is a constant.
     _, _, grads = model.backward(d_out, None, cache)

@@ -125,3 +125,21 @@ def test_tbptt_with_dropout_is_reproducible_from_the_generator() -> None:
     assert losses(3) != losses(4)
     with pytest.raises(ValueError, match="needs rng"):
         rnnkit.tbptt_step(_model(tied=False, dropout=0.3), softmax_cross_entropy, Adam(), IDS, TARGETS)
+
+
+def test_tbptt_step_accepts_a_model_without_the_training_flag() -> None:
+    """A hand-written model with only the old forward(x, state) contract still trains (it has no dropout)."""
+    inner = _model(tied=False)
+
+    class Plain:
+        params = property(lambda self: inner.params)
+
+        def forward(self, x, state=None):
+            return inner.forward(x, state=state)
+
+        def backward(self, d_out, d_state, cache):
+            return inner.backward(d_out, d_state, cache)
+
+    expected_loss = softmax_cross_entropy(inner.forward(IDS)[0], TARGETS)[0]
+    step = rnnkit.tbptt_step(Plain(), softmax_cross_entropy, Adam(), IDS, TARGETS)
+    assert step.loss == expected_loss
