@@ -5,8 +5,8 @@ The public API, by stratum (each imports only from the ones before it):
 * cells and the BPTT loop: :mod:`rnnkit.cells`, :mod:`rnnkit.unroll`;
 * layers: :class:`RNN`, :class:`LSTM`, :class:`GRU` (batch-first, PyTorch's names and layouts);
 * the textbook API: :mod:`rnnkit.textbook` (``rnn_cell_forward``, ``lstm_backward``, ...);
-* models: :class:`Embedding`, :class:`Linear`, :class:`Sequential`, the pooling heads
-  :class:`LastStep`, :class:`MeanPool`;
+* models: :class:`Embedding`, :class:`Linear`, :class:`Dropout`, :class:`Sequential` (tied parameters),
+  the pooling heads :class:`LastStep`, :class:`MeanPool`;
 * data: :func:`pad_sequences`, :class:`SequenceBatches`, :func:`stream_batches` (:mod:`rnnkit.data`);
 * training: losses, clipping, optimizers, truncated BPTT, gradient checking, gradient-flow
   diagnostics, and the training loop :func:`fit` / :func:`evaluate` / :func:`predict` with its
@@ -14,6 +14,8 @@ The public API, by stratum (each imports only from the ones before it):
 * saving a whole model, architecture included: :func:`save` / :func:`load` (:mod:`rnnkit.io.model`).
 """
 
+import sys
+import types
 from typing import TYPE_CHECKING
 
 # The names are imported on first use (PEP 562), not here: ``import rnnkit.cli`` -- what the
@@ -34,7 +36,7 @@ _EXPORTS = {
     "GradcheckReport": "rnnkit.gradcheck", "gradcheck": "rnnkit.gradcheck",
     "load": "rnnkit.io.model", "save": "rnnkit.io.model",
     "GRU": "rnnkit.layers", "LSTM": "rnnkit.layers", "RNN": "rnnkit.layers", "Embedding": "rnnkit.layers",
-    "LastStep": "rnnkit.layers", "Linear": "rnnkit.layers", "MeanPool": "rnnkit.layers",
+    "Dropout": "rnnkit.layers", "LastStep": "rnnkit.layers", "Linear": "rnnkit.layers", "MeanPool": "rnnkit.layers",
     "ModelState": "rnnkit.layers", "Sequential": "rnnkit.layers", "detach_state": "rnnkit.layers",
     "log_softmax": "rnnkit.losses", "mse": "rnnkit.losses", "softmax": "rnnkit.losses",
     "softmax_cross_entropy": "rnnkit.losses",
@@ -45,14 +47,25 @@ _EXPORTS = {
     "get_num_threads": "rnnkit.threads", "set_num_threads": "rnnkit.threads", "threads": "rnnkit.threads",
 }
 # Names in _EXPORTS that are submodules themselves (``rnnkit.optim``); every other name is an
-# attribute of its module.  ``rnnkit.threads`` is the function ``threads``, not its module.
+# attribute of its module.
 _MODULES = {"data", "optim"}
 
-# ``threads`` is both a submodule and the function it exports.  The import system binds a submodule
-# to its package's attribute when it is first loaded -- by anyone, e.g. ``from rnnkit.threads import
-# available_cores`` -- which would leave ``rnnkit.threads`` the module.  Loading it here first (it
-# needs only the standard library and threadpoolctl, so the import stays cheap) makes the function win.
-from rnnkit.threads import get_num_threads, set_num_threads, threads  # noqa: E402
+# Exported functions named like the submodule they live in: ``rnnkit.fit`` and ``rnnkit.threads``
+# are the functions ``fit`` and ``threads``.  The import system binds a submodule to its package's
+# attribute when the submodule is first loaded -- by anyone, e.g. ``from rnnkit.fit import History``
+# -- which would leave the module there instead, so the package skips those two bindings (the
+# modules stay importable by name through ``sys.modules``).
+_SHADOWED = {name for name, module in _EXPORTS.items() if module == f"rnnkit.{name}" and name not in _MODULES}
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> object:
@@ -101,6 +114,7 @@ if TYPE_CHECKING:
         GRU,
         LSTM,
         RNN,
+        Dropout,
         Embedding,
         LastStep,
         Linear,
@@ -112,6 +126,7 @@ if TYPE_CHECKING:
     from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
     from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
     from rnnkit.tbptt import TBPTTStep, tbptt_step
+    from rnnkit.threads import get_num_threads, set_num_threads, threads
 
 
 __version__ = "0.1.0"
@@ -125,6 +140,7 @@ __all__ = [
     "GRU",
     "LSTM",
     "RNN",
+    "Dropout",
     "Embedding",
     "LastStep",
     "Linear",

@@ -30,8 +30,9 @@ from typing import NoReturn
 from rnnkit.charlm.data import BUILTIN_CORPUS
 from rnnkit.charlm.model import CELLS, DTYPES
 from rnnkit.charlm.sample import DEFAULT_LENGTH, MODES, SampleConfig, sample_text
-from rnnkit.charlm.train import DEFAULT_STEPS, OPTIMIZERS, TrainConfig, train
+from rnnkit.charlm.train import DEFAULT_STEPS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, train
 from rnnkit.diagnostics import plot_gradient_flow
+from rnnkit.layers.init import INIT_HH, INIT_IH
 
 EXIT_USAGE = 2         # bad input: argparse's convention
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
@@ -85,6 +86,26 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
                      help=f"total steps to reach (default {DEFAULT_STEPS}; with only --minutes: no step limit)")
     opt.add_argument("--minutes", type=float, metavar="M", help="stop this session after M minutes")
     opt.add_argument("--seed", type=int, metavar="S", help=f"random seed (default {d.seed})")
+    reg = p.add_argument_group("regularization, initialisation and schedules (all off by default)")
+    reg.add_argument("--dropout", type=float, metavar="P",
+                     help="dropout on the embedding output, between layers and before the head")
+    reg.add_argument("--embed-dropout", type=float, metavar="P", help="drop whole characters' embedding rows")
+    reg.add_argument("--weight-drop", type=float, metavar="P", help="DropConnect on the recurrent weights W_hh")
+    reg.add_argument("--tie-weights", action="store_true",
+                     help="the output head's weight is the embedding (needs --embed-dim equal to --hidden)")
+    reg.add_argument("--init-hh", choices=INIT_HH, help=f"recurrent weights' initializer (default {d.init_hh})")
+    reg.add_argument("--init-ih", choices=INIT_IH, help=f"input weights' initializer (default {d.init_ih})")
+    reg.add_argument("--forget-bias", type=float, metavar="B", help="LSTM forget-gate bias, e.g. 1")
+    reg.add_argument("--weight-decay", type=float, metavar="WD",
+                     help="decoupled weight decay (AdamW; --optimizer adam becomes adamw)")
+    reg.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                     help=f"cosine: decay to 0 over --steps; step: times --lr-gamma every --lr-step-size steps "
+                          f"(default {d.lr_schedule})")
+    reg.add_argument("--warmup", type=int, metavar="N", help="linear learning-rate warm-up steps (default 0)")
+    reg.add_argument("--lr-step-size", type=int, metavar="N", help=f"step schedule period (default {d.lr_step_size})")
+    reg.add_argument("--lr-gamma", type=float, metavar="G", help=f"step schedule factor (default {d.lr_gamma})")
+    reg.add_argument("--patience", type=int, metavar="N",
+                     help="stop after N evaluations without a better validation loss (default 0: never)")
     run = p.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help=f"run directory (default {d.out})")
     run.add_argument("--resume", action="store_true",

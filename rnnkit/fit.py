@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import inspect
 import json
 import math
 import os
@@ -97,6 +98,19 @@ def _loss(loss_fn: LossFn, out: Array, y: Any, mask: npt.NDArray[np.bool_] | Non
     return loss_fn(out, y) if mask is None else loss_fn(out, y, mask)
 
 
+def _training_options(model: Any, lengths: IntArray | None, rng: np.random.Generator | None) -> dict[str, Any]:
+    """The keyword arguments of a training forward pass that ``model.forward`` takes.
+
+    A model with the Sequential contract takes ``training`` (and then draws its dropout masks from
+    ``rng``); a hand-written one with only ``forward(x, state)`` may not, and then has no dropout.
+    ``lengths`` is passed only when given, so such a model still trains on unpadded batches.
+    """
+    options: dict[str, Any] = {} if lengths is None else {"lengths": lengths}
+    if "training" in inspect.signature(model.forward).parameters:
+        options.update(training=True, rng=rng)
+    return options
+
+
 def train_step(
     model: Any,
     loss_fn: LossFn,
@@ -108,6 +122,7 @@ def train_step(
     lengths: IntArray | None = None,
     mask: npt.ArrayLike | None = None,
     clip: float | None = None,
+    rng: np.random.Generator | None = None,
 ) -> StepResult:
     """One update: forward from ``state``, loss, backward within the batch, clip, optimizer step.
 
@@ -121,12 +136,14 @@ def train_step(
             also masks the loss (see the module docstring).
         mask: an explicit ``(B, T)`` loss mask; overrides the one made from ``lengths``.
         clip: max global L2 norm of the gradient, or None.
+        rng: the generator the model's dropout masks are drawn from (the forward pass runs with
+            ``training=True``); needed only when the model has dropout.
 
     Raises:
         FloatingPointError: the loss is NaN or infinite; the parameters are left as they were (a
             diverged step is never applied).
     """
-    out, final_state, cache = model.forward(x, state=state, lengths=lengths)
+    out, final_state, cache = model.forward(x, state=state, **_training_options(model, lengths, rng))
     used_mask = step_mask(out, x, lengths) if mask is None else np.asarray(mask, dtype=bool)
     loss, d_out = _loss(loss_fn, out, y, used_mask)
     if not math.isfinite(loss):
@@ -656,6 +673,7 @@ def fit(
     eval_every: int | None = None,
     max_seconds: float | None = None,
     initial_epoch: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> History:
     """Train ``model`` on ``train``; returns the :class:`History` (module docstring: data, masks, logs, stopping).
 
@@ -677,6 +695,8 @@ def fit(
         eval_every: log every this many steps instead of once per epoch.
         max_seconds: stop after the step that passes this much wall-clock time.
         initial_epoch: the first epoch's number, to resume (shuffled orders continue from there).
+        rng: the generator the model's dropout masks are drawn from during training (evaluation
+            runs without dropout); None: one seeded from ``seed``, so a run is reproducible.
     """
     epochs, steps, eval_every = _check_count("epochs", epochs), _check_count("steps", steps), \
         _check_count("eval_every", eval_every)
@@ -691,6 +711,10 @@ def fit(
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks must be Callback objects, got {type(cb).__name__}")
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+    # Its own stream (not the batch order's): the masks do not change when shuffling is switched off.
+    masks_rng = rng if rng is not None else np.random.default_rng([seed, 1])
     train_batches = _batches(train, "train", batch_size=batch_size, shuffle=shuffle, seed=seed, bucket=bucket)
     if isinstance(train_batches, SequenceBatches):
         train_batches.epoch = initial_epoch
@@ -748,7 +772,8 @@ def fit(
                     break
                 x, y, lengths = _unpack(batch, "train")
                 try:
-                    result = train_step(model, loss, optimizer, x, y, state=state, lengths=lengths, clip=clip)
+                    result = train_step(model, loss, optimizer, x, y, state=state, lengths=lengths, clip=clip,
+                                        rng=masks_rng)
                 except FloatingPointError as error:
                     raise FloatingPointError(f"step {run.step + 1}: {error}") from None
                 took_step = True

@@ -62,6 +62,7 @@ def tbptt_step(
     *,
     lengths: IntArray | None = None,
     mask: npt.ArrayLike | None = None,
+    rng: np.random.Generator | None = None,
 ) -> TBPTTStep:
     """One truncated-BPTT update on one chunk: :func:`rnnkit.fit.train_step` with the state passed in.
 
@@ -81,6 +82,8 @@ def tbptt_step(
         lengths: ``(B,)`` valid steps per row (padded chunks): passed to the model, and — for a
             per-step output — the loss is masked to ``t < lengths[b]``.
         mask: an explicit ``(B, T)`` loss mask (True: the position counts); overrides ``lengths``'s.
+        rng: the generator the model's dropout masks are drawn from (the forward pass runs with
+            ``training=True``); needed only when the model has dropout.
 
     Returns:
         :class:`TBPTTStep` ``(loss, state, grad_norm)``; ``state`` is the chunk's final state (fresh
@@ -89,5 +92,6 @@ def tbptt_step(
     Raises:
         FloatingPointError: the loss is NaN or infinite; the update is not applied.
     """
-    result = train_step(model, loss_fn, optimizer, x, y, state=state, lengths=lengths, mask=mask, clip=clip)
+    result = train_step(model, loss_fn, optimizer, x, y, state=state, lengths=lengths, mask=mask, clip=clip,
+                        rng=rng)
     return TBPTTStep(result.loss, result.state, result.grad_norm)

@@ -32,7 +32,8 @@ import numpy as np
 from rnnkit import Array, Grads, IntArray, Params
 from rnnkit.charlm.data import Batch, Vocab
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint
-from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequential
+from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, ModelState, Sequential
+from rnnkit.layers.init import INIT_HH, INIT_IH
 from rnnkit.losses import log_softmax, softmax_cross_entropy
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -78,6 +79,15 @@ class ModelConfig:
     hidden: int = 256
     layers: int = 1
     dtype: str = "float32"
+    # Regularization and initialisation (see CharLM).  Checkpoints written before these existed lack
+    # them and load with these defaults, which are exactly the model those checkpoints hold.
+    dropout: float = 0.0              # on the embedding output, between stacked layers, before the head
+    embed_dropout: float = 0.0        # whole rows of the embedding (characters dropped from a batch)
+    weight_drop: float = 0.0          # DropConnect on every W_hh
+    tie_weights: bool = False         # head.weight is embed.weight (needs embed_dim == hidden)
+    init_hh: str = "pytorch"          # "pytorch" or "orthogonal"
+    init_ih: str = "pytorch"          # "pytorch" or "xavier"
+    forget_bias: float | None = None  # LSTM only: the forget gate's bias
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embed_dim", "hidden", "layers"):
@@ -86,6 +96,24 @@ class ModelConfig:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("dropout", "embed_dropout", "weight_drop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+        if not isinstance(self.tie_weights, bool):
+            raise ValueError(f"tie_weights must be true or false, got {self.tie_weights!r}")
+        if self.tie_weights and self.embed_dim != self.hidden:
+            raise ValueError(f"tie_weights needs embed_dim == hidden (the head's weight is the embedding, "
+                             f"{self.vocab_size} x embed_dim), got embed_dim {self.embed_dim} and hidden {self.hidden}")
+        for name, choices in (("init_hh", INIT_HH), ("init_ih", INIT_IH)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.forget_bias is not None:
+            if self.cell != "lstm":
+                raise ValueError(f"forget_bias is an LSTM option (its forget gate), not one of a {self.cell}")
+            if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)) or not \
+                    math.isfinite(self.forget_bias):
+                raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON-friendly dict (the form stored in checkpoints)."""
@@ -97,10 +125,15 @@ class ModelConfig:
         if not isinstance(data, Mapping):
             raise ValueError(f"a model config is a dict, got {type(data).__name__}")
         expected = {f.name for f in fields(cls)}
-        if set(data) != expected:
+        missing = expected - set(data) - set(OPTIONAL_MODEL_FIELDS)
+        if missing or set(data) - expected:
             raise ValueError(f"a model config has the keys {sorted(expected)}; missing "
-                             f"{sorted(expected - set(data))}, unknown {sorted(set(data) - expected)}")
+                             f"{sorted(missing)}, unknown {sorted(set(data) - expected)}")
         return cls(**data)
+
+
+OPTIONAL_MODEL_FIELDS = ("dropout", "embed_dropout", "weight_drop", "tie_weights", "init_hh", "init_ih", "forget_bias")
+"""ModelConfig fields a stored config may lack (checkpoints from before they existed): their defaults apply."""
 
 
 def check_sampling(temperature: float, top_k: int | None, rng: np.random.Generator) -> None:
@@ -202,11 +235,19 @@ class CharLM:
         embed_seed, rnn_seed, head_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(3))
         dtype = np.dtype(config.dtype)
         V, E, H = config.vocab_size, config.embed_dim, config.hidden
+        options: dict[str, Any] = {"dropout": config.dropout, "weight_drop": config.weight_drop,
+                                   "init_hh": config.init_hh, "init_ih": config.init_ih}
+        if config.forget_bias is not None:
+            options["forget_bias"] = config.forget_bias
+        p = config.dropout
+        # The Dropout blocks have no parameters, so the parameter names are the same with and without them.
         self.net = Sequential([
-            ("embed", Embedding(V, E, dtype=dtype, seed=embed_seed)),
-            ("rnn", CELLS[config.cell](E, H, config.layers, dtype=dtype, seed=rnn_seed)),
+            ("embed", Embedding(V, E, dtype=dtype, seed=embed_seed, dropout=config.embed_dropout)),
+            *([("drop_in", Dropout(p))] if p else []),
+            ("rnn", CELLS[config.cell](E, H, config.layers, dtype=dtype, seed=rnn_seed, **options)),
+            *([("drop_out", Dropout(p))] if p else []),
             ("head", Linear(H, V, dtype=dtype, seed=head_seed)),
-        ])
+        ], tied={"head.weight": "embed.weight"} if config.tie_weights else None)
 
     def __repr__(self) -> str:
         return f"CharLM({self.config})"
@@ -233,19 +274,23 @@ class CharLM:
         self.net.load_state_dict(tensors)
 
     # ------------------------------------------------------------------ training and evaluation
-    def loss_and_grads(self, batch: Batch, state: ModelState | None) -> tuple[float, Grads, ModelState]:
-        """Forward and backward over one batch.
+    def loss_and_grads(
+        self, batch: Batch, state: ModelState | None, rng: np.random.Generator | None = None,
+    ) -> tuple[float, Grads, ModelState]:
+        """Forward (in training mode: dropout on) and backward over one batch.
 
         Args:
             batch: ids ``x``, targets ``y`` ``(B, T)``, and for padded batches ``lengths`` and ``mask``.
             state: the state to start from (the previous chunk's final state; None: zeros).  It is a
                 constant here: no gradient flows into it.
+            rng: the generator the dropout masks are drawn from (needed when the model has dropout).
 
         Returns:
             ``(loss, grads, final_state)``: the mean cross-entropy in nats over the counted targets,
             gradients keyed like :attr:`params`, and the final state to carry to the next chunk.
         """
-        logits, final_state, cache = self.net.forward(batch.x, state=state, lengths=batch.lengths)
+        logits, final_state, cache = self.net.forward(batch.x, state=state, lengths=batch.lengths, training=True,
+                                                      rng=rng)
         loss, d_logits = softmax_cross_entropy(logits, batch.y, mask=batch.mask)
         assert cache is not None  # keep_cache defaults to True
         _, _, grads = self.net.backward(d_logits, None, cache)

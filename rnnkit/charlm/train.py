@@ -67,8 +67,17 @@ the architecture comes from that checkpoint, and characters of the new text that
 lacks are an error that lists them.
 
 **Randomness.**  ``seed`` determines the initial weights, the lines-mode validation split, the
-generator that shuffles the items each epoch (saved in checkpoints), and the printed samples (drawn
-from a generator seeded by ``(seed, step)``, so printing them never changes training).
+generator that shuffles the items each epoch and draws every dropout mask (saved in checkpoints, so
+a resumed run with dropout is exact too), and the printed samples (drawn from a generator seeded by
+``(seed, step)``, so printing them never changes training).
+
+**Regularization and schedules.**  ``dropout``, ``embed_dropout``, ``weight_drop``, ``tie_weights``
+and the initializers are the model's (:class:`~rnnkit.charlm.model.ModelConfig`); training steps
+run with dropout on, evaluation and sampling with it off.  ``weight_decay`` is decoupled (AdamW:
+``optimizer="adam"`` with a weight decay becomes ``"adamw"``).  ``lr_schedule`` ("cosine" over the
+steps after the warm-up, "step": times ``lr_gamma`` every ``lr_step_size`` steps) follows ``warmup``
+linear steps; its position is saved in checkpoints.  ``patience`` stops the run (``stopped_by ==
+"patience"``) after that many evaluations without a new best validation loss.
 """
 
 from __future__ import annotations
@@ -122,7 +131,18 @@ from rnnkit.charlm.sample import MODES, generate_text
 from rnnkit.clip import clip_grad_norm, grad_norm
 from rnnkit.io import available_memory, format_bytes
 from rnnkit.io.checkpoint import CheckpointError, atomic_write_text, save_checkpoint
-from rnnkit.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from rnnkit.optim import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    CosineAnnealingLR,
+    LinearWarmup,
+    LRScheduler,
+    Optimizer,
+    RMSprop,
+    StepLR,
+)
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop,
                                           "adagrad": Adagrad}
@@ -131,10 +151,10 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW, "sgd": S
 DEFAULT_STEPS = 2000
 """The number of steps a run trains for when neither ``steps`` nor ``minutes`` is given."""
 
-MODEL_FIELDS = ("cell", "hidden", "layers", "embed_dim", "dtype")
+MODEL_FIELDS = ("cell", "hidden", "layers", "embed_dim", "dtype", "tie_weights")
 """The TrainConfig fields that define the architecture (with ``init_from`` they come from the checkpoint)."""
 
-RESUME_OVERRIDES = ("steps", "minutes", "eval_every", "sample_every", "resume", "out")
+RESUME_OVERRIDES = ("steps", "minutes", "eval_every", "sample_every", "resume", "out", "patience")
 """The TrainConfig fields a resumed run may change: when to stop and how often to report.
 (``data`` may change too, to the new place of the same text: its SHA-256 is checked.)"""
 
@@ -189,6 +209,20 @@ class TrainConfig:
     init_from: str | None = None     # start from this checkpoint's weights and vocabulary
     dtype: str = "float32"           # "float32" or "float64"
     val_max_chars: int = DEFAULT_VAL_MAX_CHARS  # validation reads at most this many characters; 0: all
+    # Regularization, initialisation, schedules (see the module docstring; 0 / None / "none": off).
+    dropout: float = 0.0             # embedding output, between layers, before the head
+    embed_dropout: float = 0.0       # whole rows of the embedding
+    weight_drop: float = 0.0         # DropConnect on W_hh
+    tie_weights: bool = False        # head.weight = embed.weight (embed_dim == hidden)
+    init_hh: str = "pytorch"         # "pytorch" or "orthogonal"
+    init_ih: str = "pytorch"         # "pytorch" or "xavier"
+    forget_bias: float | None = None  # LSTM forget-gate bias
+    weight_decay: float | None = None  # decoupled weight decay (AdamW); None: the optimizer's default
+    lr_schedule: str = "none"        # one of LR_SCHEDULES
+    warmup: int = 0                  # linear warm-up steps before the schedule
+    lr_step_size: int = 1000         # "step" schedule: steps between decays
+    lr_gamma: float = 0.5            # "step" schedule: factor per decay
+    patience: int = 0                # evaluations without improvement before stopping; 0: never
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
@@ -219,11 +253,41 @@ class TrainConfig:
             raise ValueError(f"out must be a non-empty path string, got {self.out!r}")
         if not isinstance(self.resume, bool):
             raise ValueError(f"resume must be True or False, got {self.resume!r}")
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        for name in ("warmup", "patience"):
+            _check_int(name, getattr(self, name), low=0)
+        _check_int("lr_step_size", self.lr_step_size, low=1)
+        _check_number("lr_gamma", self.lr_gamma, positive=True)
+        if self.lr_schedule == "cosine" and (self.steps is None or self.steps <= self.warmup):
+            raise ValueError("lr_schedule cosine decays over the run's steps: give steps (more than warmup)")
+        if self.weight_decay is not None:
+            _check_number("weight_decay", self.weight_decay, positive=False)
+            if self.optimizer == "adam":
+                self.optimizer = "adamw"  # decoupled weight decay: what Adam with weight decay should be
+        self.model_config(1)  # the model options' own checks, now rather than after the data is read
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The architecture this config describes, for a vocabulary of ``vocab_size`` characters."""
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, embed_dim=self.embed_dim, hidden=self.hidden,
-                           layers=self.layers, dtype=self.dtype)
+                           layers=self.layers, dtype=self.dtype, dropout=self.dropout,
+                           embed_dropout=self.embed_dropout, weight_drop=self.weight_drop,
+                           tie_weights=self.tie_weights, init_hh=self.init_hh, init_ih=self.init_ih,
+                           forget_bias=self.forget_bias)
+
+
+LR_SCHEDULES = ("none", "cosine", "step")
+"""``TrainConfig.lr_schedule`` choices."""
+
+
+def make_schedule(optimizer: Optimizer, config: TrainConfig) -> LRScheduler | None:
+    """The learning-rate schedule ``config`` asks for on ``optimizer`` (None: a constant rate)."""
+    after: LRScheduler | None = None
+    if config.lr_schedule == "cosine":
+        assert config.steps is not None
+        after = CosineAnnealingLR(optimizer, T_max=config.steps - config.warmup)
+    elif config.lr_schedule == "step":
+        after = StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
+    return LinearWarmup(optimizer, config.warmup, after) if config.warmup else after
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -250,7 +314,7 @@ class TrainResult:
 
     out: Path                      # the run directory
     step: int                      # the step reached
-    stopped_by: str                # "steps", "minutes" or "interrupt"
+    stopped_by: str                # "steps", "minutes", "interrupt" or "patience"
     val_bpc: float | None          # validation bits per character at the last evaluation
     best_val_bpc: float | None     # the lowest validation bits per character of the run
     unigram_bpc: float             # the unigram baseline on the same validation text
@@ -361,7 +425,9 @@ class Trainer:
             self.model = CharLM(config.model_config(len(self.vocab)), seed=config.seed)
             if initial is not None:
                 self.model.load_state_dict(initial.model.state_dict())
-        self.optimizer = OPTIMIZERS[config.optimizer](lr=config.lr)
+        decay = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
+        self.optimizer = OPTIMIZERS[config.optimizer](lr=config.lr, **decay)
+        self.schedule = make_schedule(self.optimizer, config)
         self.rng = np.random.default_rng(config.seed)
         self.divergence_bpc = DIVERGENCE_FACTOR * max(self.unigram_bpc, math.log2(len(self.vocab)), 1.0)
 
@@ -481,14 +547,31 @@ class Trainer:
                 math.isfinite(elapsed) and elapsed >= 0):
             raise fail("progress.elapsed_s", f"must be a finite number >= 0, got {elapsed!r}")
 
-        optimizer = OPTIMIZERS[config.optimizer](lr=config.lr)
+        decay = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
+        optimizer = OPTIMIZERS[config.optimizer](lr=config.lr, **decay)
         try:
             optimizer.load_state_dict(document.get("optimizer"))  # type: ignore[arg-type]
         except (TypeError, ValueError, KeyError, AttributeError) as error:
             raise fail("optimizer", f"is unusable ({_brief(error)})") from None
-        if optimizer.lr != config.lr or optimizer.step_count != step:
-            raise fail("optimizer", f"has lr {optimizer.lr} and {optimizer.step_count} steps, but the run has lr "
-                                    f"{config.lr} and is at step {step}")
+        saved_lr = optimizer.lr
+        # The schedule drives the optimizer's rate: it is rebuilt on the restored optimizer (building
+        # it resets the rate to the schedule's first one; loading its state sets the rate of `step`).
+        schedule = make_schedule(optimizer, config)
+        if schedule is None:
+            expected_lr = config.lr
+        else:
+            try:
+                schedule.load_state_dict(document.get("schedule"))  # type: ignore[arg-type]
+            except (TypeError, ValueError, KeyError, AttributeError) as error:
+                raise fail("schedule", f"is unusable ({_brief(error)})") from None
+            if schedule.last_epoch != step or schedule.base_lr != config.lr:
+                raise fail("schedule", f"is at step {schedule.last_epoch} from lr {schedule.base_lr}, but the run "
+                                       f"has lr {config.lr} and is at step {step}")
+            expected_lr = optimizer.lr
+        if not math.isclose(saved_lr, expected_lr, rel_tol=1e-12, abs_tol=0.0) or optimizer.step_count != step:
+            raise fail("optimizer", f"has lr {saved_lr} and {optimizer.step_count} steps, but the run has lr "
+                                    f"{expected_lr} and is at step {step}")
+        optimizer.lr = expected_lr
         params = self.model.params
         if optimizer.state and optimizer.state.keys() != params.keys():
             raise fail("optimizer.state", "does not have the model's parameters")
@@ -500,7 +583,7 @@ class Trainer:
                 if not np.isfinite(array).all():
                     raise fail(f"optimizer.state.{name}.{buffer}", "holds NaN or infinite values")
 
-        self.optimizer = optimizer
+        self.optimizer, self.schedule = optimizer, schedule
         self.step, self.epoch, self.index, self.order = step, epoch, index, order
         self.rng = rng
         self.state = state
@@ -521,7 +604,7 @@ class Trainer:
         batches = self.train_batches
         batch = batches.get(self.index, self.order)
         state = self.state if batches.carries_state else None
-        loss, grads, final_state = self.model.loss_and_grads(batch, state)
+        loss, grads, final_state = self.model.loss_and_grads(batch, state, self.rng)
         clip = self.config.clip
         norm = clip_grad_norm(grads, clip) if clip > 0 else grad_norm(grads)
         if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -531,6 +614,8 @@ class Trainer:
         for name, value in self.model.params.items():
             if not (np.isfinite(value.min()) and np.isfinite(value.max())):
                 raise self._diverged(self.step + 1, f"the update made {name} NaN or infinite")
+        if self.schedule is not None:
+            self.schedule.step()
         self.state = final_state if batches.carries_state else None
         self.step += 1
         self.index += 1
@@ -584,12 +669,16 @@ class Trainer:
                     if stop.signum is not None:
                         stopped_by = "interrupt"
                         break
+                    if self._out_of_patience():
+                        stopped_by = "patience"
+                        break
                     started = time.monotonic()
+                    lr = self.optimizer.lr  # the rate of this step (a schedule moves it on after the update)
                     loss, grad_norm, chars = self.train_step()
                     step_time = time.monotonic() - started
                     speed.add(chars, step_time, bits(loss))
                     self._write_metrics({"kind": "train", "step": self.step, "epoch": self.epoch, "loss": loss,
-                                         "bpc": bits(loss), "grad_norm": grad_norm, "lr": self.optimizer.lr,
+                                         "bpc": bits(loss), "grad_norm": grad_norm, "lr": lr,
                                          "chars": chars, "time_s": step_time,
                                          "elapsed_s": self._elapsed(session_start)})
                     if speed.bpc > self.divergence_bpc:
@@ -668,8 +757,17 @@ class Trainer:
                 "elapsed_s": self._elapsed(session_start),
             },
             "optimizer": self.optimizer.state_dict(),
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
         }
         save_checkpoint(self.out / name, self.model.state_dict(), document)
+
+    def _out_of_patience(self) -> bool:
+        """``patience`` evaluations have passed since the best one (early stopping)."""
+        patience = self.config.patience
+        if not patience or self.best_step is None or self.last_eval_step is None:
+            return False
+        evaluations_since_best = (self.last_eval_step - self.best_step) // self.config.eval_every
+        return evaluations_since_best >= patience
 
     # ------------------------------------------------------------------ reporting
     def _elapsed(self, session_start: float) -> float:
@@ -745,6 +843,8 @@ class Trainer:
             reason = f"reached {self.config.steps} steps"
         elif stopped_by == "minutes":
             reason = f"{self.config.minutes:g} minutes are up"
+        elif stopped_by == "patience":
+            reason = f"no better validation in {self.config.patience} evaluations (patience)"
         else:
             reason = f"stopped by {_signal_name(signum)}"
         lines = [f"done ({reason}) at step {self.step}, epoch {self.epoch}"]

@@ -20,6 +20,14 @@ The model's state is a dict ``{layer_name: layer_state}`` over its recurrent lay
 state one forward pass returns into the next one carries the hidden state across chunks of a
 long sequence; backward never sends a gradient across that boundary unless ``d_state`` is given,
 which is truncated BPTT (see :mod:`rnnkit.tbptt`).
+
+Training and inference: ``forward(..., training=False, rng=None)`` passes ``training`` and ``rng``
+on to every layer whose ``forward`` takes a ``training`` argument (the dropout kinds, see
+:mod:`rnnkit.layers.dropout`).  The default is inference: deterministic, no masks.  A model has
+no train/eval mode of its own; each call says which it is.
+
+Tied parameters: ``Sequential(layers, tied={"head.weight": "embed.weight"})`` makes two names one
+parameter (see :meth:`Sequential.__init__`).
 """
 
 from __future__ import annotations
@@ -80,6 +88,11 @@ class Sequential:
         layers: ordered ``(name, layer)`` pairs, or a dict (its order is kept).  Names must be
             unique, non-empty and free of dots; every layer needs ``forward``, ``backward`` and a
             ``params`` dict, and all parameters must share one dtype.
+        tied: ``{follower: leader}`` dotted parameter names that are one parameter, e.g.
+            ``{"head.weight": "embed.weight"}`` (weight tying; the shapes must agree).  The
+            follower's layer uses the leader's array itself; only the leader appears in
+            :attr:`params`, :meth:`state_dict` and the gradients, and its gradient is the sum of
+            both uses, so an optimizer keeps one state and makes one update for it.
 
     Example::
 
@@ -89,7 +102,9 @@ class Sequential:
         _, _, grads = model.backward(d_logits, None, cache)             # keys == model.params keys
     """
 
-    def __init__(self, layers: Iterable[tuple[str, Any]] | Mapping[str, Any]) -> None:
+    def __init__(
+        self, layers: Iterable[tuple[str, Any]] | Mapping[str, Any], tied: Mapping[str, str] | None = None,
+    ) -> None:
         pairs = list(layers.items()) if isinstance(layers, Mapping) else list(layers)
         if not pairs:
             raise ValueError("layers must hold at least one (name, layer) pair")
@@ -113,21 +128,57 @@ class Sequential:
         self.length_aware: tuple[str, ...] = tuple(
             name for name, layer in self.layers.items() if name not in self.recurrent and takes_lengths(layer)
         )
+        self.regularized: tuple[str, ...] = tuple(
+            name for name, layer in self.layers.items() if "training" in inspect.signature(layer.forward).parameters
+        )
+        self.tied: dict[str, str] = self._check_tied(tied)
+        self._link_tied()
         dtypes = {value.dtype for value in self.params.values()}
         if len(dtypes) > 1:
             raise ValueError(f"all layers must share one dtype, got {sorted(d.name for d in dtypes)}")
         self.dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
 
     # ------------------------------------------------------------------ parameters
+    def _all_params(self) -> Params:
+        """Every layer's parameters under dotted names, tied followers included."""
+        return {
+            f"{name}.{key}": value for name, layer in self.layers.items() for key, value in layer.params.items()
+        }
+
+    def _check_tied(self, tied: Mapping[str, str] | None) -> dict[str, str]:
+        if tied is None:
+            return {}
+        if not isinstance(tied, Mapping):
+            raise TypeError(f"tied must be a dict {{follower: leader}} of parameter names, got {type(tied).__name__}")
+        every = self._all_params()
+        for follower, leader in tied.items():
+            for role, key in (("follower", follower), ("leader", leader)):
+                if key not in every:
+                    raise ValueError(f"tied: {role} {key!r} is not a parameter of this model "
+                                     f"(parameters: {sorted(every)})")
+            if follower == leader or leader in tied or follower in tied.values():
+                raise ValueError(f"tied: {follower!r} -> {leader!r}: a name cannot be tied to itself, and a "
+                                 f"follower cannot lead (tie every follower to the one leader directly)")
+            if every[follower].shape != every[leader].shape:
+                raise ValueError(f"tied: {follower!r} has shape {every[follower].shape} but {leader!r} has "
+                                 f"{every[leader].shape}; tied parameters must have the same shape")
+        return dict(tied)
+
+    def _link_tied(self) -> None:
+        """Make every follower's layer hold its leader's array itself (after init and after every load)."""
+        for follower, leader in self.tied.items():
+            layer_name, key = follower.split(".", 1)
+            leader_name, leader_key = leader.split(".", 1)
+            self.layers[layer_name].params[key] = self.layers[leader_name].params[leader_key]
+
     @property
     def params(self) -> Params:
         """All parameters as ``{"layer.param": array}``; the arrays are the layers' own (not copies).
 
-        Built afresh on each access, so it stays right after a layer's ``load_state_dict``.
+        A tied follower is left out (its layer uses the leader's array).  Built afresh on each
+        access, so it stays right after a layer's ``load_state_dict``.
         """
-        return {
-            f"{name}.{key}": value for name, layer in self.layers.items() for key, value in layer.params.items()
-        }
+        return {key: value for key, value in self._all_params().items() if key not in self.tied}
 
     def state_dict(self) -> Params:
         """A copy of all parameters under their dotted names."""
@@ -140,9 +191,11 @@ class Sequential:
         """
         shapes = {key: value.shape for key, value in self.params.items()}
         loaded = checked_state_dict(state_dict, shapes, self.dtype)
+        loaded.update({follower: loaded[leader] for follower, leader in self.tied.items()})
         for name, layer in self.layers.items():
             prefix = f"{name}."
             layer.load_state_dict({key[len(prefix):]: v for key, v in loaded.items() if key.startswith(prefix)})
+        self._link_tied()  # the layers copied what they loaded: share the leader's array again
 
     def __getitem__(self, name: str) -> Any:
         return self.layers[name]
@@ -168,6 +221,8 @@ class Sequential:
         lengths: IntArray | None = None,
         *,
         keep_cache: bool = True,
+        training: bool = False,
+        rng: np.random.Generator | None = None,
     ) -> tuple[Array, ModelState, SequentialCache | None]:
         """Run every layer in order.
 
@@ -178,6 +233,9 @@ class Sequential:
             lengths: ``(B,)`` true sequence lengths, passed to every layer whose ``forward`` takes
                 ``lengths`` (the recurrent layers and the pooling heads).
             keep_cache: False for inference (no backward possible).
+            training: passed to every layer with dropout: True draws masks from ``rng``; False (the
+                default) is deterministic inference.
+            rng: the ``numpy.random.Generator`` every mask of this pass is drawn from, layer by layer.
 
         Returns:
             ``(out, state, cache)``: the last layer's output, the final state of every recurrent
@@ -188,15 +246,16 @@ class Sequential:
         final: ModelState = {}
         caches: list[Any] = []
         for name, layer in self.layers.items():
+            mode = {"training": training, "rng": rng} if name in self.regularized else {}
             try:
                 if name in self.recurrent:
                     out, final[name], cache = layer.forward(
-                        out, state=states.get(name), lengths=lengths, keep_cache=keep_cache
+                        out, state=states.get(name), lengths=lengths, keep_cache=keep_cache, **mode
                     )
                 elif name in self.length_aware:
-                    out, cache = layer.forward(out, lengths=lengths)
+                    out, cache = layer.forward(out, lengths=lengths, **mode)
                 else:
-                    out, cache = layer.forward(out)
+                    out, cache = layer.forward(out, **mode)
             except (ValueError, TypeError) as error:
                 raise type(error)(f"layer {name!r}: {error}") from error
             caches.append(cache if keep_cache else None)
@@ -246,6 +305,8 @@ class Sequential:
             except (ValueError, TypeError) as error:
                 raise type(error)(f"layer {name!r}: {error}") from error
             grads.update({f"{name}.{key}": value for key, value in layer_grads.items()})
+        for follower, leader in self.tied.items():  # one parameter used twice: the gradients add
+            grads[leader] = grads[leader] + grads.pop(follower)
         # Same key order as params: optimizers and clipping walk both dicts together.
         return d, {name: d_state0[name] for name in self.recurrent}, {key: grads[key] for key in self.params}
 
@@ -253,4 +314,5 @@ class Sequential:
 
     def __repr__(self) -> str:
         rows = "".join(f"\n  ({name}): {layer!r}" for name, layer in self.layers.items())
-        return f"Sequential({rows}\n)"
+        tied = "".join(f"\n  tied: {follower} = {leader}" for follower, leader in self.tied.items())
+        return f"Sequential({rows}{tied}\n)"
