@@ -43,7 +43,10 @@ from numba.extending import NativeValue, models, overload, register_model, typeo
 
 from rnnkit._types import Array
 
-_EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32), np.dtype(np.float64): np.empty((0, 0))}
+_EMPTY: dict[np.dtype[Any], Array] = {
+    np.dtype(np.float32): np.empty((0, 0), np.float32),
+    np.dtype(np.float64): np.empty((0, 0)),
+}
 
 
 def empty_state(dtype: np.dtype[Any]) -> Array:

@@ -206,6 +206,8 @@ def check_declared_sizes(config: ModelConfig, tensors: Mapping[str, Any]) -> Non
         raise ValueError(f"the checkpoint declares {L} recurrent layer(s) ({4 * L} rnn.* tensors) but holds "
                          f"{len(recurrent)} rnn.* tensors")
     expected: dict[str, tuple[int, ...]] = {"embed.weight": (V, E), "head.weight": (V, H), "head.bias": (V,)}
+    if config.tie_weights:  # head.weight is embed.weight: stored once, under the embedding's name
+        del expected["head.weight"]
     for layer in range(L):
         expected[f"rnn.weight_ih_l{layer}"] = (G * H, E if layer == 0 else H)
         expected[f"rnn.weight_hh_l{layer}"] = (G * H, H)

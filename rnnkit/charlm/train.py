@@ -1006,7 +1006,7 @@ class _Progress:
             self._validation_bar.close()
             self._validation_bar = None
 
-    def write(self, text: str, file: TextIO) -> None:
+    def write(self, text: str, file: TextIO | SafeStream) -> None:
         if self._bar is not None:
             self._bar.write(text, file=file)
             file.flush()
