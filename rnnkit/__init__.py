@@ -7,7 +7,9 @@ The public API, by stratum (each imports only from the ones before it):
 * the textbook API: :mod:`rnnkit.textbook` (``rnn_cell_forward``, ``lstm_backward``, ...);
 * models: :class:`Embedding`, :class:`Linear`, :class:`Sequential`;
 * training: losses, clipping, optimizers, truncated BPTT, gradient checking, gradient-flow
-  diagnostics.
+  diagnostics;
+* interop and deployment: :func:`export_onnx`, :func:`to_torch` / :func:`from_torch`,
+  :func:`load_state_dict_file` (onnx and torch are imported inside them only).
 """
 
 from rnnkit import optim
@@ -15,6 +17,7 @@ from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.clip import clip_grad_norm, clip_grad_value, grad_norm
 from rnnkit.diagnostics import gradient_norms_over_time, plot_gradient_flow
 from rnnkit.gradcheck import GradcheckReport, gradcheck
+from rnnkit.interop import export_onnx, from_torch, load_state_dict_file, to_torch
 from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequential, detach_state
 from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
 from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
@@ -36,6 +39,10 @@ __all__ = [
     "Sequential",
     "TBPTTStep",
     "detach_state",
+    "export_onnx",
+    "from_torch",
+    "load_state_dict_file",
+    "to_torch",
     "gradient_norms_over_time",
     "plot_gradient_flow",
     "stream_batches",
