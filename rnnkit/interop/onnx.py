@@ -326,7 +326,7 @@ def export_onnx(
         atomic_write_bytes(target, proto.SerializeToString())
     else:
         onnx.save_model(proto, target, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=f"{target.name}.data")
+                        location=f"{target.name}.data")  # shape constants (< 1 KiB) stay inline
     return target
 
 
