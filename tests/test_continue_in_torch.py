@@ -4,6 +4,7 @@ import torch and meet over gloo."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ def test_ddp_over_two_processes_then_rnnkit_samples(tmp_path, capsys) -> None:
     done = subprocess.run([sys.executable, str(EXAMPLE), str(run), "--out", str(out), "--steps", "3",
                            "--batch-size", "2", "--seq-len", "8", "--lr", "0.01"],
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, f"stdout: {done.stdout[-1500:]}\nstderr: {done.stderr[-3000:]}"
     assert "the 2 processes hold identical weights" in done.stdout
     assert "step 3/3" in done.stdout
 
@@ -46,7 +47,13 @@ def test_ddp_over_two_processes_then_rnnkit_samples(tmp_path, capsys) -> None:
     assert text.startswith("the ") and len(text) == len("the ") + 30 + 1
 
 
-def test_bad_options_are_refused_before_any_process_starts(tmp_path) -> None:
-    done = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path), "--out", str(tmp_path / "x.pt")],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "--out must name a .safetensors file" in done.stderr
+def test_bad_options_are_refused_before_any_process_starts(tmp_path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("continue_in_torch", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    for args, fragment in (([str(tmp_path), "--out", str(tmp_path / "x.pt")], "--out must name a .safetensors file"),
+                           ([str(tmp_path), "--out", "x.safetensors", "--world-size", "0"],
+                            "--world-size must be a positive integer")):
+        with pytest.raises(SystemExit) as exited:
+            example.main(args)
+        assert exited.value.code == 2 and fragment in capsys.readouterr().err

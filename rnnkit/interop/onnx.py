@@ -147,6 +147,8 @@ def _reorder_gates(array: np.ndarray, cell: str) -> np.ndarray:
 
 
 def _emit_recurrent(g: _Graph, block: Recurrent, x: str, context: _Context) -> str:
+    if getattr(block, "proj_size", 0):
+        raise TypeError("ONNX's LSTM operator has no output projection: an LSTM with proj_size does not export")
     L, D, H = block.num_layers, block.num_directions, block.hidden_size
     cell = block.cell.name
     kind = "lstm" if cell == "lstm" else "gru" if cell == "gru" else "rnn"
@@ -165,7 +167,7 @@ def _emit_recurrent(g: _Graph, block: Recurrent, x: str, context: _Context) -> s
     seq = g.node("Transpose", [x], f"{p}time_major", perm=[1, 0, 2])[0]  # (T, B, F)
     finals: dict[str, list[str]] = {s: [] for s in state_names}
     for layer in range(L):
-        suffixes = [block._suffix(layer, d) for d in range(D)]
+        suffixes = [f"_l{layer}" + ("_reverse" if d else "") for d in range(D)]  # PyTorch's parameter names
         params = block.params
         w = np.stack([_reorder_gates(params[f"weight_ih{s}"], kind) for s in suffixes])  # (D, G*H, F)
         r = np.stack([_reorder_gates(params[f"weight_hh{s}"], kind) for s in suffixes])  # (D, G*H, H)
