@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -59,20 +58,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def free_localhost_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def worker(rank: int, world_size: int, port: int, net: Sequential, rows: np.ndarray,
+def worker(rank: int, world_size: int, rendezvous: str, net: Sequential, rows: np.ndarray,
            args: argparse.Namespace, result: str) -> None:
     """One training process: its own rows of the text, gradients averaged with the others by DDP."""
     torch.set_num_threads(args.threads)
     # Each process converts the rnnkit model itself.  (A torch module handed to mp.spawn would have its
     # tensors moved to shared memory: every process would then update the same weights.)
     module = to_torch(net)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    # The processes find each other through a file (no port to pick, so none to collide with); gloo then
+    # connects them over the loopback device.  On a cluster: init_method="tcp://<rank 0's host>:<port>".
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     try:
         ddp = DistributedDataParallel(module)
         optimizer = torch.optim.Adam(ddp.parameters(), lr=args.lr)
@@ -133,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo talks over the loopback device only
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "trained.pt")
-        mp.spawn(worker, args=(args.world_size, free_localhost_port(), loaded.model.net, rows, args, result),
+        rendezvous = os.path.join(tmp, "rendezvous")
+        mp.spawn(worker, args=(args.world_size, rendezvous, loaded.model.net, rows, args, result),
                  nprocs=args.world_size, join=True)
         module = to_torch(loaded.model.net)
         module.load_state_dict(torch.load(result, weights_only=True))
