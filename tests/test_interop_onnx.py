@@ -247,3 +247,13 @@ def test_without_onnx_installed_the_error_says_how_to_get_it(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'rnnkit\[onnx\]'"):
         export_onnx(GRU(2, 3), tmp_path / "m.onnx")
+
+
+def test_gate_blocks_move_to_onnx_order() -> None:
+    """Rows labelled by gate: LSTM i,f,g,o -> ONNX i,o,f,c; GRU r,z,n -> ONNX z,r,h; RNN unchanged."""
+    H = 2
+    lstm = np.repeat(np.arange(4), H)  # [i i f f g g o o]
+    assert onnx_export._reorder_gates(lstm, "lstm").tolist() == [0, 0, 3, 3, 1, 1, 2, 2]
+    gru = np.repeat(np.arange(3), H)[:, None] * np.ones((1, 3))  # a (3H, I) weight
+    assert onnx_export._reorder_gates(gru, "gru")[:, 0].tolist() == [1, 1, 0, 0, 2, 2]
+    assert onnx_export._reorder_gates(np.arange(H), "rnn").tolist() == [0, 1]

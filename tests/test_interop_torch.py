@@ -275,3 +275,16 @@ def test_plain_safetensors_round_trip(tmp_path) -> None:
     back = GRU(2, 3, seed=1)
     back.load_state_dict(load_state_dict_file(tmp_path / "gru.safetensors"))
     assert all(np.array_equal(back.params[k], v) for k, v in layer.params.items())
+
+
+def test_feed_forward_blocks_convert_alone() -> None:
+    rng = np.random.default_rng(5)
+    linear, embedding = Linear(3, 2, seed=0), Embedding(6, 3, dtype=np.float64, seed=0)
+    randomize(linear, rng)
+    x = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    with torch.no_grad():
+        assert_close(to_torch(linear)(torch.from_numpy(x)), linear.forward(x)[0])
+        ids = rng.integers(0, 6, (2, 4))
+        module = to_torch(embedding)
+        assert isinstance(module, torch.nn.Embedding) and module.weight.dtype == torch.float64
+        assert np.array_equal(module(torch.from_numpy(ids)).numpy(), embedding.forward(ids)[0])
