@@ -11,7 +11,9 @@ The public API, by stratum (each imports only from the ones before it):
 * training: losses, clipping, optimizers, truncated BPTT, gradient checking, gradient-flow
   diagnostics, and the training loop :func:`fit` / :func:`evaluate` / :func:`predict` with its
   metrics and callbacks (:mod:`rnnkit.fit`);
-* saving a whole model, architecture included: :func:`save` / :func:`load` (:mod:`rnnkit.io.model`).
+* saving a whole model, architecture included: :func:`save` / :func:`load` (:mod:`rnnkit.io.model`);
+* interop and deployment: :func:`export_onnx`, :func:`to_torch` / :func:`from_torch`,
+  :func:`load_state_dict_file` (onnx and torch are imported inside them only).
 """
 
 import sys
@@ -34,6 +36,8 @@ _EXPORTS = {
     "Perplexity": "rnnkit.fit", "ProgressBar": "rnnkit.fit", "evaluate": "rnnkit.fit", "fit": "rnnkit.fit",
     "predict": "rnnkit.fit", "train_step": "rnnkit.fit",
     "GradcheckReport": "rnnkit.gradcheck", "gradcheck": "rnnkit.gradcheck",
+    "export_onnx": "rnnkit.interop", "from_torch": "rnnkit.interop", "load_state_dict_file": "rnnkit.interop",
+    "to_torch": "rnnkit.interop",
     "load": "rnnkit.io.model", "save": "rnnkit.io.model",
     "GRU": "rnnkit.layers", "LSTM": "rnnkit.layers", "RNN": "rnnkit.layers", "Embedding": "rnnkit.layers",
     "Dropout": "rnnkit.layers", "LastStep": "rnnkit.layers", "Linear": "rnnkit.layers", "MeanPool": "rnnkit.layers",
@@ -109,6 +113,7 @@ if TYPE_CHECKING:
         train_step,
     )
     from rnnkit.gradcheck import GradcheckReport, gradcheck
+    from rnnkit.interop import export_onnx, from_torch, load_state_dict_file, to_torch
     from rnnkit.io.model import load, save
     from rnnkit.layers import (
         GRU,
@@ -171,6 +176,10 @@ __all__ = [
     "train_step",
     "TBPTTStep",
     "detach_state",
+    "export_onnx",
+    "from_torch",
+    "load_state_dict_file",
+    "to_torch",
     "gradient_norms_over_time",
     "plot_gradient_flow",
     "stream_batches",

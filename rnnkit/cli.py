@@ -7,6 +7,7 @@
     rnnkit sample runs/demo --prime "The " --length 300 --temperature 0.7 --seed 1
     rnnkit train --data names.txt --mode lines --out runs/names && rnnkit sample runs/names
     rnnkit diagnose --out gradient_flow.png
+    rnnkit export runs/demo --format onnx --with-state --out demo.onnx   # also: safetensors, torch
 
 The subcommands only parse their options into :class:`rnnkit.charlm.TrainConfig` and call
 :mod:`rnnkit.charlm` (or :mod:`rnnkit.diagnostics`).  Every problem with the input -- a bad option, a
@@ -28,6 +29,7 @@ from dataclasses import fields
 from typing import NoReturn
 
 from rnnkit.charlm.data import BUILTIN_CORPUS
+from rnnkit.charlm.export import FORMATS, ExportConfig, export_model
 from rnnkit.charlm.model import CELLS, DTYPES
 from rnnkit.charlm.sample import DEFAULT_LENGTH, MODES, SampleConfig, sample_text
 from rnnkit.charlm.train import DEFAULT_STEPS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, train
@@ -154,6 +156,28 @@ def _diagnose_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_diagnose)
 
 
+def _export_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export", help="export a trained model for deployment: ONNX, weights-only safetensors, PyTorch",
+        description="Export a char-LM checkpoint without its training state: onnx (an ONNX graph for onnxruntime, "
+                    "the vocabulary in its metadata), safetensors (weights + architecture; rnnkit sample reads "
+                    "it), torch (a state_dict for nn.Module.load_state_dict).",
+    )
+    p.add_argument("checkpoint", metavar="RUN|CHECKPOINT",
+                   help="a .safetensors checkpoint, or a run directory (its best checkpoint)")
+    p.add_argument("--format", required=True, choices=tuple(FORMATS), help="what to write")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the file to write: .onnx, .safetensors, or .pt / .pth for torch")
+    onnx = p.add_argument_group("onnx")
+    onnx.add_argument("--with-state", action="store_true",
+                      help="initial states as inputs (rnn.h0, rnn.c0): generation token by token")
+    onnx.add_argument("--with-lengths", action="store_true", help="a lengths input (B,) for padded batches")
+    onnx.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 17)")
+    onnx.add_argument("--dtype", choices=DTYPES, default="float32",
+                      help="exported float type (default float32: onnxruntime runs recurrent operators in float32)")
+    p.set_defaults(handler=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``rnnkit`` argument parser with its subcommands."""
     parser = _Parser(prog="rnnkit", description="Recurrent neural networks from first principles in NumPy.")
@@ -161,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(commands)
     _sample_parser(commands)
     _diagnose_parser(commands)
+    _export_parser(commands)
     return parser
 
 
@@ -198,6 +223,12 @@ def _diagnose(args: argparse.Namespace) -> int:
     for name, norms in curves.items():
         print(f"{name:28s} ||dL/dh_0|| / ||dL/dh_T-1|| = {norms[0] / norms[-1]:.3g}")
     print(f"wrote {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = ExportConfig(**{f.name: getattr(args, f.name) for f in fields(ExportConfig)})
+    print(export_model(config))
     return 0
 
 
