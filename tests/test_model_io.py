@@ -172,3 +172,87 @@ def test_load_refuses_a_damaged_file(tmp_path: Path) -> None:
     path.write_bytes(bytes(data[: len(data) // 2]))  # a truncated copy
     with pytest.raises(CheckpointError):
         rnnkit.load(path)
+
+
+# ------------------------------------------------------------------ issue 10's blocks and options
+def _regularized(dtype: Any) -> Sequential:
+    """Every regularization and initialisation option issue 10 added, and a tied head."""
+    return Sequential([
+        ("embed", rnnkit.Embedding(9, 6, dtype=dtype, seed=1, dropout=0.25)),
+        ("drop_in", rnnkit.Dropout(0.2, variational=True)),
+        ("rnn", LSTM(6, 5, num_layers=2, dtype=dtype, seed=2, dropout=0.3, weight_drop=0.4, init_hh="orthogonal",
+                     init_ih="xavier", forget_bias=1.5)),
+        ("gru", GRU(5, 6, dtype=dtype, seed=3, bias=False)),
+        ("rnn_plain", RNN(6, 6, nonlinearity="relu", dtype=dtype, seed=4, bias=False, dropout=0.1)),
+        ("drop_out", rnnkit.Dropout(0.5)),
+        ("head", Linear(6, 9, dtype=dtype, seed=5)),
+    ], tied={"head.weight": "embed.weight"})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_regularized_tied_model_round_trips_exactly(tmp_path: Path, dtype: Any) -> None:
+    model = _regularized(dtype)
+    path = rnnkit.save(model, tmp_path / "reg.safetensors")
+    loaded = rnnkit.load(path)
+
+    assert describe(loaded) == describe(model)
+    assert repr(loaded.layers["rnn"]) == repr(model.layers["rnn"])
+    assert sorted(loaded.params) == sorted(model.params)  # the follower head.weight is stored once, as the leader
+    assert "head.weight" not in loaded.params
+    for name, value in model.params.items():
+        assert loaded.params[name].dtype == value.dtype
+        np.testing.assert_array_equal(loaded.params[name], value)
+    assert loaded.layers["gru"].params.keys() == {"weight_ih_l0", "weight_hh_l0"}  # bias=False: no bias arrays
+    # The tie is live again: the head uses the embedding's array itself.
+    assert loaded.layers["head"].params["weight"] is loaded.layers["embed"].params["weight"]
+
+    ids = np.random.default_rng(0).integers(0, 9, (3, 7))
+    # Inference: every dropout is off, bit for bit the same outputs.
+    np.testing.assert_array_equal(loaded.forward(ids, keep_cache=False)[0], model.forward(ids, keep_cache=False)[0])
+    # Training: the same generator state draws the same masks in both, so the same outputs and gradients.
+    out_a, _, cache_a = model.forward(ids, training=True, rng=np.random.default_rng(7))
+    out_b, _, cache_b = loaded.forward(ids, training=True, rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(out_b, out_a)
+    assert not np.array_equal(out_a, model.forward(ids, keep_cache=False)[0])  # the masks did act
+    d_out = np.random.default_rng(1).standard_normal(out_a.shape).astype(dtype)
+    grads_a = model.backward(d_out, None, cache_a)[2]
+    grads_b = loaded.backward(d_out, None, cache_b)[2]
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        np.testing.assert_array_equal(grads_b[name], grads_a[name])
+
+
+def test_files_without_the_new_options_load_with_their_defaults(tmp_path: Path) -> None:
+    """An architecture written before the regularization options existed (none of them, no "tied")."""
+    model = Sequential([("embed", Embedding(5, 4, seed=0)), ("rnn", LSTM(4, 3, seed=1)), ("head", Linear(3, 5, seed=2))])
+    architecture = describe(model)
+    del architecture["tied"]
+    for _, block in architecture["layers"]:
+        for option in ("dropout", "bias", "weight_drop", "init_hh", "init_ih", "forget_bias"):
+            block.pop(option, None)
+    path = tmp_path / "old.safetensors"
+    save_checkpoint(path, model.params, {"kind": "rnnkit.model", "architecture": architecture})
+    loaded = rnnkit.load(path)
+    assert describe(loaded) == describe(model)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda a: a["layers"][1][1].update(p=1.5), "p must be a probability"),
+    (lambda a: a["layers"][1][1].update(p="0.5"), "'p' must be float"),
+    (lambda a: a["layers"][2][1].update(bias="no"), "'bias' must be bool"),
+    (lambda a: a["layers"][2][1].update(dropout=True), "'dropout' must be float"),
+    (lambda a: a["layers"][2][1].update(forget_bias="1"), "'forget_bias' must be a number or null"),
+    (lambda a: a["layers"][2][1].update(init_hh="zeros"), "init_hh"),
+    (lambda a: a.update(tied={"head.weight": "nowhere.weight"}), "tied"),
+    (lambda a: a.update(tied=["head.weight"]), "tied must be an object"),
+])
+def test_hostile_regularization_options_are_refused(tmp_path: Path, edit: Any, message: str) -> None:
+    model = Sequential([("embed", Embedding(5, 4, seed=0)), ("drop", rnnkit.Dropout(0.5)),
+                        ("rnn", LSTM(4, 4, seed=1)), ("head", Linear(4, 5, seed=2))],
+                       tied={"head.weight": "embed.weight"})
+    architecture = describe(model)
+    edit(architecture)
+    path = tmp_path / "edited.safetensors"
+    save_checkpoint(path, model.params, {"kind": "rnnkit.model", "architecture": architecture})
+    with pytest.raises(CheckpointError, match=message):
+        rnnkit.load(path)

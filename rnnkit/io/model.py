@@ -10,7 +10,7 @@ atomically, checksummed), so any safetensors reader sees the weights under the m
 parameter names (``rnn.weight_ih_l0``, ``head.bias``).  Its document holds
 
 * ``"kind": "rnnkit.model"`` and ``"architecture"``: a JSON description of the blocks and their
-  constructor options, e.g. ``{"type": "Sequential", "layers": [["rnn", {"type": "LSTM",
+  constructor options (regularization and initialisation options and tied parameters included), e.g. ``{"type": "Sequential", "layers": [["rnn", {"type": "LSTM",
   "input_size": 8, "hidden_size": 32, ...}], ["head", {"type": "Linear", ...}]]}``;
 * optionally ``"optimizer"``: the optimizer's ``state_dict()`` (type, step, hyper-parameters and
   moment buffers), restored by ``load(path, optimizer=...)``;
@@ -37,11 +37,17 @@ from typing import Any
 import numpy as np
 
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rnnkit.layers import GRU, LSTM, RNN, Embedding, LastStep, Linear, MeanPool, Sequential
+from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, LastStep, Linear, MeanPool, Sequential
 
 __all__ = ["BLOCKS", "BlockType", "describe", "load", "save"]
 
 MODEL_KIND = "rnnkit.model"
+
+
+OptionalFloat = (float, type(None))
+"""The kind of an option that is a number or ``null`` (the LSTM's ``forget_bias``)."""
+
+Kind = type | tuple[type, ...]
 
 
 @dataclass(frozen=True)
@@ -49,28 +55,60 @@ class BlockType:
     """How one block class is described and rebuilt: its constructor options and their kinds.
 
     ``options`` maps each constructor keyword to the JSON kind it must have (``int``, ``bool``,
-    ``str``); each is read back from the block's attribute of the same name.  ``dtype`` (the
-    parameters' dtype) is added for blocks that have one.
+    ``str``, ``float`` -- an integer is accepted for it --, or :data:`OptionalFloat`); each is read
+    back from the block's attribute of the same name.  ``defaults`` names the options a file may
+    leave out (the constructor's default then applies: files written before the option existed).
+    ``dtype`` (the parameters' dtype) is added for blocks that have one.
     """
 
     cls: type
-    options: Mapping[str, type]
+    options: Mapping[str, Kind]
     has_dtype: bool = True
+    defaults: frozenset[str] = frozenset()
 
 
-_RECURRENT_OPTIONS = {"input_size": int, "hidden_size": int, "num_layers": int, "bidirectional": bool}
+_RECURRENT_OPTIONS: dict[str, Kind] = {
+    "input_size": int, "hidden_size": int, "num_layers": int, "bidirectional": bool,
+    # The regularization and initialisation options: they change training (dropout) and how a fresh
+    # layer is initialised, so a loaded model trains and re-initialises as the saved one did.
+    "bias": bool, "dropout": float, "weight_drop": float, "init_hh": str, "init_ih": str,
+}
+_RECURRENT_DEFAULTS = frozenset({"bias", "dropout", "weight_drop", "init_hh", "init_ih", "forget_bias"})
 
 BLOCKS: dict[str, BlockType] = {
     "Linear": BlockType(Linear, {"in_features": int, "out_features": int}),
-    "Embedding": BlockType(Embedding, {"num_embeddings": int, "embedding_dim": int}),
-    "RNN": BlockType(RNN, {**_RECURRENT_OPTIONS, "nonlinearity": str}),
-    "LSTM": BlockType(LSTM, _RECURRENT_OPTIONS),
-    "GRU": BlockType(GRU, _RECURRENT_OPTIONS),
+    "Embedding": BlockType(Embedding, {"num_embeddings": int, "embedding_dim": int, "dropout": float},
+                           defaults=frozenset({"dropout"})),
+    "RNN": BlockType(RNN, {**_RECURRENT_OPTIONS, "nonlinearity": str}, defaults=_RECURRENT_DEFAULTS),
+    "LSTM": BlockType(LSTM, {**_RECURRENT_OPTIONS, "forget_bias": OptionalFloat}, defaults=_RECURRENT_DEFAULTS),
+    "GRU": BlockType(GRU, _RECURRENT_OPTIONS, defaults=_RECURRENT_DEFAULTS),
     "LastStep": BlockType(LastStep, {"bidirectional": bool}, has_dtype=False),
     "MeanPool": BlockType(MeanPool, {}, has_dtype=False),
+    "Dropout": BlockType(Dropout, {"p": float, "variational": bool}, has_dtype=False),
 }
 """The blocks :func:`load` can rebuild, by type name.  ``Sequential`` is handled by :func:`describe`
-and :func:`load` themselves (its options are its named layers)."""
+and :func:`load` themselves (its options are its named layers and its tied parameters)."""
+
+
+def _to_json(kind: Kind, value: Any) -> Any:
+    """An option's value in its JSON kind (NumPy scalars and the like become Python ones)."""
+    if kind is OptionalFloat:
+        return None if value is None else float(value)
+    assert isinstance(kind, type)
+    return kind(value)
+
+
+def _fits(kind: Kind, value: Any) -> bool:
+    """Whether a value read from a file has the option's kind (a bool is never a number here)."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float or kind is OptionalFloat:
+        return isinstance(value, (int, float)) or (kind is OptionalFloat and value is None)
+    return isinstance(value, kind)
+
+
+def _kind_name(kind: Kind) -> str:
+    return "a number or null" if kind is OptionalFloat else kind.__name__  # type: ignore[union-attr]
 
 _DTYPES = ("float32", "float64")
 
@@ -83,13 +121,14 @@ def describe(block: Any) -> dict[str, Any]:
             your own — :func:`load` could not rebuild it without running your code.
     """
     if isinstance(block, Sequential):
-        return {"type": "Sequential", "layers": [[name, describe(layer)] for name, layer in block.layers.items()]}
+        return {"type": "Sequential", "layers": [[name, describe(layer)] for name, layer in block.layers.items()],
+                "tied": dict(block.tied)}
     block_class = type(block)  # exact classes only: a subclass may take other options
     for type_name, spec in BLOCKS.items():
         if block_class is spec.cls:
             described: dict[str, Any] = {"type": type_name}
             for option, kind in spec.options.items():
-                described[option] = kind(getattr(block, option))
+                described[option] = _to_json(kind, getattr(block, option))
             if spec.has_dtype:
                 described["dtype"] = np.dtype(block.dtype).name
             return described
@@ -178,15 +217,20 @@ def _build(spec: Any, where: str, fail: Callable[[str], CheckpointError]) -> Any
         raise fail(f"{where} must be an object with a 'type' string, got {spec!r:.80}")
     type_name = spec["type"]
     if type_name == "Sequential":
-        if set(spec) != {"type", "layers"} or not isinstance(spec["layers"], list):
-            raise fail(f"{where}: a Sequential needs exactly a 'layers' list of [name, block] pairs")
+        # "tied" ({follower: leader} parameter names) may be absent: files written before it existed.
+        if not {"type", "layers"} <= set(spec) <= {"type", "layers", "tied"} or not isinstance(spec["layers"], list):
+            raise fail(f"{where}: a Sequential needs a 'layers' list of [name, block] pairs (and optionally "
+                       f"'tied'), got the keys {sorted(spec)}")
+        tied = spec.get("tied", {})
+        if not (isinstance(tied, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in tied.items())):
+            raise fail(f"{where}.tied must be an object of parameter names {{follower: leader}}, got {tied!r:.80}")
         pairs = []
         for i, entry in enumerate(spec["layers"]):
             if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
                 raise fail(f"{where}.layers[{i}] must be a [name, block] pair, got {entry!r:.80}")
             pairs.append((entry[0], _build(entry[1], f"{where}.layers[{i}] ({entry[0]!r})", fail)))
         try:
-            return Sequential(pairs)
+            return Sequential(pairs, tied=tied or None)
         except (ValueError, TypeError) as error:
             raise fail(f"{where}: {error}") from None
     if type_name not in BLOCKS:
@@ -194,14 +238,14 @@ def _build(spec: Any, where: str, fail: Callable[[str], CheckpointError]) -> Any
     block = BLOCKS[type_name]
     expected = {**block.options, **({"dtype": str} if block.has_dtype else {})}
     given = {key: value for key, value in spec.items() if key != "type"}
-    missing, unknown = sorted(expected.keys() - given.keys()), sorted(given.keys() - expected.keys())
+    missing = sorted(expected.keys() - given.keys() - block.defaults)
+    unknown = sorted(given.keys() - expected.keys())
     if missing or unknown:
         raise fail(f"{where}: {type_name} options missing {missing}, unknown {unknown}")
-    for key, kind in expected.items():
-        value = given[key]
+    for key, value in given.items():
         # bool is an int in Python: a size given as true/false is as wrong as a string.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise fail(f"{where}: {type_name} option {key!r} must be {kind.__name__}, got {value!r:.40}")
+        if not _fits(expected[key], value):
+            raise fail(f"{where}: {type_name} option {key!r} must be {_kind_name(expected[key])}, got {value!r:.40}")
     if block.has_dtype and given["dtype"] not in _DTYPES:
         raise fail(f"{where}: {type_name} dtype must be one of {list(_DTYPES)}, got {given['dtype']!r:.40}")
     try:
