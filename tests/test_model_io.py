@@ -224,7 +224,8 @@ def test_regularized_tied_model_round_trips_exactly(tmp_path: Path, dtype: Any) 
 
 def test_files_without_the_new_options_load_with_their_defaults(tmp_path: Path) -> None:
     """An architecture written before the regularization options existed (none of them, no "tied")."""
-    model = Sequential([("embed", Embedding(5, 4, seed=0)), ("rnn", LSTM(4, 3, seed=1)), ("head", Linear(3, 5, seed=2))])
+    model = Sequential([("embed", Embedding(5, 4, seed=0)), ("rnn", LSTM(4, 3, seed=1)),
+                        ("head", Linear(3, 5, seed=2))])
     architecture = describe(model)
     del architecture["tied"]
     for _, block in architecture["layers"]:

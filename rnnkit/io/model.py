@@ -10,7 +10,8 @@ atomically, checksummed), so any safetensors reader sees the weights under the m
 parameter names (``rnn.weight_ih_l0``, ``head.bias``).  Its document holds
 
 * ``"kind": "rnnkit.model"`` and ``"architecture"``: a JSON description of the blocks and their
-  constructor options (regularization and initialisation options and tied parameters included), e.g. ``{"type": "Sequential", "layers": [["rnn", {"type": "LSTM",
+  constructor options (regularization and initialisation options and tied parameters included),
+  e.g. ``{"type": "Sequential", "layers": [["rnn", {"type": "LSTM",
   "input_size": 8, "hidden_size": 32, ...}], ["head", {"type": "Linear", ...}]]}``;
 * optionally ``"optimizer"``: the optimizer's ``state_dict()`` (type, step, hyper-parameters and
   moment buffers), restored by ``load(path, optimizer=...)``;
