@@ -147,7 +147,6 @@ class OwnLSTM(torch.nn.LSTM):
 
 @pytest.mark.parametrize(("module", "error", "fragment"), [
     (torch.nn.LSTM(2, 3, proj_size=2), ValueError, "torch.nn.LSTM(proj_size=2) has no rnnkit equivalent"),
-    (torch.nn.GRU(2, 3, bias=False), ValueError, "torch.nn.GRU(bias=False) has no rnnkit equivalent"),
     (torch.nn.Linear(2, 3, bias=False), ValueError, "rnnkit's Linear always has a bias"),
     (torch.nn.Embedding(4, 2, max_norm=1.0), ValueError, "max_norm=1.0) has no rnnkit equivalent"),
     (torch.nn.GRU(2, 3).half(), ValueError, "dtype ['float16']"),
@@ -161,6 +160,16 @@ def test_from_torch_refuses_what_rnnkit_cannot_compute(module, error, fragment) 
     with pytest.raises(error) as raised:
         from_torch(module)
     assert fragment in str(raised.value)
+
+
+def test_from_torch_converts_recurrent_layers_without_bias() -> None:
+    """bias=False (issue 10) has an rnnkit equivalent now: the layer has no bias arrays, as torch's."""
+    module = torch.nn.GRU(2, 3, bias=False, batch_first=True)
+    layer = from_torch(module)
+    assert layer.bias is False and sorted(layer.params) == ["weight_hh_l0", "weight_ih_l0"]
+    x = np.random.default_rng(0).standard_normal((2, 4, 2)).astype(np.float32)
+    np.testing.assert_allclose(layer.forward(x, keep_cache=False)[0],
+                               module(torch.from_numpy(x))[0].detach().numpy(), rtol=0, atol=TOLERANCE)
 
 
 def test_to_torch_refuses_what_it_cannot_convert() -> None:

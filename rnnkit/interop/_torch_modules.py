@@ -49,9 +49,52 @@ class RnnkitSequential(nn.Module):
         for name, block in self.named_children():
             if isinstance(block, RECURRENT_TYPES):
                 out, final[name] = run_recurrent(block, out, states.get(name), lengths)
+            elif isinstance(block, (LastStep, MeanPool)):
+                out = block(out, lengths)
             else:
                 out = block(out)
         return out, final
+
+
+def _lengths(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``(B,)`` int64 lengths on ``x``'s device; None means every sequence has all ``T`` steps."""
+    B, T = x.shape[0], x.shape[1]
+    if lengths is None:
+        return torch.full((B,), T, dtype=torch.int64, device=x.device)
+    return lengths.to(x.device, torch.int64)
+
+
+class LastStep(nn.Module):
+    """rnnkit's :class:`~rnnkit.LastStep` in PyTorch: ``out[b] = x[b, lengths[b] - 1]``, ``(B, T, F) -> (B, F)``.
+
+    ``bidirectional``: the last ``F/2`` features (the reverse direction's) are taken at step 0.
+    """
+
+    def __init__(self, bidirectional: bool = False) -> None:
+        super().__init__()
+        self.bidirectional = bool(bidirectional)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        steps = _lengths(x, lengths) - 1
+        out = x[torch.arange(x.shape[0], device=x.device), steps]
+        if self.bidirectional:
+            half = x.shape[2] // 2
+            out = torch.cat([out[:, :half], x[:, 0, half:]], dim=1)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"bidirectional={self.bidirectional}"
+
+
+class MeanPool(nn.Module):
+    """rnnkit's :class:`~rnnkit.MeanPool` in PyTorch: the mean over each sequence's valid steps, ``(B, F)``."""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        lengths = _lengths(x, lengths)
+        valid = (torch.arange(x.shape[1], device=x.device) < lengths[:, None]).to(x.dtype)  # (B, T)
+        # As rnnkit: (valid steps as a 0/1 row) @ x, then divided by the length.
+        total = torch.matmul(valid[:, None, :], x)[:, 0, :]
+        return total / lengths[:, None].to(x.dtype)
 
 
 def run_recurrent(

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from rnnkit.io.checkpoint import atomic_write_bytes
-from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, Recurrent, Sequential
+from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, LastStep, Linear, MeanPool, Recurrent, Sequential
 from rnnkit.layers._checks import check_dtype
 
 DEFAULT_OPSET = 17
@@ -116,6 +116,7 @@ class _Context:
     """What every block's handler may need besides its input."""
 
     lengths: str | None   # the int32 (B,) sequence_lens tensor, or None: every sequence is T long
+    lengths64: str | None  # the same lengths as the int64 graph input (what the pooling heads read), or None
     with_state: bool      # recurrent blocks take their initial state as graph inputs
     prefix: str           # "" for a bare layer, "<block name>." inside a Sequential: names its state tensors
 
@@ -128,13 +129,16 @@ class OnnxHandler:
     named ``x`` and returns the name of its batch-first output; a recurrent block also adds its state
     inputs (with ``context.with_state``) and final-state outputs.  ``in_features(block)`` is the size
     of the input's last axis (None: the block reads int64 token ids ``(B, T)``) and
-    ``out_features(block)`` that of the output.
+    ``out_features(block, features)`` that of the output given the input's (``features``: an int,
+    or a symbolic name like ``"F"`` for a model that starts with a parameter-free block).
+    ``keeps_time``: the output still has the time axis (False for the pooling heads: ``(B, F)``).
     """
 
     rnnkit_types: tuple[type, ...]
     emit: Callable[[_Graph, Any, str, _Context], str]
-    in_features: Callable[[Any], int | None]
-    out_features: Callable[[Any], int]
+    in_features: Callable[[Any], int | str | None]
+    out_features: Callable[[Any, int | str], int | str]
+    keeps_time: bool = True
 
 
 def _reorder_gates(array: np.ndarray, cell: str) -> np.ndarray:
@@ -171,10 +175,13 @@ def _emit_recurrent(g: _Graph, block: Recurrent, x: str, context: _Context) -> s
         params = block.params
         w = np.stack([_reorder_gates(params[f"weight_ih{s}"], kind) for s in suffixes])  # (D, G*H, F)
         r = np.stack([_reorder_gates(params[f"weight_hh{s}"], kind) for s in suffixes])  # (D, G*H, H)
-        b = np.stack([np.concatenate([_reorder_gates(params[f"bias_ih{s}"], kind),
-                                      _reorder_gates(params[f"bias_hh{s}"], kind)]) for s in suffixes])  # (D, 2*G*H)
-        inputs = [seq, g.const(f"{p}W_l{layer}", w), g.const(f"{p}R_l{layer}", r), g.const(f"{p}B_l{layer}", b),
-                  context.lengths or ""]
+        bias = ""  # a layer with bias=False has no bias arrays: ONNX's optional B input is left out (zeros)
+        if f"bias_ih{suffixes[0]}" in params:
+            b = np.stack([np.concatenate([_reorder_gates(params[f"bias_ih{s}"], kind),
+                                          _reorder_gates(params[f"bias_hh{s}"], kind)])
+                          for s in suffixes])  # (D, 2*G*H)
+            bias = g.const(f"{p}B_l{layer}", b)
+        inputs = [seq, g.const(f"{p}W_l{layer}", w), g.const(f"{p}R_l{layer}", r), bias, context.lengths or ""]
         if context.with_state:
             starts, ends, axes = g.ints("starts", [layer * D]), g.ints("ends", [(layer + 1) * D]), g.ints("axes", [0])
             for s in state_names:
@@ -210,10 +217,76 @@ def _emit_embedding(g: _Graph, block: Embedding, x: str, context: _Context) -> s
                   f"{context.prefix}lookup", axis=0)[0]
 
 
+def _emit_dropout(g: _Graph, block: Dropout, x: str, context: _Context) -> str:
+    # The export computes inference (forward's default training=False), where dropout is the identity.
+    return g.node("Identity", [x], f"{context.prefix}identity")[0]
+
+
+def _lengths_or_full(g: _Graph, x: str, context: _Context) -> str:
+    """The int64 ``(B,)`` lengths: the graph input, or ``T`` for every sequence when there is none."""
+    if context.lengths64 is not None:
+        return context.lengths64
+    p = context.prefix
+    shape = g.node("Shape", [x], f"{p}shape")[0]
+    batch = g.node("Slice", [shape, g.ints("starts", [0]), g.ints("ends", [1]), g.ints("axes", [0])], f"{p}B")[0]
+    steps = g.node("Slice", [shape, g.ints("starts", [1]), g.ints("ends", [2]), g.ints("axes", [0])], f"{p}T")[0]
+    return g.node("Expand", [steps, batch], f"{p}full_lengths")[0]
+
+
+def _emit_last_step(g: _Graph, block: LastStep, x: str, context: _Context) -> str:
+    # out[b] = x[b, lengths[b] - 1]: GatherElements along time with an index (B, 1, F) of that step.
+    p = context.prefix
+    last = g.node("Sub", [_lengths_or_full(g, x, context), g.ints("one", [1])], f"{p}last_step")[0]
+    index = g.node("Reshape", [last, g.ints("shape", [-1, 1, 1])], f"{p}last_step_b11")[0]
+    shape = g.node("Shape", [x], f"{p}x_shape")[0]
+    one_step = g.node("ScatterElements", [shape, g.ints("indices", [1]), g.ints("one", [1])], f"{p}shape_b1f")[0]
+    index = g.node("Expand", [index, one_step], f"{p}last_step_b1f")[0]
+    picked = g.node("GatherElements", [x, index], f"{p}gather_last", axis=1)[0]
+    out = g.node("Reshape", [picked, g.ints("shape", [0, -1])], f"{p}last")[0]  # (B, F)
+    if not block.bidirectional:
+        return out
+    # The reverse direction's last step is step 0: its half of the features comes from there.
+    first = g.node("Slice", [x, g.ints("starts", [0]), g.ints("ends", [1]), g.ints("axes", [1])], f"{p}step0")[0]
+    first = g.node("Reshape", [first, g.ints("shape", [0, -1])], f"{p}first")[0]
+    half = g.node("Div", [g.node("Slice", [shape, g.ints("starts", [2]), g.ints("ends", [3]), g.ints("axes", [0])],
+                                 f"{p}F")[0], g.ints("two", [2])], f"{p}half")[0]
+    forward_half = g.node("Slice", [out, g.ints("zero", [0]), half, g.ints("axes", [1])], f"{p}forward_half")[0]
+    big = g.ints("end", [np.iinfo(np.int64).max])
+    reverse_half = g.node("Slice", [first, half, big, g.ints("axes", [1])], f"{p}reverse_half")[0]
+    return g.node("Concat", [forward_half, reverse_half], f"{p}last_both", axis=1)[0]
+
+
+def _emit_mean_pool(g: _Graph, block: MeanPool, x: str, context: _Context) -> str:
+    # As MeanPool.forward: (valid steps as a (B, 1, T) row of 0/1) @ x, divided by the length.
+    p = context.prefix
+    lengths = _lengths_or_full(g, x, context)
+    shape = g.node("Shape", [x], f"{p}x_shape")[0]
+    steps = g.node("Slice", [shape, g.ints("starts", [1]), g.ints("ends", [2]), g.ints("axes", [0])], f"{p}T")[0]
+    steps = g.node("Reshape", [steps, g.ints("scalar", [])], f"{p}T_scalar")[0]
+    times = g.node("Range", [g.const("zero", np.array(0, np.int64)), steps, g.const("one", np.array(1, np.int64))],
+                   f"{p}times")[0]
+    column = g.node("Reshape", [lengths, g.ints("shape", [-1, 1])], f"{p}lengths_b1")[0]
+    valid = g.node("Cast", [g.node("Less", [times, column], f"{p}valid")[0]], f"{p}valid_float", to=g.elem_type)[0]
+    row = g.node("Reshape", [valid, g.ints("shape", [0, 1, -1])], f"{p}valid_b1t")[0]
+    total = g.node("MatMul", [row, x], f"{p}total")[0]
+    total = g.node("Reshape", [total, g.ints("shape", [0, -1])], f"{p}total_bf")[0]
+    count = g.node("Cast", [column], f"{p}count", to=g.elem_type)[0]
+    return g.node("Div", [total, count], f"{p}mean")[0]
+
+
+def _same(block: Any, features: int | str) -> int | str:
+    return features
+
+
 HANDLERS: tuple[OnnxHandler, ...] = (
-    OnnxHandler((RNN, LSTM, GRU), _emit_recurrent, lambda b: b.input_size, lambda b: b.num_directions * b.hidden_size),
-    OnnxHandler((Linear,), _emit_linear, lambda b: b.in_features, lambda b: b.out_features),
-    OnnxHandler((Embedding,), _emit_embedding, lambda b: None, lambda b: b.embedding_dim),
+    OnnxHandler((RNN, LSTM, GRU), _emit_recurrent, lambda b: b.input_size,
+                lambda b, f: b.num_directions * b.hidden_size),
+    OnnxHandler((Linear,), _emit_linear, lambda b: b.in_features, lambda b, f: b.out_features),
+    OnnxHandler((Embedding,), _emit_embedding, lambda b: None, lambda b, f: b.embedding_dim),
+    OnnxHandler((Dropout,), _emit_dropout, lambda b: "F", _same),
+    OnnxHandler((LastStep, MeanPool), lambda g, b, x, c: (_emit_last_step if isinstance(b, LastStep)
+                                                          else _emit_mean_pool)(g, b, x, c),
+                lambda b: "F", _same, keeps_time=False),
 )
 """One entry per kind of block (see :class:`OnnxHandler`)."""
 
@@ -239,8 +312,11 @@ def export_onnx(
     """Write ``model`` as an ONNX file that computes what ``model.forward`` computes (inference).
 
     Args:
-        model: a recurrent layer (``RNN`` / ``LSTM`` / ``GRU``, stacked, bidirectional), or a
-            ``Sequential`` of ``Embedding``, recurrent layers and ``Linear`` blocks.
+        model: a recurrent layer (``RNN`` / ``LSTM`` / ``GRU``, stacked, bidirectional, with or
+            without biases), or a ``Sequential`` of ``Embedding``, recurrent layers, ``Linear``,
+            ``Dropout`` (the identity: the export is inference) and the pooling heads ``LastStep`` /
+            ``MeanPool`` (which read ``lengths`` when given).  Dropout options of the layers
+            (``dropout``, ``weight_drop``, embedding dropout) act only in training and export as nothing.
         path: the ``.onnx`` file to write (atomically: an interrupted export leaves the old file).
         with_lengths: add the input ``lengths`` (int64 ``(B,)``, values in ``1..T``): the true length
             of each padded sequence, as ``forward(..., lengths=...)``.
@@ -257,7 +333,8 @@ def export_onnx(
 
     The graph's inputs are ``x`` (float ``(B, T, I)``, the model's dtype), or ``tokens`` (int64
     ``(B, T)``) when the model starts with an ``Embedding``; then ``lengths`` and the states as
-    above.  Its outputs are ``out`` (``(B, T, F)``, the layouts of ``forward``) and the final states:
+    above.  Its outputs are ``out`` (``(B, T, F)``, the layouts of ``forward``; ``(B, F)`` after a
+    pooling head) and the final states:
     ``h_n`` (and ``c_n``) ``(L*D, B, H)`` for a bare layer, ``<block>.h_n`` (``<block>.c_n``) for each
     recurrent block of a ``Sequential``.  B and T are dynamic.
 
@@ -283,14 +360,17 @@ def export_onnx(
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {newest} (the installed onnx's newest), "
                          f"got {opset!r}")
     metadata = dict(metadata or {})
-    for key, value in metadata.items():
-        if not (isinstance(key, str) and isinstance(value, str)):
-            raise ValueError(f"metadata must map strings to strings, got {key!r}: {type(value).__name__}")
+    for key, text in metadata.items():
+        if not (isinstance(key, str) and isinstance(text, str)):
+            raise ValueError(f"metadata must map strings to strings, got {key!r}: {type(text).__name__}")
     has_recurrent = any(isinstance(block, Recurrent) for _, block in blocks)
     if (with_lengths or with_state) and not has_recurrent:
         raise ValueError("with_lengths and with_state need a recurrent block in the model")
 
-    dtype = np.dtype(blocks[0][1].dtype) if dtype is None else check_dtype(dtype)
+    if dtype is None:  # the model's: that of its first block with parameters (Dropout and the heads have none)
+        dtype = next((np.dtype(block.dtype) for _, block in blocks if hasattr(block, "dtype")), np.dtype(np.float32))
+    else:
+        dtype = check_dtype(dtype)
     TensorProto = onnx.TensorProto
     g = _Graph(onnx, dtype, TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT)
     in_features = _handler(blocks[0][1]).in_features(blocks[0][1])
@@ -298,18 +378,21 @@ def export_onnx(
         x = g.add_input("tokens", TensorProto.INT64, ["B", "T"])
     else:
         x = g.add_input("x", g.elem_type, ["B", "T", in_features])
-    lengths = None
+    lengths = lengths64 = None
     if with_lengths:
-        lengths = g.node("Cast", [g.add_input("lengths", TensorProto.INT64, ["B"])], "sequence_lens",
-                         to=TensorProto.INT32)[0]
+        lengths64 = g.add_input("lengths", TensorProto.INT64, ["B"])
+        lengths = g.node("Cast", [lengths64], "sequence_lens", to=TensorProto.INT32)[0]
 
     bare = not isinstance(model, Sequential)
+    features: int | str = in_features if in_features is not None else "T"  # (the ids have no feature axis)
+    keeps_time = True
     for name, block in blocks:
         handler = _handler(block)
-        context = _Context(lengths, bool(with_state), "" if bare else f"{name}.")
+        context = _Context(lengths, lengths64, bool(with_state), "" if bare else f"{name}.")
         x = handler.emit(g, block, x, context)
-    out_features = _handler(blocks[-1][1]).out_features(blocks[-1][1])
-    g.add_output(x, "out", g.elem_type, ["B", "T", out_features])
+        features = handler.out_features(block, features)
+        keeps_time = keeps_time and handler.keeps_time
+    g.add_output(x, "out", g.elem_type, ["B", "T", features] if keeps_time else ["B", features])
     # The final states were added as outputs while emitting; "out" comes first, as in forward.
     g.outputs.insert(0, g.outputs.pop())
 
@@ -345,6 +428,11 @@ def _blocks(model: Any) -> list[tuple[str, Any]]:
             if _handler(block).in_features(block) is None:
                 raise TypeError(f"block {name!r}: a {type(block).__name__} reads token ids, so it can only be "
                                 f"the first block")
+        for k, (name, block) in enumerate(pairs):
+            pooled = [earlier for earlier, b in pairs[:k] if not _handler(b).keeps_time]
+            if pooled and isinstance(block, (Recurrent, LastStep, MeanPool)):
+                raise TypeError(f"block {name!r}: a {type(block).__name__} needs a sequence (B, T, F), but "
+                                f"{pooled[0]!r} has already pooled the time axis away")
         return pairs
     if isinstance(model, Recurrent):
         return [("", model)]

@@ -7,35 +7,42 @@ rnnkit itself never needs it.
 
 What converts (both ways):
 
-=========================  =========================================================
+=========================  ===========================================================================
 rnnkit                     torch.nn
-=========================  =========================================================
+=========================  ===========================================================================
 ``RNN`` (tanh / relu)      ``nn.RNN(nonlinearity=..., batch_first=True)``
 ``LSTM``                   ``nn.LSTM(batch_first=True)``
 ``GRU``                    ``nn.GRU(batch_first=True)``
 ``Linear``                 ``nn.Linear``
 ``Embedding``              ``nn.Embedding``
+``Dropout``                ``nn.Dropout`` (``variational=True`` has no counterpart: a warning, then ``nn.Dropout``)
+``LastStep``, ``MeanPool`` :class:`~rnnkit.interop._torch_modules.LastStep` / ``MeanPool``: the same pooling in
+                           torch, reading the ``lengths`` their container passes
 ``Sequential``             :class:`~rnnkit.interop._torch_modules.RnnkitSequential` (the same forward contract:
                            ``out, state = module(x, state, lengths)``); back from it, from ``nn.Sequential`` and
                            ``nn.ModuleDict`` (blocks in their order), and from a ``DistributedDataParallel``
                            or ``DataParallel`` wrapper around any of these
-=========================  =========================================================
+=========================  ===========================================================================
 
-Stacking, bidirectionality, float32 and float64 are kept.  Options that only act in training and
-have no rnnkit counterpart are dropped when coming back, because the converted block computes the
-same function: ``nn.LSTM(dropout=p)`` (dropout between layers) and ``nn.Embedding(padding_idx=i)``
-(a row that receives no gradient; rnnkit trains every row).  Options that change the function and
-rnnkit's block does not have (``proj_size``, ``bias=False``, ``Embedding(max_norm=...)``) are
-refused with an error naming the option.  A module with ``batch_first=False`` converts too; the
-rnnkit layer is batch-first, as always.
+Stacking, bidirectionality, ``bias=False``, dropout between stacked layers, tied parameters (one
+shared ``Parameter`` in torch), float32 and float64 are kept.  rnnkit's ``weight_drop`` and
+embedding dropout act only in training and have no ``torch.nn`` counterpart: ``to_torch`` leaves
+them out with a warning.  Options that only act in training and have no rnnkit counterpart are
+dropped when coming back, because the converted block computes the same function:
+``nn.Embedding(padding_idx=i)`` (a row that receives no gradient; rnnkit trains every row).  Options
+that change the function and rnnkit's block does not have (``proj_size``, ``Linear(bias=False)``,
+``Embedding(max_norm=...)``) are refused with an error naming the option.  A module with
+``batch_first=False`` converts too; the rnnkit layer is batch-first, as always.
 
 Each kind of block is one :class:`TorchHandler` in :data:`HANDLERS`: a new block is one more entry.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint, load_tensors
-from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, Recurrent, Sequential
+from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, LastStep, Linear, MeanPool, Recurrent, Sequential
 
 _DTYPES = ("float32", "float64")
 
@@ -71,13 +78,20 @@ class TorchHandler:
     """
 
     rnnkit_types: tuple[type, ...]
-    torch_names: tuple[str, ...]   # class names in torch.nn
+    torch_names: tuple[str, ...]   # class names in torch_module
     to_torch: Callable[[Any, Any], Any]
     from_torch: Callable[[Any, np.dtype[Any]], Any]
+    torch_module: str = "torch.nn"  # where the torch classes live (the heads: rnnkit's own torch modules)
 
 
 def _accepts(cls: type, option: str) -> bool:
     return option in inspect.signature(cls).parameters
+
+
+def _dropped(block: Any, option: str, what: str) -> None:
+    """Warn that a training-only option has no torch.nn counterpart (the module computes the same at inference)."""
+    warnings.warn(f"{type(block).__name__}({option}): {what} has no torch.nn counterpart and is left out; the "
+                  f"module computes the same function at inference, but trains without it", stacklevel=4)
 
 
 def _recurrent_to_torch(block: Recurrent, torch: Any) -> Any:
@@ -86,8 +100,15 @@ def _recurrent_to_torch(block: Recurrent, torch: Any) -> Any:
         bidirectional=block.bidirectional, batch_first=True, dtype=_torch_dtype(torch, block.dtype),
         bias=any(name.startswith("bias_") for name in block.params),
     )
-    if isinstance(block, LSTM) and getattr(block, "proj_size", 0):
-        kwargs["proj_size"] = block.proj_size
+    # nn.RNN/LSTM/GRU's dropout is rnnkit's (between stacked layers); torch warns about it on one
+    # layer, where it does nothing in either.
+    if getattr(block, "dropout", 0.0) and block.num_layers > 1:
+        kwargs["dropout"] = float(block.dropout)
+    if getattr(block, "weight_drop", 0.0):
+        _dropped(block, f"weight_drop={block.weight_drop}", "DropConnect on W_hh")
+    proj_size: Any = getattr(block, "proj_size", 0)  # an LSTM option rnnkit's layer may gain
+    if isinstance(block, LSTM) and proj_size:
+        kwargs["proj_size"] = proj_size
     if isinstance(block, RNN):
         return torch.nn.RNN(nonlinearity=block.nonlinearity, **kwargs)
     return (torch.nn.LSTM if isinstance(block, LSTM) else torch.nn.GRU)(**kwargs)
@@ -124,6 +145,8 @@ def _linear_from_torch(module: Any, dtype: np.dtype[Any]) -> Linear:
 
 
 def _embedding_to_torch(block: Embedding, torch: Any) -> Any:
+    if getattr(block, "dropout", 0.0):
+        _dropped(block, f"dropout={block.dropout}", "embedding dropout (whole rows)")
     return torch.nn.Embedding(block.num_embeddings, block.embedding_dim, dtype=_torch_dtype(torch, block.dtype))
 
 
@@ -134,10 +157,37 @@ def _embedding_from_torch(module: Any, dtype: np.dtype[Any]) -> Embedding:
     return Embedding(module.num_embeddings, module.embedding_dim, dtype=dtype)
 
 
+def _dropout_to_torch(block: Dropout, torch: Any) -> Any:
+    if block.variational:
+        _dropped(block, "variational=True", "one mask shared by every time step")
+    return torch.nn.Dropout(block.p)
+
+
+def _dropout_from_torch(module: Any, dtype: np.dtype[Any]) -> Dropout:
+    return Dropout(float(module.p))
+
+
+def _head_to_torch(block: LastStep | MeanPool, torch: Any) -> Any:
+    from rnnkit.interop import _torch_modules
+
+    if isinstance(block, LastStep):
+        return _torch_modules.LastStep(block.bidirectional)
+    return _torch_modules.MeanPool()
+
+
+def _head_from_torch(module: Any, dtype: np.dtype[Any]) -> LastStep | MeanPool:
+    if type(module).__name__ == "LastStep":
+        return LastStep(bidirectional=module.bidirectional)
+    return MeanPool()
+
+
 HANDLERS: tuple[TorchHandler, ...] = (
     TorchHandler((RNN, LSTM, GRU), ("RNN", "LSTM", "GRU"), _recurrent_to_torch, _recurrent_from_torch),
     TorchHandler((Linear,), ("Linear",), _linear_to_torch, _linear_from_torch),
     TorchHandler((Embedding,), ("Embedding",), _embedding_to_torch, _embedding_from_torch),
+    TorchHandler((Dropout,), ("Dropout",), _dropout_to_torch, _dropout_from_torch),
+    TorchHandler((LastStep, MeanPool), ("LastStep", "MeanPool"), _head_to_torch, _head_from_torch,
+                 torch_module="rnnkit.interop._torch_modules"),
 )
 """One entry per kind of block (see :class:`TorchHandler`)."""
 
@@ -179,16 +229,23 @@ def to_torch(model: Any) -> Any:
                 blocks.append((name, _block_to_torch(layer, torch)))
             except (TypeError, ValueError) as error:
                 raise type(error)(f"block {name!r}: {error}") from None
-        return RnnkitSequential(blocks)
+        result = RnnkitSequential(blocks)
+        # Tied parameters stay tied: the follower's module holds the leader's Parameter itself.
+        for follower, leader in model.tied.items():
+            follower_block, follower_name = follower.split(".", 1)
+            leader_block, leader_name = leader.split(".", 1)
+            setattr(result.get_submodule(follower_block), follower_name,
+                    getattr(result.get_submodule(leader_block), leader_name))
+        return result
     return _block_to_torch(model, torch)
 
 
 def _block_to_torch(block: Any, torch: Any) -> Any:
-    for handler in HANDLERS:
-        if isinstance(block, handler.rnnkit_types):
-            module = handler.to_torch(block, torch)
-            _copy_into_torch(module, block.params, torch)
-            return module
+    handler = next((h for h in HANDLERS if isinstance(block, h.rnnkit_types)), None)
+    if handler is not None:
+        module = handler.to_torch(block, torch)
+        _copy_into_torch(module, block.params, torch)
+        return module
     raise TypeError(f"cannot convert {type(block).__name__} to PyTorch; supported: {_supported()}")
 
 
@@ -247,15 +304,26 @@ def from_torch(module: Any) -> Any:
                 blocks.append((name, _block_from_torch(child, torch)))
             except (TypeError, ValueError) as error:
                 raise type(error)(f"block {name!r}: {error}") from None
-        return Sequential(blocks)
+        return Sequential(blocks, tied=_shared_parameters(module) or None)
     return _block_from_torch(module, torch)
+
+
+def _shared_parameters(module: Any) -> dict[str, str]:
+    """``{follower: leader}`` for parameters one module holds under several names (weight tying)."""
+    first: dict[int, str] = {}
+    tied: dict[str, str] = {}
+    for name, parameter in module.named_parameters(remove_duplicate=False):
+        leader = first.setdefault(id(parameter), name)
+        if leader != name:
+            tied[name] = leader
+    return tied
 
 
 def _block_from_torch(module: Any, torch: Any) -> Any:
     kind = type(module).__name__
     for handler in HANDLERS:
-        # The exact torch.nn class, not a subclass: a subclass may compute something else.
-        if kind in handler.torch_names and type(module) is getattr(torch.nn, kind):
+        # The exact class, not a subclass: a subclass may compute something else.
+        if kind in handler.torch_names and type(module) is getattr(importlib.import_module(handler.torch_module), kind):
             dtype = _module_dtype(module, torch)
             block = handler.from_torch(module, dtype)
             tensors = {name: value.detach().cpu().numpy() for name, value in module.state_dict().items()}
@@ -268,6 +336,8 @@ def _block_from_torch(module: Any, torch: Any) -> Any:
 
 def _module_dtype(module: Any, torch: Any) -> np.dtype[Any]:
     dtypes = {str(p.dtype).removeprefix("torch.") for p in module.parameters()}
+    if not dtypes:  # a block without parameters (Dropout, the heads): the dtype does not matter
+        return np.dtype(np.float32)
     if len(dtypes) != 1 or not dtypes <= set(_DTYPES):
         raise ValueError(f"{type(module).__name__} has parameters of dtype {sorted(dtypes)}; rnnkit converts "
                          f"float32 or float64 modules (convert it first, e.g. module.float())")
