@@ -12,6 +12,7 @@ import pytest
 
 from rnnkit import cli, load_state_dict_file, to_torch
 from rnnkit.charlm import load_model
+from rnnkit.io import describe
 from rnnkit.io.checkpoint import load_checkpoint
 
 TINY = ["--hidden", "16", "--embed-dim", "8", "--seq-len", "8", "--batch-size", "4", "--eval-every", "5",
@@ -65,9 +66,12 @@ def test_safetensors_is_weights_only_and_samples_the_same_text(run, tmp_path, ca
     assert out.stat().st_size < 0.5 * (run / "best.safetensors").stat().st_size  # no optimizer moments
     tensors, document = load_checkpoint(out)
     assert "optimizer" not in document and "progress" not in document
-    blocks = document["architecture"]["blocks"]
-    assert [(b["name"], b["type"]) for b in blocks] == [("embed", "Embedding"), ("rnn", "GRU"), ("head", "Linear")]
-    assert blocks[1]["num_layers"] == 2 and blocks[1]["hidden_size"] == 16
+    architecture = document["architecture"]  # rnnkit.save's architecture document
+    assert architecture["type"] == "Sequential" and architecture["tied"] == {}
+    blocks = architecture["layers"]
+    assert [(name, b["type"]) for name, b in blocks] == [("embed", "Embedding"), ("rnn", "GRU"), ("head", "Linear")]
+    assert blocks[1][1]["num_layers"] == 2 and blocks[1][1]["hidden_size"] == 16
+    assert architecture == describe(load_model(run).model.net)
     assert sorted(load_state_dict_file(out)) == sorted(load_model(run).model.params)
 
     sample = ["--prime", "the ", "--length", "40", "--seed", "3"]
@@ -144,3 +148,44 @@ def test_missing_optional_packages_are_one_line_errors(run, tmp_path, capsys, mo
     assert export(run, "--format", fmt, "--out", str(tmp_path / f"m{suffix}")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err
+
+
+def test_a_regularized_tied_run_exports_to_every_format(tmp_path, capsys) -> None:
+    """Issue 10's model (dropout blocks, embedding dropout, weight drop, tied head) through issue 12's export."""
+    ort = pytest.importorskip("onnxruntime")
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    (tmp_path / "words.txt").write_text(" ".join(["ab", "ba", "cab"][i] for i in rng.integers(0, 3, 200)) + "\n")
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "words.txt"), "--steps", "3", "--out", str(run), "--cell", "lstm",
+            "--dropout", "0.3", "--embed-dropout", "0.1", "--weight-drop", "0.2", "--tie-weights",
+            "--hidden", "8", "--embed-dim", "8", "--seq-len", "8", "--batch-size", "4", "--eval-every", "3",
+            "--sample-every", "0", "--no-progress"]
+    assert cli.main(args) == 0
+    loaded = load_model(run)
+    net = loaded.model.net
+    assert net.tied == {"head.weight": "embed.weight"} and "drop_in" in net.layers
+    ids = np.array([loaded.vocab.encode("ab cab ba")])
+    expected = net.forward(ids, keep_cache=False)[0]
+
+    onnx_file = tmp_path / "lm.onnx"
+    assert export(run, "--format", "onnx", "--out", str(onnx_file)) == 0
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["out"], {"tokens": ids})[0], expected, rtol=0, atol=1e-5)
+
+    weights = tmp_path / "lm.safetensors"
+    assert export(run, "--format", "safetensors", "--out", str(weights)) == 0
+    _, document = load_checkpoint(weights)
+    assert document["architecture"] == describe(net)
+    np.testing.assert_array_equal(load_model(weights).model.net.forward(ids, keep_cache=False)[0], expected)
+
+    state_file = tmp_path / "lm.pt"
+    with pytest.warns(UserWarning) as caught:  # the training-only options torch.nn has no counterpart of
+        assert export(run, "--format", "torch", "--out", str(state_file)) == 0
+    assert {str(w.message).split(":")[0] for w in caught} == {"Embedding(dropout=0.1)", "LSTM(weight_drop=0.2)"}
+    with pytest.warns(UserWarning):
+        module = to_torch(net)
+    module.load_state_dict(torch.load(state_file, weights_only=True))
+    got = module.eval()(torch.from_numpy(ids))[0].detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    capsys.readouterr()

@@ -6,7 +6,8 @@ them travel:
 
 * ``onnx``: the network as an ONNX graph (:func:`rnnkit.export_onnx`) with the vocabulary and the
   model settings in its ``metadata_props``, for onnxruntime;
-* ``safetensors``: the weights under their PyTorch names plus the architecture document -- a
+* ``safetensors``: the weights under their PyTorch names plus the architecture document (that of
+  :func:`rnnkit.save`, :func:`rnnkit.io.describe`) -- a
   weights-only char-LM checkpoint, which ``rnnkit sample`` and ``rnnkit train --init-from`` read like
   any other (:func:`save_weights`), and the ``safetensors`` package reads too;
 * ``torch``: the ``state_dict`` of the equivalent ``torch.nn`` module (:func:`rnnkit.to_torch`),
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnkit import Sequential, export_onnx, to_torch
+from rnnkit import export_onnx, to_torch
 from rnnkit.charlm.data import Vocab
 from rnnkit.charlm.model import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CharLM, load_model
+from rnnkit.io import describe
 from rnnkit.io.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 
 FORMATS = {"onnx": (".onnx",), "safetensors": (".safetensors",), "torch": (".pt", ".pth")}
@@ -56,24 +58,6 @@ class ExportConfig:
             raise ValueError(f"{', '.join(used)}: options of --format onnx only")
 
 
-def architecture(net: Sequential) -> dict[str, Any]:
-    """A JSON description of ``net``'s blocks: ``{"blocks": [{"name", "type", <constructor options>}]}``.
-
-    The one place that describes a model's architecture for an export; when ``rnnkit.io`` gains the
-    general architecture document of ``rnnkit.save``, this function becomes a call to it.
-    """
-    blocks = []
-    for name, block in net.layers.items():
-        entry: dict[str, Any] = {"name": name, "type": type(block).__name__}
-        for option in ("num_embeddings", "embedding_dim", "in_features", "out_features", "input_size",
-                       "hidden_size", "num_layers", "bidirectional", "nonlinearity"):
-            if hasattr(block, option):
-                entry[option] = getattr(block, option)
-        entry["dtype"] = block.dtype.name
-        blocks.append(entry)
-    return {"blocks": blocks}
-
-
 def weights_document(model: CharLM, vocab: Vocab, mode: str, max_item_length: int | None) -> dict[str, Any]:
     """The checkpoint document of a weights-only char-LM: what ``rnnkit sample`` needs, no training state."""
     return {
@@ -83,7 +67,9 @@ def weights_document(model: CharLM, vocab: Vocab, mode: str, max_item_length: in
         "vocab": vocab.to_json(),
         "mode": mode,
         "max_item_length": max_item_length,
-        "architecture": architecture(model.net),
+        # The architecture document of rnnkit.save (blocks, their options, tied parameters): one
+        # description of a model for every file rnnkit writes.
+        "architecture": describe(model.net),
     }
 
 
