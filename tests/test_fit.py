@@ -314,3 +314,44 @@ def test_progress_bar_falls_back_to_plain_lines_without_tqdm(monkeypatch: pytest
         metrics=["accuracy"], callbacks=[ProgressBar(stream)])
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and lines[1].startswith("epoch 2 step 4  loss=") and "accuracy=" in lines[1]
+
+
+# ------------------------------------------------------------------ dropout (issue 10) in the training loop
+def _dropout_classifier() -> Sequential:
+    return Sequential([("rnn", GRU(1, 8, num_layers=2, dropout=0.5, weight_drop=0.3, seed=0)),
+                       ("last", LastStep()), ("drop", rnnkit.Dropout(0.5)), ("head", Linear(8, 2, seed=1))])
+
+
+def test_fit_draws_dropout_masks_from_its_generator_and_evaluates_without_them() -> None:
+    train = _sign_task(40, 0)
+
+    def trained(**options: Any) -> dict[str, np.ndarray]:
+        model = _dropout_classifier()
+        fit(model, softmax_cross_entropy, Adam(lr=1e-2), train, epochs=2, batch_size=8, **options)
+        return {k: v.copy() for k, v in model.params.items()}
+
+    # The default generator is seeded from seed: passing the same one explicitly changes nothing.
+    same_a, same_b = trained(seed=3), trained(seed=3, rng=np.random.default_rng([3, 1]))
+    assert all(np.array_equal(same_a[k], same_b[k]) for k in same_a)
+    other = trained(seed=3, rng=np.random.default_rng(99))  # same batch order, other masks
+    assert any(not np.array_equal(same_a[k], other[k]) for k in same_a)
+
+    # evaluate runs the inference forward: dropout off, the same loss every time.
+    model = _dropout_classifier()
+    scores = [evaluate(model, softmax_cross_entropy, train)["loss"] for _ in range(2)]
+    out = model.forward(train[0], lengths=train[2], keep_cache=False)[0]
+    assert scores[0] == scores[1] == pytest.approx(softmax_cross_entropy(out, train[1])[0], rel=1e-6)
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+        fit(model, softmax_cross_entropy, Adam(), train, epochs=1, rng=3)  # type: ignore[arg-type]
+
+
+def test_train_step_with_dropout_needs_and_uses_rng() -> None:
+    X, y, lengths = _sign_task(8, 2)
+    with pytest.raises(ValueError, match="needs rng"):
+        rnnkit.train_step(_dropout_classifier(), softmax_cross_entropy, Adam(), X, y, lengths=lengths)
+    a = rnnkit.train_step(_dropout_classifier(), softmax_cross_entropy, Adam(), X, y, lengths=lengths,
+                   rng=np.random.default_rng(5))
+    b = rnnkit.train_step(_dropout_classifier(), softmax_cross_entropy, Adam(), X, y, lengths=lengths,
+                   rng=np.random.default_rng(5))
+    inference = softmax_cross_entropy(_dropout_classifier().forward(X, lengths=lengths, keep_cache=False)[0], y)[0]
+    assert a.loss == b.loss != inference
