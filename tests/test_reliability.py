@@ -581,6 +581,27 @@ def test_non_native_byte_order_is_accepted_and_messages_suggest_working_fixes() 
         layer.forward(x.astype(np.float64))
 
 
+def test_big_endian_states_and_gradients_reach_the_compiled_loop_in_native_order() -> None:
+    """Every array the compiled time loop reads (x, both initial states, d_out, d_state) may be big-endian."""
+    layer = rnnkit.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    state = tuple(rng.standard_normal((4, 2, 4)).astype(np.float32) for _ in range(2))
+    d_out = rng.standard_normal((2, 5, 8)).astype(np.float32)
+    d_state = tuple(rng.standard_normal((4, 2, 4)).astype(np.float32) for _ in range(2))
+
+    def swap(a: np.ndarray) -> np.ndarray:
+        return a.astype(a.dtype.newbyteorder())
+
+    out, final, cache = layer.forward(x, state=state, lengths=np.array([5, 3]))
+    out_s, final_s, cache_s = layer.forward(swap(x), state=tuple(map(swap, state)), lengths=np.array([5, 3]))
+    assert np.array_equal(out, out_s) and all(np.array_equal(a, b) for a, b in zip(final, final_s, strict=True))
+    dx, d0, grads = layer.backward(d_out, d_state, cache)
+    dx_s, d0_s, grads_s = layer.backward(swap(d_out), tuple(map(swap, d_state)), cache_s)
+    assert np.array_equal(dx, dx_s) and all(np.array_equal(a, b) for a, b in zip(d0, d0_s, strict=True))
+    assert all(np.array_equal(grads[k], grads_s[k]) for k in grads)
+
+
 # ================================================================================================
 # 7. Stale caches
 # ================================================================================================

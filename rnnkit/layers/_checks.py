@@ -65,10 +65,11 @@ def checked_state_dict(
 
 
 def check_float_input(name: str, a: Any, dtype: np.dtype[Any]) -> Array:
-    """``a`` must be a finite NumPy array of ``dtype`` (the layer's); it is never converted.
+    """``a`` must be a finite NumPy array of ``dtype`` (the layer's); returns it, in native byte order.
 
-    Either byte order is accepted (``>f4`` is float32 too: NumPy's arithmetic reads both), so data
-    read from a big-endian file needs no conversion.
+    Either byte order is accepted (``>f4`` is float32 too), so data read from a big-endian file
+    needs no conversion by the caller; a non-native array comes back as a native copy, because the
+    compiled time loop reads native arrays only.  Any other array is returned as it is.
     """
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{name} must be a NumPy array, got {type(a).__name__}")
@@ -83,4 +84,4 @@ def check_float_input(name: str, a: Any, dtype: np.dtype[Any]) -> Array:
     # min and max propagate NaN and show ±inf, without the temporary array of isfinite(a).
     if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
         raise ValueError(f"{name} contains NaN or infinite values")
-    return a
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))

@@ -231,7 +231,7 @@ class Recurrent:
 
     # ------------------------------------------------------------------ validation
     def _check_array(self, name: str, a: Any, shape: tuple[int, ...]) -> Array:
-        check_float_input(name, a, self.dtype)
+        a = check_float_input(name, a, self.dtype)  # (a native-order copy of a big-endian array)
         if a.shape != shape:
             raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
         return a
@@ -294,7 +294,7 @@ class Recurrent:
         B, T, _ = x.shape
         if B == 0 or T == 0:
             raise ValueError(f"x must hold at least one sequence of at least one step, got shape {x.shape}")
-        self._check_array("x", x, (B, T, self.input_size))
+        x = self._check_array("x", x, (B, T, self.input_size))
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         masks = DropMasks([], []) if check_training(training, rng, self.dropout > 0 or self.weight_drop > 0) else None
         if state is None:
@@ -377,7 +377,7 @@ class Recurrent:
         order, rev_index = cache.order, cache.rev_index
         inv = None if order is None else np.argsort(order)
         if d_out is not None:
-            self._check_array("d_out", d_out, (B, T, D * H))
+            d_out = self._check_array("d_out", d_out, (B, T, D * H))
             d_layer: Array | None = _to_feature_major(d_out, order)  # (D*H, T, B)
         else:
             d_layer = None
