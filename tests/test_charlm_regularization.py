@@ -127,3 +127,23 @@ def test_cli_flags_parse_into_the_config(tmp_path, capsys) -> None:
     status = main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), "--tie-weights", "--hidden", "8"])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "tie_weights needs embed_dim == hidden" in err
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.update(schedule=None), "schedule is unusable"),
+    (lambda d: d["schedule"].update(last_epoch=3), "schedule is at step 3"),
+    (lambda d: d["schedule"].update(base_lr=0.5), "from lr 0.5"),
+    (lambda d: d["optimizer"]["hyperparameters"].update(lr=0.25), "optimizer has lr 0.25"),
+])
+def test_resume_refuses_a_schedule_that_does_not_fit_the_run(tmp_path, edit, message) -> None:
+    """The schedule is rebuilt on the restored optimizer and checked against the run's step and rate."""
+    from rnnkit.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    data = write_words(tmp_path / "words.txt", 110)
+    run(config(tmp_path, data, steps=5, **REGULARIZED))
+    latest = tmp_path / "run" / "latest.safetensors"
+    tensors, document = load_checkpoint(latest)
+    edit(document)
+    save_checkpoint(latest, tensors, document)
+    with pytest.raises(CheckpointError, match=message):
+        run(config(tmp_path, data, steps=8, resume=True), explicit={"steps", "resume", "out"})
