@@ -1,5 +1,5 @@
 .PHONY: demo test clean
-# The two commands a new user needs (README.md): `make demo` and `make test`.
+# The two commands a new user needs (README.md): `make demo` and `make test` (ruff, mypy, pytest).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -23,6 +23,7 @@ demo: $(VENV)/.installed-app
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 clean:

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_charlm.py                  # 10 minutes each (about 20 minutes in all)
     python benchmarks/bench_charlm.py --minutes 1      # a quick look
+    python benchmarks/bench_charlm.py --layers 2 --dropout 0.2 --tie-weights --embed-dim 256   # other settings
 
 Both sides train the model ``rnnkit train`` builds with its defaults (``TrainConfig()``: embedding,
 one LSTM layer, linear head; Adam, gradient-norm clipping, truncated BPTT with the state carried
@@ -10,7 +11,12 @@ the same order, and validate on the same held-out text every ``eval_every`` step
 through its real training loop (:func:`rnnkit.charlm.train.train`, checkpoints and all); PyTorch
 runs the equivalent plain loop.  Reported: steps done, training characters per second (time spent
 in training steps only), the best and the last validation bits per character, and the unigram
-baseline.  torch is a benchmark peer only, never a dependency of rnnkit.
+baseline.  The model and regularization flags (``--dropout``, ``--weight-drop``, ``--embed-dropout``,
+``--tie-weights``, ``--weight-decay``, ...) set the same fields of ``TrainConfig`` that ``rnnkit train``
+has; the PyTorch side builds the same thing: ``nn.Dropout`` on the embedding output and before the
+head, ``nn.LSTM(dropout=...)`` between layers, embedding rows dropped as in AWD-LSTM, ``W_hh``
+DropConnect through ``torch.func.functional_call``, a shared embedding/head weight, and AdamW.
+torch is a benchmark peer only, never a dependency of rnnkit.
 """
 
 from __future__ import annotations
@@ -54,13 +60,29 @@ class TorchCharLM(torch.nn.Module):
     def __init__(self, vocab_size: int, config: TrainConfig) -> None:
         super().__init__()
         cells = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+        self.config = config
         self.embed = torch.nn.Embedding(vocab_size, config.embed_dim)
-        self.rnn = cells[config.cell](config.embed_dim, config.hidden, config.layers, batch_first=True)
+        self.rnn = cells[config.cell](config.embed_dim, config.hidden, config.layers, batch_first=True,
+                                      dropout=config.dropout if config.layers > 1 else 0.0)
         self.head = torch.nn.Linear(config.hidden, vocab_size)
+        self.drop = torch.nn.Dropout(config.dropout)
+        if config.tie_weights:
+            self.head.weight = self.embed.weight
 
     def forward(self, x, state):
-        out, state = self.rnn(self.embed(x), state)
-        return self.head(out), state
+        c = self.config
+        weight = self.embed.weight
+        if self.training and c.embed_dropout:  # whole rows, as rnnkit's Embedding(dropout=...)
+            keep = torch.empty(weight.shape[0], 1, dtype=weight.dtype).bernoulli_(1 - c.embed_dropout)
+            weight = weight * keep / (1 - c.embed_dropout)
+        emb = self.drop(torch.nn.functional.embedding(x, weight))
+        if self.training and c.weight_drop:  # DropConnect on W_hh, one mask per forward pass
+            params = {name: torch.nn.functional.dropout(p, c.weight_drop) if name.startswith("weight_hh") else p
+                      for name, p in self.rnn.named_parameters()}
+            out, state = torch.func.functional_call(self.rnn, params, (emb, state))
+        else:
+            out, state = self.rnn(emb, state)
+        return self.head(self.drop(out)), state
 
 
 def _detach(state):
@@ -73,11 +95,16 @@ def run_torch(config: TrainConfig, train_batches: StreamBatches, val_batches: St
     with torch.no_grad():
         for name, value in initial.items():
             model.get_parameter(name).copy_(torch.from_numpy(value))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if config.optimizer == "adamw":
+        decay = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, **decay)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def evaluate() -> float:
         total, count, state = 0.0, 0, None
+        model.eval()
         with torch.no_grad():
             for index in range(len(val_batches)):
                 batch = val_batches.get(index)
@@ -85,6 +112,7 @@ def run_torch(config: TrainConfig, train_batches: StreamBatches, val_batches: St
                 y = torch.from_numpy(batch.y)
                 total += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
                 count += y.numel()
+        model.train()
         return total / count / math.log(2)
 
     deadline = time.monotonic() + 60.0 * config.minutes
@@ -116,11 +144,22 @@ def run_torch(config: TrainConfig, train_batches: StreamBatches, val_batches: St
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training time for each side (default 10)")
+    defaults = TrainConfig()
+    for flag, kind in (("cell", str), ("hidden", int), ("layers", int), ("embed-dim", int), ("lr", float),
+                       ("dropout", float), ("embed-dropout", float), ("weight-drop", float),
+                       ("weight-decay", float), ("seed", int)):
+        name = flag.replace("-", "_")
+        parser.add_argument(f"--{flag}", type=kind, default=getattr(defaults, name),
+                            help=f"TrainConfig.{name} (default {getattr(defaults, name)})")
+    parser.add_argument("--tie-weights", action="store_true", help="TrainConfig.tie_weights")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    options = {name: getattr(args, name) for name in ("cell", "hidden", "layers", "embed_dim", "lr", "dropout",
+                                                      "embed_dropout", "weight_drop", "weight_decay", "seed",
+                                                      "tie_weights")}
 
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(steps=None, minutes=args.minutes, sample_every=0, out=out)
+        config = TrainConfig(steps=None, minutes=args.minutes, sample_every=0, out=out, **options)
         text = load_text(config.data)
         vocab = Vocab.from_text(text)
         train_ids, val_ids = split_stream(vocab.encode(text), config.val_fraction)
@@ -132,7 +171,9 @@ def main() -> None:
         print(f"built-in corpus: {len(train_ids)} training / {len(val_ids)} validation characters, "
               f"vocabulary {len(vocab)}; model {config.cell} hidden {config.hidden} x {config.layers}, "
               f"embed {config.embed_dim}, batch {config.batch_size} x seq_len {config.seq_len}, "
-              f"{config.optimizer} lr {config.lr}, clip {config.clip}; {args.minutes:g} minutes each", flush=True)
+              f"{config.optimizer} lr {config.lr}, clip {config.clip}; dropout {config.dropout}, embed_dropout "
+              f"{config.embed_dropout}, weight_drop {config.weight_drop}, tie_weights {config.tie_weights}, "
+              f"weight_decay {config.weight_decay}; {args.minutes:g} minutes each", flush=True)
 
         results = {"rnnkit": run_rnnkit(config)}
         print(f"rnnkit done: {results['rnnkit']}", flush=True)

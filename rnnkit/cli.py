@@ -7,12 +7,16 @@
     rnnkit sample runs/demo --prime "The " --length 300 --temperature 0.7 --seed 1
     rnnkit train --data names.txt --mode lines --out runs/names && rnnkit sample runs/names
     rnnkit diagnose --out gradient_flow.png
+    rnnkit export runs/demo --format onnx --with-state --out demo.onnx   # also: safetensors, torch
 
 The subcommands only parse their options into :class:`rnnkit.charlm.TrainConfig` and call
 :mod:`rnnkit.charlm` (or :mod:`rnnkit.diagnostics`).  Every problem with the input -- a bad option, a
 missing, empty or non-UTF-8 file, a text too short for one batch, an unusable checkpoint -- ends the
-program with one line ``rnnkit: error: ...`` on stderr and exit status 2, never a traceback.  Ctrl-C
-during training stops after the current step and saves the latest checkpoint (exit status 130).
+program with one line ``rnnkit: error: ...`` on stderr and exit status 2, never a traceback (running
+out of memory included).  Ctrl-C (SIGINT), SIGTERM or SIGHUP during training stops after the current
+step and saves the latest checkpoint; the exit status is 128 + the signal's number (130, 143, 129).
+Output that cannot be written -- a closed stdout, a dead pipe, an encoding that cannot show the
+text -- never produces a traceback: characters are replaced, and what cannot be written is dropped.
 """
 
 from __future__ import annotations
@@ -25,13 +29,16 @@ from dataclasses import fields
 from typing import NoReturn
 
 from rnnkit.charlm.data import BUILTIN_CORPUS
+from rnnkit.charlm.export import FORMATS, ExportConfig, export_model
 from rnnkit.charlm.model import CELLS, DTYPES
 from rnnkit.charlm.sample import DEFAULT_LENGTH, MODES, SampleConfig, sample_text
-from rnnkit.charlm.train import DEFAULT_STEPS, OPTIMIZERS, TrainConfig, train
+from rnnkit.charlm.train import DEFAULT_STEPS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, train
 from rnnkit.diagnostics import plot_gradient_flow
+from rnnkit.layers.init import INIT_HH, INIT_IH
 
 EXIT_USAGE = 2         # bad input: argparse's convention
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
+_EXIT_SIGNAL_BASE = 128  # the shell's convention: a run stopped by signal N exits with 128 + N
 
 _TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 _DEFAULTS = TrainConfig()
@@ -62,6 +69,8 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
                            f"(default {d.mode})")
     data.add_argument("--val-fraction", type=float, metavar="F",
                       help=f"part of the text held out for validation (default {d.val_fraction})")
+    data.add_argument("--val-max-chars", type=int, metavar="N",
+                      help=f"validate on at most N held-out characters, 0: all (default {d.val_max_chars:,})")
     model = p.add_argument_group("model")
     model.add_argument("--cell", choices=tuple(CELLS), help=f"recurrent cell (default {d.cell})")
     model.add_argument("--hidden", type=int, metavar="N", help=f"hidden units per layer (default {d.hidden})")
@@ -79,6 +88,26 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
                      help=f"total steps to reach (default {DEFAULT_STEPS}; with only --minutes: no step limit)")
     opt.add_argument("--minutes", type=float, metavar="M", help="stop this session after M minutes")
     opt.add_argument("--seed", type=int, metavar="S", help=f"random seed (default {d.seed})")
+    reg = p.add_argument_group("regularization, initialisation and schedules (all off by default)")
+    reg.add_argument("--dropout", type=float, metavar="P",
+                     help="dropout on the embedding output, between layers and before the head")
+    reg.add_argument("--embed-dropout", type=float, metavar="P", help="drop whole characters' embedding rows")
+    reg.add_argument("--weight-drop", type=float, metavar="P", help="DropConnect on the recurrent weights W_hh")
+    reg.add_argument("--tie-weights", action="store_true",
+                     help="the output head's weight is the embedding (needs --embed-dim equal to --hidden)")
+    reg.add_argument("--init-hh", choices=INIT_HH, help=f"recurrent weights' initializer (default {d.init_hh})")
+    reg.add_argument("--init-ih", choices=INIT_IH, help=f"input weights' initializer (default {d.init_ih})")
+    reg.add_argument("--forget-bias", type=float, metavar="B", help="LSTM forget-gate bias, e.g. 1")
+    reg.add_argument("--weight-decay", type=float, metavar="WD",
+                     help="decoupled weight decay (AdamW; --optimizer adam becomes adamw)")
+    reg.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                     help=f"cosine: decay to 0 over --steps; step: times --lr-gamma every --lr-step-size steps "
+                          f"(default {d.lr_schedule})")
+    reg.add_argument("--warmup", type=int, metavar="N", help="linear learning-rate warm-up steps (default 0)")
+    reg.add_argument("--lr-step-size", type=int, metavar="N", help=f"step schedule period (default {d.lr_step_size})")
+    reg.add_argument("--lr-gamma", type=float, metavar="G", help=f"step schedule factor (default {d.lr_gamma})")
+    reg.add_argument("--patience", type=int, metavar="N",
+                     help="stop after N evaluations without a better validation loss (default 0: never)")
     run = p.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help=f"run directory (default {d.out})")
     run.add_argument("--resume", action="store_true",
@@ -127,6 +156,28 @@ def _diagnose_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_diagnose)
 
 
+def _export_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export", help="export a trained model for deployment: ONNX, weights-only safetensors, PyTorch",
+        description="Export a char-LM checkpoint without its training state: onnx (an ONNX graph for onnxruntime, "
+                    "the vocabulary in its metadata), safetensors (weights + architecture; rnnkit sample reads "
+                    "it), torch (a state_dict for nn.Module.load_state_dict).",
+    )
+    p.add_argument("checkpoint", metavar="RUN|CHECKPOINT",
+                   help="a .safetensors checkpoint, or a run directory (its best checkpoint)")
+    p.add_argument("--format", required=True, choices=tuple(FORMATS), help="what to write")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the file to write: .onnx, .safetensors, or .pt / .pth for torch")
+    onnx = p.add_argument_group("onnx")
+    onnx.add_argument("--with-state", action="store_true",
+                      help="initial states as inputs (rnn.h0, rnn.c0): generation token by token")
+    onnx.add_argument("--with-lengths", action="store_true", help="a lengths input (B,) for padded batches")
+    onnx.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 17)")
+    onnx.add_argument("--dtype", choices=DTYPES, default="float32",
+                      help="exported float type (default float32: onnxruntime runs recurrent operators in float32)")
+    p.set_defaults(handler=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``rnnkit`` argument parser with its subcommands."""
     parser = _Parser(prog="rnnkit", description="Recurrent neural networks from first principles in NumPy.")
@@ -134,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(commands)
     _sample_parser(commands)
     _diagnose_parser(commands)
+    _export_parser(commands)
     return parser
 
 
@@ -141,11 +193,15 @@ def _train(args: argparse.Namespace) -> int:
     given = {name: value for name, value in vars(args).items() if name in _TRAIN_FIELDS}
     config = TrainConfig(**given)
     result = train(config, explicit=given.keys(), progress=not getattr(args, "no_progress", False))
-    return EXIT_INTERRUPTED if result.stopped_by == "interrupt" else 0
+    if result.stopped_by == "interrupt":
+        return _EXIT_SIGNAL_BASE + result.signal if result.signal is not None else EXIT_INTERRUPTED
+    return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
     config = SampleConfig(**{f.name: getattr(args, f.name) for f in fields(SampleConfig)})
+    if sys.stdout is None:  # file descriptor 1 was closed before Python started
+        raise OSError("standard output is closed: there is nowhere to write the text")
     pieces = sample_text(config)
     last = "\n"
     for piece in pieces:
@@ -170,12 +226,64 @@ def _diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    config = ExportConfig(**{f.name: getattr(args, f.name) for f in fields(ExportConfig)})
+    print(export_model(config))
+    return 0
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _tolerant_streams() -> None:
+    """Make stdout and stderr replace what their encoding cannot show (a cp1252 console) instead of raising."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):
+                pass
+
+
+def _silence_dead_stdout() -> None:
+    """If stdout can no longer be flushed (a dead pipe, a full disk), point it at devnull, so that
+    Python's own final flush neither prints 'Exception ignored' nor turns the exit status into 120."""
+    stream = sys.stdout
+    if stream is None:
+        return
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+
+def _say_error(text: str) -> None:
+    """One line on stderr; dropped if stderr is gone (closed, a dead pipe)."""
+    if sys.stderr is None:
+        return
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``rnnkit`` with ``argv`` (default: the command line) and return the exit status."""
+    _tolerant_streams()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # a Ctrl-C while the error of another one is being reported
+        return EXIT_INTERRUPTED
+    finally:
+        _silence_dead_stdout()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -184,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
-        print("rnnkit: interrupted", file=sys.stderr)
+        _say_error("rnnkit: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away.  Point stdout at devnull so that Python's final flush does not complain
@@ -193,10 +301,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         if args.handler is _sample:
             return 0
-        print("rnnkit: error: standard output was closed (broken pipe); stopped", file=sys.stderr)
+        _say_error("rnnkit: error: standard output was closed (broken pipe); stopped")
         return EXIT_USAGE
-    except (ValueError, OSError, ImportError) as error:
+    except MemoryError:
+        _say_error("rnnkit: error: out of memory; choose smaller sizes (--hidden, --layers, --batch-size, --seq-len, "
+                   "--length) or a smaller file")
+        return EXIT_USAGE
+    except (ValueError, OSError, ImportError, OverflowError) as error:
         # ValueError covers DataError and CheckpointError; OSError unreadable or unwritable paths;
-        # ImportError a missing optional extra (matplotlib for diagnose).
-        print(f"rnnkit: error: {_one_line(error)}", file=sys.stderr)
+        # ImportError a missing optional extra (matplotlib for diagnose); OverflowError a number too
+        # large for NumPy.
+        _say_error(f"rnnkit: error: {_one_line(error)}")
         return EXIT_USAGE

@@ -89,11 +89,12 @@ def gradient_norms_over_time(
     T = x.shape[1]
 
     # Forward: T one-step chunks, each starting from the state the previous one ended in.
-    caches, state, out = [], None, None
+    caches: list[Any] = []
+    state = None
     for t in range(T):
         out, state, cache = model.forward(x[:, t : t + 1], state=state)
         caches.append(cache)
-    out_last = out[:, -1]
+    out_last = out[:, -1]  # T >= 1, so out is the last chunk's output
     if loss_fn is None:
         v = np.random.default_rng(seed).standard_normal(out_last.shape[-1])
         d_last = np.broadcast_to((v / np.linalg.norm(v)).astype(out_last.dtype), out_last.shape)

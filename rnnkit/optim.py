@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rnnkit._types import Array, Grads, Params
+from rnnkit.layers._versions import note_modified
 
 Hyperparameters = dict[str, Any]
 """Hyper-parameters by keyword name: Python floats, ints, bools, and lists (``betas``)."""
@@ -68,7 +69,8 @@ class Optimizer(ABC):
         """Apply one update to every array of ``params``, in place.
 
         Args:
-            params: named floating-point parameter arrays, updated in place.
+            params: named float32 or float64 parameter arrays (the dtypes the layers accept: in
+                float16 a zero gradient already gives NaN through ``eps``), updated in place.
             grads: gradients with exactly the keys, shapes and dtypes of ``params``; not modified.
                 Non-finite gradients are not checked here (clip_grad_norm reports them) and propagate.
 
@@ -85,6 +87,8 @@ class Optimizer(ABC):
         self.step_count += 1
         for name, param in params.items():
             self._update(param, grads[name], self.state[name])
+        # A layer's backward refuses a cache made before this update (its gradients would be wrong).
+        note_modified(params.values())
 
     def hyperparameters(self) -> Hyperparameters:
         """The constructor keywords and their current values (``betas`` as a list)."""
@@ -291,7 +295,7 @@ class RMSprop(Optimizer):
         self.centered = bool(centered)
 
     def _buffer_names(self) -> tuple[str, ...]:
-        names = ("square_avg",)
+        names: tuple[str, ...] = ("square_avg",)
         if self.momentum > 0:
             names += ("momentum_buffer",)
         if self.centered:
@@ -428,7 +432,8 @@ class LRScheduler(ABC):
         """The learning rate after ``epoch`` calls of :meth:`step`."""
 
     @abstractmethod
-    def _set_hyperparameters(self, **hyperparameters: Any) -> None:
+    def _set_hyperparameters(self, *args: Any, **hyperparameters: Any) -> None:
+        # (*args, **kwargs) of Any: each schedule overrides it with its own keyword-only parameters.
         """Validate all hyper-parameters (ValueError naming the bad one), then store them."""
 
     def step(self) -> None:
@@ -607,6 +612,11 @@ def _key_difference(actual: Any, expected: Any) -> str:
     return f"missing {missing}, unexpected {unexpected}"
 
 
+# float16 has too little range for the optimizers' buffers (eps = 1e-8 underflows to 0, so a zero
+# gradient divides 0 by 0), and the layers refuse it, so the optimizers do too.
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _check_params_and_grads(params: Params, grads: Grads) -> None:
     for name, mapping in (("params", params), ("grads", grads)):
         if not isinstance(mapping, dict):
@@ -619,8 +629,9 @@ def _check_params_and_grads(params: Params, grads: Grads) -> None:
         grad = grads[name]
         if not isinstance(param, np.ndarray) or not isinstance(grad, np.ndarray):
             raise TypeError(f"params[{name!r}] and grads[{name!r}] must be NumPy arrays")
-        if not np.issubdtype(param.dtype, np.floating):
-            raise ValueError(f"params[{name!r}] must have a floating-point dtype, got {param.dtype}")
+        if param.dtype not in _DTYPES:
+            raise ValueError(f"params[{name!r}] must be float32 or float64 (the dtypes the layers use), got "
+                             f"{param.dtype}; convert it with .astype(np.float32)")
         if grad.shape != param.shape:
             raise ValueError(f"grads[{name!r}] has shape {grad.shape} but params[{name!r}] has {param.shape}")
         if grad.dtype != param.dtype:

@@ -230,7 +230,7 @@ def test_load_model_refuses_other_kinds_and_mismatched_weights(tmp_path) -> None
         load_model(tmp_path / "other.safetensors")
     gru_doc = _document(model, vocab, model={**model.config.to_json(), "cell": "gru"})
     save_checkpoint(tmp_path / "gru.safetensors", model.state_dict(), gru_doc)
-    with pytest.raises(CheckpointError, match="gru.safetensors: load_state_dict"):
+    with pytest.raises(CheckpointError, match=r"gru.safetensors: the checkpoint declares .* has shape \(24, 5\)"):
         load_model(tmp_path / "gru.safetensors")
     save_checkpoint(tmp_path / "v2.safetensors", model.state_dict(), _document(model, vocab, version=2))
     with pytest.raises(CheckpointError, match="version 2 is not supported"):

@@ -125,7 +125,7 @@ def test_run_directory_artifacts(tmp_path) -> None:
     result = run(config(tmp_path, data, steps=12, eval_every=5, sample_every=6))
     out = tmp_path / "run"
     assert sorted(p.name for p in out.iterdir()) == [
-        "best.safetensors", "config.json", "latest.safetensors", "loss.png", "metrics.jsonl"]
+        ".lock", "best.safetensors", "config.json", "latest.safetensors", "loss.png", "metrics.jsonl"]
     saved = json.loads((out / "config.json").read_text())
     assert TrainConfig(**saved).hidden == 16 and saved["data"] == str(data.absolute())
     rows = records(out)
@@ -158,7 +158,7 @@ def test_refuses_to_overwrite_or_resume_what_is_not_there(tmp_path) -> None:
     with pytest.raises(ValueError, match="hidden is 16 there and 32 here"):
         run(config(tmp_path, data, resume=True, hidden=32), explicit={"resume", "hidden", "out"})
     write_words(data, 200, seed=1)
-    with pytest.raises(DataError, match="text changed"):
+    with pytest.raises(DataError, match="is not the text the run .* was trained on"):
         run(config(tmp_path, data, resume=True, steps=10), explicit={"resume", "steps", "out"})
 
 

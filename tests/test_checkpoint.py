@@ -473,16 +473,21 @@ def test_checkpoint_file_is_plain_safetensors_for_other_tools(tmp_path: Path) ->
 
     with safe_open(path, framework="np") as handle:
         metadata = handle.metadata()
-    assert sorted(metadata) == ["document", "format", "tensors_sha256", "version"]
-    assert (metadata["format"], metadata["version"]) == ("rnnkit.checkpoint", "1")
+    assert sorted(metadata) == ["document", "format", "sha256", "version"]
+    assert (metadata["format"], metadata["version"]) == ("rnnkit.checkpoint", "2")
     plain = json.loads(metadata["document"])
     assert plain["step"] == 1234 and plain["vocab"] == document["vocab"]
     assert plain["optimizer"]["m"]["rnn.weight_ih_l0"] == {"__ndarray__": "doc/optimizer/m/rnn.weight_ih_l0"}
     assert plain["history"][1] == {"__ndarray__": "doc/history/1"}
-    # The checksum covers exactly the data buffer: everything after the 8-byte length and the header.
+    # The checksum covers the whole file but itself: the canonical JSON of the other metadata entries
+    # and of the tensor entries, a newline, then the data buffer.
     data = path.read_bytes()
     (header_len,) = struct.unpack("<Q", data[:8])
-    assert metadata["tensors_sha256"] == hashlib.sha256(data[8 + header_len :]).hexdigest()
+    header = json.loads(data[8 : 8 + header_len])
+    covered = {key: value for key, value in header.pop("__metadata__").items() if key != "sha256"}
+    canonical = json.dumps({"metadata": covered, "tensors": header}, sort_keys=True, separators=(",", ":"))
+    expected = hashlib.sha256(canonical.encode("ascii") + b"\n" + data[8 + header_len :]).hexdigest()
+    assert metadata["sha256"] == expected
 
 
 @pytest.mark.parametrize("bit_generator", [np.random.MT19937, np.random.Philox, np.random.SFC64])
@@ -613,7 +618,7 @@ def test_changed_data_fails_the_checksum(tmp_path: Path, damage: str) -> None:
         corrupt[middle:] = bytes(len(data) - middle)
     assert len(corrupt) == len(data) and bytes(corrupt) != data
     path.write_bytes(bytes(corrupt))
-    with pytest.raises(CheckpointError, match=r"c\.safetensors: corrupt: data does not match its checksum"):
+    with pytest.raises(CheckpointError, match=r"c\.safetensors: corrupt: the file does not match its checksum"):
         load_checkpoint(path)
 
 
@@ -629,21 +634,31 @@ def test_plain_safetensors_file_is_not_a_checkpoint(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
-def rewrite_metadata(path: Path, change: Any) -> None:
-    """Re-save the checkpoint with ``change`` applied to its metadata; the data and its checksum stay valid."""
+def rewrite_metadata(path: Path, change: Any, resign: bool = True) -> None:
+    """Re-save the checkpoint with ``change`` applied to its metadata, and (``resign``) a checksum
+    recomputed over the changed file, so that the loader's checks after the checksum are reached."""
     tensors, metadata = load_tensors(path)
+    original = metadata.get("sha256")
     change(metadata)
     save_tensors(path, tensors, metadata)
+    if resign and metadata.get("sha256", None) == original is not None:  # a change of the checksum stays
+        data = path.read_bytes()
+        (header_len,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + header_len])
+        covered = {key: value for key, value in header.pop("__metadata__").items() if key != "sha256"}
+        canonical = json.dumps({"metadata": covered, "tensors": header}, sort_keys=True, separators=(",", ":"))
+        metadata["sha256"] = hashlib.sha256(canonical.encode("ascii") + b"\n" + data[8 + header_len :]).hexdigest()
+        save_tensors(path, tensors, metadata)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda m: m.update(version="2"), "checkpoint version '2' is not supported"),
+        (lambda m: m.update(version="3"), "checkpoint version '3' is not supported"),
         (lambda m: m.pop("version"), "checkpoint version None is not supported"),
-        (lambda m: m.pop("tensors_sha256"), "metadata has no 'tensors_sha256' entry"),
+        (lambda m: m.pop("sha256"), "metadata has no 'sha256' entry"),
         (lambda m: m.pop("document"), "metadata has no 'document' entry"),
-        (lambda m: m.update(tensors_sha256="0" * 64), "corrupt: data does not match its checksum"),
+        (lambda m: m.update(sha256="0" * 64), "corrupt: the file does not match its checksum"),
         (lambda m: m.update(document="{not json"), "document is not valid JSON"),
         (lambda m: m.update(document='{"step": NaN}'), "document is not valid JSON .*NaN"),
         (lambda m: m.update(document='{"a": 1, "a": 2}'), "document is not valid JSON .*duplicate key 'a'"),
@@ -659,6 +674,29 @@ def test_defective_metadata_is_reported(tmp_path: Path, change: Any, message: st
     path, _, _ = saved_checkpoint(tmp_path)
     rewrite_metadata(path, change)
     with pytest.raises(CheckpointError, match=r"c\.safetensors: .*" + message):
+        load_checkpoint(path)
+
+
+def test_the_checksum_covers_the_document(tmp_path: Path) -> None:
+    # One changed digit in the document is still valid JSON: only the checksum can tell.
+    path, _, _ = saved_checkpoint(tmp_path)
+    rewrite_metadata(path, lambda m: m.update(document=m["document"].replace('"step":', '"step":9', 1)), resign=False)
+    with pytest.raises(CheckpointError, match="corrupt: the file does not match its checksum"):
+        load_checkpoint(path)
+
+
+def test_version_1_files_are_still_read(tmp_path: Path) -> None:
+    # Written by rnnkit before the checksum covered the document: data checksum only.
+    path, _, _ = saved_checkpoint(tmp_path)
+    data = path.read_bytes()
+    (header_len,) = struct.unpack("<Q", data[:8])
+    data_hash = hashlib.sha256(data[8 + header_len :]).hexdigest()
+    rewrite_metadata(path, lambda m: (m.pop("sha256"), m.update(version="1", tensors_sha256=data_hash)),
+                     resign=False)
+    loaded, loaded_document = load_checkpoint(path)
+    assert loaded_document["step"] == 7 and np.array_equal(loaded["w"], np.arange(4.0))
+    rewrite_metadata(path, lambda m: m.update(tensors_sha256="0" * 64), resign=False)
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
         load_checkpoint(path)
 
 

@@ -208,7 +208,7 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path, words) -> None:
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr and "interrupted: stopped after step" in stdout
+    assert "Traceback" not in stderr and "Ctrl-C (SIGINT): stopped after step" in stdout
     steps = metrics.read_text().count('"train"')
     assert json.loads((out / "config.json").read_text())["steps"] == 100000
     assert cli.main(["train", "--out", str(out), "--resume", "--steps", str(steps + 2), "--no-progress"]) == 0

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import llvmlite.binding as llvm
 import numba
@@ -45,7 +45,10 @@ from numba.extending import NativeValue, intrinsic, models, overload, register_m
 
 from rnnkit._types import Array
 
-_EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32), np.dtype(np.float64): np.empty((0, 0))}
+_EMPTY: dict[np.dtype[Any], Array] = {
+    np.dtype(np.float32): np.empty((0, 0), np.float32),
+    np.dtype(np.float64): np.empty((0, 0)),
+}
 
 
 def empty_state(dtype: np.dtype[Any]) -> Array:
@@ -64,7 +67,8 @@ class CellSpec:
     """G: rows of ``weight_ih`` / ``weight_hh`` are ``G*H`` (gates stacked in PyTorch's order)."""
     state_names: tuple[str, ...]
     """``("h",)`` or ``("h", "c")``; the first state is always the output ``h``."""
-    cache_type: type[NamedTuple]
+    cache_type: type[Any]
+    """The cell's step-cache NamedTuple class (called with one array per used field)."""
     cache_rows: tuple[int, int]
     """Rows of the cache fields ``ca``, ``cb`` in units of H (0: the cell does not use it)."""
     separate_hidden_grad: bool

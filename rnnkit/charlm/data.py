@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rnnkit import IntArray
+from rnnkit.io import UnreadableFile, read_regular_file
 from rnnkit.tbptt import stream_batches
 
 BUILTIN_CORPUS = "pydoc_data.topics"
@@ -75,22 +76,22 @@ def load_text(path: str | os.PathLike[str] | None, what: str = "data file") -> s
     text mode does, so the same list written on Windows and on Linux gives the same vocabulary.
     ``what`` names the file in error messages (``"data file"``, ``"prime file"``).
 
+    Only a regular file is read (a device such as ``/dev/zero``, or a FIFO, is refused unread: it
+    could be endless), and one larger than the memory available is refused before it is read.
+
     Raises:
-        DataError: the file does not exist, is a directory, cannot be read, is empty, or is not
-            UTF-8 (the message gives the offset of the first invalid byte).
+        DataError: the file does not exist, is a directory or not a regular file, cannot be read,
+            is too large, is empty, or is not UTF-8 (the message gives the offset of the first
+            invalid byte).
     """
     if path is None:
         return builtin_corpus()
     file = Path(path)
     name = f"{what} {str(file)!r}"
-    if not file.exists():
-        raise DataError(f"{name} does not exist")
-    if file.is_dir():
-        raise DataError(f"{name} is a directory, not a text file")
     try:
-        raw = file.read_bytes()
-    except OSError as error:
-        raise DataError(f"cannot read {name}: {error.strerror or error}") from None
+        raw = read_regular_file(file, what)
+    except UnreadableFile as error:
+        raise DataError(str(error)) from None
     if not raw:
         raise DataError(f"{name} is empty")
     try:
@@ -342,6 +343,11 @@ class LineBatches:
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def num_items(self) -> int:
+        """The number of items (an epoch's order is a permutation of ``range(num_items)``)."""
+        return len(self._items)
 
     def new_order(self, rng: np.random.Generator) -> IntArray:
         """A fresh shuffle of the items for one epoch, drawn from ``rng``."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,7 +32,8 @@ import numpy as np
 from rnnkit import Array, Grads, IntArray, Params
 from rnnkit.charlm.data import Batch, Vocab
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint
-from rnnkit.layers import GRU, LSTM, RNN, Embedding, Linear, ModelState, Sequential
+from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, ModelState, Sequential
+from rnnkit.layers.init import INIT_HH, INIT_IH
 from rnnkit.losses import log_softmax, softmax_cross_entropy
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -47,6 +48,15 @@ BEST_CHECKPOINT = "best.safetensors"
 """In a run directory: the checkpoint with the lowest validation loss so far."""
 LATEST_CHECKPOINT = "latest.safetensors"
 """In a run directory: the checkpoint of the last step, the one ``--resume`` continues from."""
+
+
+GREEDY_TEMPERATURE = 1e-4
+"""Temperatures below this are greedy: softmax(logits / T) would put all its mass (to float64
+precision) on the most likely id anyway for any logit gap above 0.004, and dividing by a tiny T
+would overflow."""
+
+PRIME_CHUNK = 256
+"""Steps per forward pass when a prime is read: a long prime costs constant memory, not memory ~ its length."""
 
 
 def bits(nats: float) -> float:
@@ -69,6 +79,15 @@ class ModelConfig:
     hidden: int = 256
     layers: int = 1
     dtype: str = "float32"
+    # Regularization and initialisation (see CharLM).  Checkpoints written before these existed lack
+    # them and load with these defaults, which are exactly the model those checkpoints hold.
+    dropout: float = 0.0              # on the embedding output, between stacked layers, before the head
+    embed_dropout: float = 0.0        # whole rows of the embedding (characters dropped from a batch)
+    weight_drop: float = 0.0          # DropConnect on every W_hh
+    tie_weights: bool = False         # head.weight is embed.weight (needs embed_dim == hidden)
+    init_hh: str = "pytorch"          # "pytorch" or "orthogonal"
+    init_ih: str = "pytorch"          # "pytorch" or "xavier"
+    forget_bias: float | None = None  # LSTM only: the forget gate's bias
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embed_dim", "hidden", "layers"):
@@ -77,6 +96,24 @@ class ModelConfig:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("dropout", "embed_dropout", "weight_drop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+        if not isinstance(self.tie_weights, bool):
+            raise ValueError(f"tie_weights must be true or false, got {self.tie_weights!r}")
+        if self.tie_weights and self.embed_dim != self.hidden:
+            raise ValueError(f"tie_weights needs embed_dim == hidden (the head's weight is the embedding, "
+                             f"{self.vocab_size} x embed_dim), got embed_dim {self.embed_dim} and hidden {self.hidden}")
+        for name, choices in (("init_hh", INIT_HH), ("init_ih", INIT_IH)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.forget_bias is not None:
+            if self.cell != "lstm":
+                raise ValueError(f"forget_bias is an LSTM option (its forget gate), not one of a {self.cell}")
+            if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)) or not \
+                    math.isfinite(self.forget_bias):
+                raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON-friendly dict (the form stored in checkpoints)."""
@@ -88,10 +125,15 @@ class ModelConfig:
         if not isinstance(data, Mapping):
             raise ValueError(f"a model config is a dict, got {type(data).__name__}")
         expected = {f.name for f in fields(cls)}
-        if set(data) != expected:
+        missing = expected - set(data) - set(OPTIONAL_MODEL_FIELDS)
+        if missing or set(data) - expected:
             raise ValueError(f"a model config has the keys {sorted(expected)}; missing "
-                             f"{sorted(expected - set(data))}, unknown {sorted(set(data) - expected)}")
+                             f"{sorted(missing)}, unknown {sorted(set(data) - expected)}")
         return cls(**data)
+
+
+OPTIONAL_MODEL_FIELDS = ("dropout", "embed_dropout", "weight_drop", "tie_weights", "init_hh", "init_ih", "forget_bias")
+"""ModelConfig fields a stored config may lack (checkpoints from before they existed): their defaults apply."""
 
 
 def check_sampling(temperature: float, top_k: int | None, rng: np.random.Generator) -> None:
@@ -116,14 +158,16 @@ def sample_from_logits(
 
     Args:
         logits: ``(V,)`` unnormalised scores.
-        temperature: 0 picks the most likely id (greedy, no randomness used); below 1 sharpens the
-            distribution, above 1 flattens it.
+        temperature: 0 (or anything below :data:`GREEDY_TEMPERATURE`) picks the most likely id
+            (greedy, no randomness used); below 1 sharpens the distribution, above 1 flattens it.
         top_k: keep only the ``top_k`` most likely ids (ties with the k-th are kept too); None: all.
         rng: the source of randomness: the same generator state gives the same id.
     """
-    if temperature == 0:
+    if temperature < GREEDY_TEMPERATURE:
         return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
+    # The maximum is subtracted before dividing, so that no temperature can overflow: every z <= 0.
+    z = logits.astype(np.float64)
+    z = (z - z.max()) / temperature
     if top_k is not None and top_k < len(z):
         threshold = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= threshold, z, -np.inf)
@@ -134,6 +178,49 @@ def sample_from_logits(
     index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
     # u * total can round up to total itself; then take the last id with mass.
     return index if index < len(p) else int(np.flatnonzero(p)[-1])
+
+
+def _gates(cell: str) -> int:
+    """Gate blocks in the cell's stacked weights (LSTM 4, GRU 3, RNN 1), read off a 1-unit layer."""
+    return int(CELLS[cell](1, 1).params["weight_hh_l0"].shape[0])
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """The number of trainable scalars of ``config``'s model, computed without allocating it."""
+    V, E, H, L, G = config.vocab_size, config.embed_dim, config.hidden, config.layers, _gates(config.cell)
+    recurrent = G * H * (E + H + 2) + (L - 1) * G * H * (H + H + 2)
+    return V * E + recurrent + V * H + V
+
+
+def check_declared_sizes(config: ModelConfig, tensors: Mapping[str, Any]) -> None:
+    """Check that ``tensors`` (a checkpoint's weights) have exactly the names and shapes ``config``
+    declares, before a model of that size is allocated (a checkpoint that declares ``layers = 10**9``
+    is refused by arithmetic, not by running out of memory).
+
+    Raises:
+        ValueError: a name is missing or unknown, or a shape differs; the message names it.
+    """
+    V, E, H, L, G = config.vocab_size, config.embed_dim, config.hidden, config.layers, _gates(config.cell)
+    recurrent = sorted(name for name in tensors if name.startswith("rnn."))
+    if len(recurrent) != 4 * L:
+        raise ValueError(f"the checkpoint declares {L} recurrent layer(s) ({4 * L} rnn.* tensors) but holds "
+                         f"{len(recurrent)} rnn.* tensors")
+    expected: dict[str, tuple[int, ...]] = {"embed.weight": (V, E), "head.weight": (V, H), "head.bias": (V,)}
+    if config.tie_weights:  # head.weight is embed.weight: stored once, under the embedding's name
+        del expected["head.weight"]
+    for layer in range(L):
+        expected[f"rnn.weight_ih_l{layer}"] = (G * H, E if layer == 0 else H)
+        expected[f"rnn.weight_hh_l{layer}"] = (G * H, H)
+        expected[f"rnn.bias_ih_l{layer}"] = (G * H,)
+        expected[f"rnn.bias_hh_l{layer}"] = (G * H,)
+    missing, unknown = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+    if missing or unknown:
+        raise ValueError(f"the weights do not match the declared {config.cell} model: missing {missing[:5]}, "
+                         f"unknown {unknown[:5]}")
+    for name, shape in expected.items():
+        actual = tuple(np.shape(tensors[name]))
+        if actual != shape:
+            raise ValueError(f"the checkpoint declares {config} but {name} has shape {actual}, not {shape}")
 
 
 class CharLM:
@@ -150,11 +237,19 @@ class CharLM:
         embed_seed, rnn_seed, head_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(3))
         dtype = np.dtype(config.dtype)
         V, E, H = config.vocab_size, config.embed_dim, config.hidden
+        options: dict[str, Any] = {"dropout": config.dropout, "weight_drop": config.weight_drop,
+                                   "init_hh": config.init_hh, "init_ih": config.init_ih}
+        if config.forget_bias is not None:
+            options["forget_bias"] = config.forget_bias
+        p = config.dropout
+        # The Dropout blocks have no parameters, so the parameter names are the same with and without them.
         self.net = Sequential([
-            ("embed", Embedding(V, E, dtype=dtype, seed=embed_seed)),
-            ("rnn", CELLS[config.cell](E, H, config.layers, dtype=dtype, seed=rnn_seed)),
+            ("embed", Embedding(V, E, dtype=dtype, seed=embed_seed, dropout=config.embed_dropout)),
+            *([("drop_in", Dropout(p))] if p else []),
+            ("rnn", CELLS[config.cell](E, H, config.layers, dtype=dtype, seed=rnn_seed, **options)),
+            *([("drop_out", Dropout(p))] if p else []),
             ("head", Linear(H, V, dtype=dtype, seed=head_seed)),
-        ])
+        ], tied={"head.weight": "embed.weight"} if config.tie_weights else None)
 
     def __repr__(self) -> str:
         return f"CharLM({self.config})"
@@ -181,29 +276,35 @@ class CharLM:
         self.net.load_state_dict(tensors)
 
     # ------------------------------------------------------------------ training and evaluation
-    def loss_and_grads(self, batch: Batch, state: ModelState | None) -> tuple[float, Grads, ModelState]:
-        """Forward and backward over one batch.
+    def loss_and_grads(
+        self, batch: Batch, state: ModelState | None, rng: np.random.Generator | None = None,
+    ) -> tuple[float, Grads, ModelState]:
+        """Forward (in training mode: dropout on) and backward over one batch.
 
         Args:
             batch: ids ``x``, targets ``y`` ``(B, T)``, and for padded batches ``lengths`` and ``mask``.
             state: the state to start from (the previous chunk's final state; None: zeros).  It is a
                 constant here: no gradient flows into it.
+            rng: the generator the dropout masks are drawn from (needed when the model has dropout).
 
         Returns:
             ``(loss, grads, final_state)``: the mean cross-entropy in nats over the counted targets,
             gradients keyed like :attr:`params`, and the final state to carry to the next chunk.
         """
-        logits, final_state, cache = self.net.forward(batch.x, state=state, lengths=batch.lengths)
+        logits, final_state, cache = self.net.forward(batch.x, state=state, lengths=batch.lengths, training=True,
+                                                      rng=rng)
         loss, d_logits = softmax_cross_entropy(logits, batch.y, mask=batch.mask)
+        assert cache is not None  # keep_cache defaults to True
         _, _, grads = self.net.backward(d_logits, None, cache)
         return loss, grads, final_state
 
-    def evaluate(self, batches: Any) -> float:
+    def evaluate(self, batches: Any, on_batch: Callable[[int], None] | None = None) -> float:
         """The mean cross-entropy in nats per character over every batch of ``batches``.
 
         ``batches`` is a :class:`~rnnkit.charlm.data.StreamBatches` (the state is carried from batch
         to batch, as in training) or a :class:`~rnnkit.charlm.data.LineBatches` (each batch from the
-        zero state), read in its natural order.  Forward only, without caches.
+        zero state), read in its natural order.  Forward only, without caches.  ``on_batch(done)``
+        is called after each batch with the number of batches done (for a progress display).
         """
         total, count, state = 0.0, 0, None
         for index in range(len(batches)):
@@ -218,6 +319,8 @@ class CharLM:
             total += float(np.sum(nll, dtype=np.float64))
             count += batch.num_targets
             state = final_state if batches.carries_state else None
+            if on_batch is not None:
+                on_batch(index + 1)
         return total / count
 
     # ------------------------------------------------------------------ generation
@@ -233,7 +336,8 @@ class CharLM:
     ) -> Iterator[int]:
         """Yield up to ``length`` new ids that continue ``prime``, one at a time.
 
-        The prime is read in one forward pass from the zero state; then each step samples an id
+        The prime is read from the zero state in forward passes of :data:`PRIME_CHUNK` steps (the
+        state carried from one to the next), so a long prime costs constant memory; then each step samples an id
         from the distribution after the last id (:func:`sample_from_logits`), yields it, and feeds
         it back in.  The caller sees each id as soon as it is drawn (for streaming output).
 
@@ -252,7 +356,10 @@ class CharLM:
             raise ValueError(f"length must be a non-negative integer, got {length!r}")
         check_sampling(temperature, top_k, rng)
 
-        logits, state, _ = self.net.forward(prime[None, :], keep_cache=False)  # (1, N, V)
+        state = None
+        for start in range(0, prime.size, PRIME_CHUNK):
+            logits, state, _ = self.net.forward(prime[None, start : start + PRIME_CHUNK], state=state,
+                                                keep_cache=False)  # (1, <= PRIME_CHUNK, V)
         last = logits[0, -1]
         for _ in range(length):
             token = sample_from_logits(last, temperature, top_k, rng)
@@ -331,8 +438,9 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
 
     Raises:
         CheckpointError: the file is missing or corrupt, is not a char-LM checkpoint (another kind
-            of model, or another version), or its weights do not fit the architecture it declares;
-            the message names the file and the problem.
+            of model, or another version), its weights do not fit the architecture it declares
+            (checked before the model is allocated), or they hold NaN or infinite values; the
+            message names the file and the problem.
     """
     file = find_checkpoint(path)
     tensors, document = load_checkpoint(file)
@@ -348,6 +456,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         vocab = Vocab.from_json(document.get("vocab"))
         if len(vocab) != config.vocab_size:
             raise ValueError(f"the vocabulary has {len(vocab)} characters but the model {config.vocab_size}")
+        check_declared_sizes(config, tensors)  # before a model of the declared size is allocated
         model = CharLM(config)
         model.load_state_dict(tensors)
     except (ValueError, TypeError) as error:

@@ -80,7 +80,8 @@ def plot_losses(
         ax.set_ylim(0.9 * float(values.min()), max(top, 1.02 * float(values.min())))
     ax.set_xlabel("step")
     ax.set_ylabel("bits per character")
-    ax.set_title(title)
+    # A "$" would start matplotlib's mathtext (two of them in a file name break the title): escape it.
+    ax.set_title(title.replace("$", r"\$"))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right")
     buffer = io.BytesIO()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ def generate_text(
         prime_ids = vocab.encode(prime)
     except ValueError as error:
         raise ValueError(f"the prime has {error}") from None
-    settings = {"rng": rng, "temperature": temperature, "top_k": top_k}
+    settings: dict[str, Any] = {"rng": rng, "temperature": temperature, "top_k": top_k}
     newline = vocab.chars.index("\n") if "\n" in vocab else None
 
     if mode == "stream":

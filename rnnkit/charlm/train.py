@@ -27,21 +27,57 @@ generator, the best validation loss and a SHA-256 of the text.
 **Exact resume.**  ``resume=True`` continues from ``latest.safetensors`` with all of that restored, so
 the losses are bit for bit those of an uninterrupted run.  ``steps`` is the total to reach and
 ``minutes`` limits each session's time (the time decides *when* a session stops; where the next one
-continues from is the step); giving either of the two on resume replaces both.  The metrics log is
+continues from is the step); giving either of the two on resume replaces both, and a ``steps`` at
+or below the step reached is an error that changes nothing.  ``data`` may be given on resume when
+the file moved: its SHA-256 must be the one the run recorded.  Every field of the checkpoint's
+document is validated (types, ranges, the item order a permutation, the optimizer state fitting the
+weights, the saved config agreeing with the model) before any of it is used.  The metrics log is
 cut back to the checkpoint's step first, so steps a crash lost are not logged twice.  All other
 settings come from the run; passing one that differs is an error, because it would silently break
 the exactness.
 
-**Stopping.**  The first Ctrl-C (SIGINT) lets the current step finish, writes ``latest.safetensors``
-and returns (``TrainResult.stopped_by == "interrupt"``); a second one interrupts at once.
+**Stopping.**  The first SIGINT (Ctrl-C), SIGTERM (``timeout``, ``docker stop``, a batch scheduler)
+or SIGHUP (a closed terminal) lets the current step finish, writes ``latest.safetensors`` and returns
+(``TrainResult.stopped_by == "interrupt"``, ``TrainResult.signal`` the signal's number; the command
+line exits with 128 + that number: 130, 143, 129); a second one interrupts at once.
+
+**The run directory is the run's own.**  ``out`` must be new, empty, or a run directory of rnnkit's
+(only its files in it): anything else is refused before a byte is written, so ``--out ~`` or
+``--out /`` can never overwrite or delete a user's files.  While a session runs it holds an OS-level
+lock on ``out/.lock``, so a second training in the same directory stops at once with a one-line
+error instead of interleaving its metrics and checkpoints with the first one's.
+
+**Printing never stops training.**  Messages go through a stream wrapper that drops what a closed
+stream or a dead pipe (``| tee`` after a Ctrl-C, ``| head``) cannot take, and replaces characters
+the stream's encoding cannot show, so neither a sample with unusual characters nor a closed
+terminal ends a run.  A loss plot that fails (a strange file name, a broken matplotlib) is a warning.
+
+**Divergence.**  A non-finite loss, gradient norm or weight, or a loss far above what a model that
+knows nothing scores (more than :data:`DIVERGENCE_FACTOR` times the larger of the unigram baseline
+and ``log2 V`` bits per character, in the smoothed training loss or in validation) stops training
+with a :class:`TrainingDiverged` error naming the step and suggesting a smaller learning rate.
+Nothing diverged is ever saved: ``best`` and ``latest`` keep the last good state, and
+``metrics.jsonl`` is strict JSON (a non-finite number is written as ``null``).
+
+**Validation** reads at most ``val_max_chars`` characters of the held-out text (the first ones;
+0: all), so that one pass over a large corpus takes seconds, and shows its own progress bar.
 
 **init_from** starts a new run from another run's weights and vocabulary (fine-tuning on new text):
 the architecture comes from that checkpoint, and characters of the new text that its vocabulary
 lacks are an error that lists them.
 
 **Randomness.**  ``seed`` determines the initial weights, the lines-mode validation split, the
-generator that shuffles the items each epoch (saved in checkpoints), and the printed samples (drawn
-from a generator seeded by ``(seed, step)``, so printing them never changes training).
+generator that shuffles the items each epoch and draws every dropout mask (saved in checkpoints, so
+a resumed run with dropout is exact too), and the printed samples (drawn from a generator seeded by
+``(seed, step)``, so printing them never changes training).
+
+**Regularization and schedules.**  ``dropout``, ``embed_dropout``, ``weight_drop``, ``tie_weights``
+and the initializers are the model's (:class:`~rnnkit.charlm.model.ModelConfig`); training steps
+run with dropout on, evaluation and sampling with it off.  ``weight_decay`` is decoupled (AdamW:
+``optimizer="adam"`` with a weight decay becomes ``"adamw"``).  ``lr_schedule`` ("cosine" over the
+steps after the warm-up, "step": times ``lr_gamma`` every ``lr_step_size`` steps) follows ``warmup``
+linear steps; its position is saved in checkpoints.  ``patience`` stops the run (``stopped_by ==
+"patience"``) after that many evaluations without a new best validation loss.
 """
 
 from __future__ import annotations
@@ -49,10 +85,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -83,6 +121,7 @@ from rnnkit.charlm.model import (
     CharLM,
     ModelConfig,
     bits,
+    count_parameters,
     load_model,
     state_from_json,
     state_to_json,
@@ -90,8 +129,20 @@ from rnnkit.charlm.model import (
 from rnnkit.charlm.plot import plot_losses
 from rnnkit.charlm.sample import MODES, generate_text
 from rnnkit.clip import clip_grad_norm, grad_norm
+from rnnkit.io import available_memory, format_bytes
 from rnnkit.io.checkpoint import CheckpointError, atomic_write_text, save_checkpoint
-from rnnkit.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from rnnkit.optim import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    CosineAnnealingLR,
+    LinearWarmup,
+    LRScheduler,
+    Optimizer,
+    RMSprop,
+    StepLR,
+)
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop,
                                           "adagrad": Adagrad}
@@ -100,11 +151,27 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW, "sgd": S
 DEFAULT_STEPS = 2000
 """The number of steps a run trains for when neither ``steps`` nor ``minutes`` is given."""
 
-MODEL_FIELDS = ("cell", "hidden", "layers", "embed_dim", "dtype")
+MODEL_FIELDS = ("cell", "hidden", "layers", "embed_dim", "dtype", "tie_weights")
 """The TrainConfig fields that define the architecture (with ``init_from`` they come from the checkpoint)."""
 
-RESUME_OVERRIDES = ("steps", "minutes", "eval_every", "sample_every", "resume", "out")
-"""The TrainConfig fields a resumed run may change: when to stop and how often to report."""
+RESUME_OVERRIDES = ("steps", "minutes", "eval_every", "sample_every", "resume", "out", "patience")
+"""The TrainConfig fields a resumed run may change: when to stop and how often to report.
+(``data`` may change too, to the new place of the same text: its SHA-256 is checked.)"""
+
+DIVERGENCE_FACTOR = 2.0
+"""Training has diverged when its loss exceeds this many times max(unigram baseline, log2 V, 1) bits/char."""
+
+DEFAULT_VAL_MAX_CHARS = 200_000
+"""Validation reads at most this many held-out characters by default (about a second or two per pass)."""
+
+LOCK_FILE = ".lock"
+"""In a run directory: the file a training session holds an OS lock on."""
+
+RUN_FILES = frozenset({"config.json", "metrics.jsonl", "loss.png", BEST_CHECKPOINT, LATEST_CHECKPOINT, LOCK_FILE})
+"""What a run directory may hold (besides ``.*.tmp`` files left by a crash mid-write)."""
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+"""The signals that stop training cleanly (SIGHUP does not exist on Windows)."""
 
 SAMPLE_TEMPERATURE = 0.8   # the samples printed during training: a little sharper than the model
 SAMPLE_CHARS = 200         # stream mode: characters per printed sample
@@ -141,6 +208,21 @@ class TrainConfig:
     resume: bool = False             # continue the run in `out` from its latest checkpoint
     init_from: str | None = None     # start from this checkpoint's weights and vocabulary
     dtype: str = "float32"           # "float32" or "float64"
+    val_max_chars: int = DEFAULT_VAL_MAX_CHARS  # validation reads at most this many characters; 0: all
+    # Regularization, initialisation, schedules (see the module docstring; 0 / None / "none": off).
+    dropout: float = 0.0             # embedding output, between layers, before the head
+    embed_dropout: float = 0.0       # whole rows of the embedding
+    weight_drop: float = 0.0         # DropConnect on W_hh
+    tie_weights: bool = False        # head.weight = embed.weight (embed_dim == hidden)
+    init_hh: str = "pytorch"         # "pytorch" or "orthogonal"
+    init_ih: str = "pytorch"         # "pytorch" or "xavier"
+    forget_bias: float | None = None  # LSTM forget-gate bias
+    weight_decay: float | None = None  # decoupled weight decay (AdamW); None: the optimizer's default
+    lr_schedule: str = "none"        # one of LR_SCHEDULES
+    warmup: int = 0                  # linear warm-up steps before the schedule
+    lr_step_size: int = 1000         # "step" schedule: steps between decays
+    lr_gamma: float = 0.5            # "step" schedule: factor per decay
+    patience: int = 0                # evaluations without improvement before stopping; 0: never
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
@@ -150,6 +232,7 @@ class TrainConfig:
         for name in ("hidden", "layers", "embed_dim", "seq_len", "batch_size", "eval_every"):
             _check_int(name, getattr(self, name), low=1)
         _check_int("sample_every", self.sample_every, low=0)
+        _check_int("val_max_chars", self.val_max_chars, low=0)
         _check_int("seed", self.seed, low=0)
         _check_number("lr", self.lr, positive=True)
         _check_number("clip", self.clip, positive=False)
@@ -170,11 +253,41 @@ class TrainConfig:
             raise ValueError(f"out must be a non-empty path string, got {self.out!r}")
         if not isinstance(self.resume, bool):
             raise ValueError(f"resume must be True or False, got {self.resume!r}")
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        for name in ("warmup", "patience"):
+            _check_int(name, getattr(self, name), low=0)
+        _check_int("lr_step_size", self.lr_step_size, low=1)
+        _check_number("lr_gamma", self.lr_gamma, positive=True)
+        if self.lr_schedule == "cosine" and (self.steps is None or self.steps <= self.warmup):
+            raise ValueError("lr_schedule cosine decays over the run's steps: give steps (more than warmup)")
+        if self.weight_decay is not None:
+            _check_number("weight_decay", self.weight_decay, positive=False)
+            if self.optimizer == "adam":
+                self.optimizer = "adamw"  # decoupled weight decay: what Adam with weight decay should be
+        self.model_config(1)  # the model options' own checks, now rather than after the data is read
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The architecture this config describes, for a vocabulary of ``vocab_size`` characters."""
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, embed_dim=self.embed_dim, hidden=self.hidden,
-                           layers=self.layers, dtype=self.dtype)
+                           layers=self.layers, dtype=self.dtype, dropout=self.dropout,
+                           embed_dropout=self.embed_dropout, weight_drop=self.weight_drop,
+                           tie_weights=self.tie_weights, init_hh=self.init_hh, init_ih=self.init_ih,
+                           forget_bias=self.forget_bias)
+
+
+LR_SCHEDULES = ("none", "cosine", "step")
+"""``TrainConfig.lr_schedule`` choices."""
+
+
+def make_schedule(optimizer: Optimizer, config: TrainConfig) -> LRScheduler | None:
+    """The learning-rate schedule ``config`` asks for on ``optimizer`` (None: a constant rate)."""
+    after: LRScheduler | None = None
+    if config.lr_schedule == "cosine":
+        assert config.steps is not None
+        after = CosineAnnealingLR(optimizer, T_max=config.steps - config.warmup)
+    elif config.lr_schedule == "step":
+        after = StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
+    return LinearWarmup(optimizer, config.warmup, after) if config.warmup else after
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -201,11 +314,16 @@ class TrainResult:
 
     out: Path                      # the run directory
     step: int                      # the step reached
-    stopped_by: str                # "steps", "minutes" or "interrupt"
+    stopped_by: str                # "steps", "minutes", "interrupt" or "patience"
     val_bpc: float | None          # validation bits per character at the last evaluation
     best_val_bpc: float | None     # the lowest validation bits per character of the run
     unigram_bpc: float             # the unigram baseline on the same validation text
-    plot: Path | None              # loss.png, or None without matplotlib
+    plot: Path | None              # loss.png, or None without matplotlib (or when drawing it failed)
+    signal: int | None = None      # the signal that stopped training (stopped_by "interrupt"), e.g. signal.SIGTERM
+
+
+class TrainingDiverged(ValueError):
+    """Training produced a non-finite or far too large loss (or weights); the message names the step and the fix."""
 
 
 def train(
@@ -227,7 +345,9 @@ def train(
 
     Raises:
         ValueError: bad settings or data (:class:`~rnnkit.charlm.data.DataError`), an unusable
-            checkpoint (:class:`~rnnkit.io.checkpoint.CheckpointError`), or a diverged training.
+            checkpoint (:class:`~rnnkit.io.checkpoint.CheckpointError`), a run directory that is
+            not a run's or is in use by another training, too little memory for the model, or a
+            diverged training (:class:`TrainingDiverged`).
         OSError: the run directory cannot be written.
     """
     return Trainer(config, explicit, log=log, progress=progress).run()
@@ -245,10 +365,13 @@ class Trainer:
         log: TextIO | None = None,
         progress: bool = True,
     ) -> None:
-        self.log = log if log is not None else sys.stdout
+        # Messages must never stop training: a closed stream, a dead pipe or an encoding that cannot
+        # show the text are absorbed by SafeStream.
+        self.log = SafeStream(log if log is not None else sys.stdout)
         self.progress = progress
         self._bar: _Progress | None = None
         self._metrics: TextIO | None = None
+        self._plot_warned = False
         explicit = frozenset(f.name for f in fields(TrainConfig)) if explicit is None else frozenset(explicit)
         # (A resumed run's own config may hold both: it was started from init_from and is now resumed.)
         if config.resume and config.init_from is not None and "init_from" in explicit:
@@ -256,6 +379,7 @@ class Trainer:
         config = replace(config, data=_absolute(config.data), init_from=_absolute(config.init_from),
                          out=str(Path(config.out).absolute()))
         self.out = Path(config.out)
+        check_run_directory(self.out)
         latest = self.out / LATEST_CHECKPOINT
         resumed = None
         if config.resume:
@@ -273,6 +397,9 @@ class Trainer:
             config = _init_config(config, explicit, initial.model.config, initial.path)
         self.config = config
 
+        if resumed is not None and config.data is not None and not Path(config.data).exists():
+            raise DataError(f"the data file of the run in {self.out}, {config.data!r}, does not exist any more; if "
+                            f"it moved, pass its new place with --data (its SHA-256 is checked)")
         text = load_text(config.data)
         self.data_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
         source = resumed or initial
@@ -286,18 +413,23 @@ class Trainer:
             # Lines mode: "\n" ends every item, even in a one-line file without a final newline.
             self.vocab = Vocab(set(text) | {"\n"}) if config.mode == "lines" else Vocab.from_text(text)
         if resumed is not None and resumed.document.get("data_sha256") != self.data_sha256:
-            raise DataError(f"the training text changed since the run in {self.out} started (its SHA-256 differs); "
-                            f"an exact resume needs the same text")
+            raise DataError(f"the training text in {config.data or 'the built-in corpus'} is not the text the run in "
+                            f"{self.out} was trained on (its SHA-256 differs); an exact resume needs the same text")
         self._prepare_data(text)
+        del text  # the ids are all that is needed from here on
 
         if resumed is not None:
             self.model = resumed.model
         else:
+            check_memory(config, len(self.vocab))  # before the model is allocated
             self.model = CharLM(config.model_config(len(self.vocab)), seed=config.seed)
             if initial is not None:
                 self.model.load_state_dict(initial.model.state_dict())
-        self.optimizer = OPTIMIZERS[config.optimizer](lr=config.lr)
+        decay = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
+        self.optimizer = OPTIMIZERS[config.optimizer](lr=config.lr, **decay)
+        self.schedule = make_schedule(self.optimizer, config)
         self.rng = np.random.default_rng(config.seed)
+        self.divergence_bpc = DIVERGENCE_FACTOR * max(self.unigram_bpc, math.log2(len(self.vocab)), 1.0)
 
         # The data position (what the next step reads) and the progress so far.
         self.step, self.epoch, self.index = 0, 0, 0
@@ -310,6 +442,10 @@ class Trainer:
         self.elapsed_before = 0.0            # training seconds of earlier sessions
         if resumed is not None:
             self._restore(resumed.document, latest)
+            if config.steps is not None and config.steps <= self.step:
+                limit = f"--steps {config.steps}" if "steps" in explicit else f"its steps ({config.steps})"
+                raise ValueError(f"the run in {self.out} is at step {self.step} already, so {limit} leaves nothing "
+                                 f"to do; give a --steps above {self.step} to continue (nothing was changed)")
         self.resumed = resumed is not None
 
     # ------------------------------------------------------------------ setup
@@ -319,6 +455,8 @@ class Trainer:
         if config.mode == "stream":
             ids = self.vocab.encode(text)
             train_ids, val_ids = split_stream(ids, config.val_fraction)
+            if config.val_max_chars:
+                val_ids = val_ids[: max(2, config.val_max_chars)]
             self.train_batches: Any = StreamBatches(train_ids, config.batch_size, config.seq_len)
             self.val_batches: Any = StreamBatches.for_evaluation(val_ids, config.batch_size, config.seq_len)
         else:
@@ -334,6 +472,10 @@ class Trainer:
                                 f"{len(longest) + 1} or use --mode stream")
             items = [self.vocab.encode(line) for line in lines]
             train_items, val_items = split_lines(items, config.val_fraction, config.seed)
+            if config.val_max_chars:
+                # Whole items, as many as fit (at least one).
+                sizes = np.cumsum([len(item) + 1 for item in val_items])
+                val_items = val_items[: max(1, int(np.searchsorted(sizes, config.val_max_chars, side="right")))]
             newline = self.vocab.chars.index("\n")
             self.train_batches = LineBatches(train_items, newline, config.batch_size, drop_last=True)
             self.val_batches = LineBatches(val_items, newline, config.batch_size, drop_last=False)
@@ -344,22 +486,109 @@ class Trainer:
         self.unigram_bpc = unigram_bits_per_char(train_ids, val_ids, len(self.vocab))
 
     def _restore(self, document: dict[str, Any], path: Path) -> None:
-        """Put back the optimizer state and the training progress saved in a checkpoint document."""
+        """Validate, then put back, the optimizer state and the training progress saved in a checkpoint.
+
+        Every field is checked (type, range, consistency with the model and the data) before any is
+        used; the first bad one is a :class:`CheckpointError` naming it.
+        """
+        def fail(field: str, problem: str) -> CheckpointError:
+            return CheckpointError(f"{path}: cannot resume: {field} {problem}")
+
+        config = self.config
+        for field, expected in (("mode", config.mode), ("max_item_length", config.seq_len)):
+            if document.get(field) != expected:
+                raise fail(field, f"is {document.get(field)!r} but the run's config says {expected!r}")
+        if document.get("model") != config.model_config(len(self.vocab)).to_json():
+            raise fail("model", "does not agree with the run's config (cell, sizes, dtype, vocabulary)")
+        saved = document.get("progress")
+        keys = {"step", "epoch", "index", "order", "rng", "state", "best_val_loss", "best_step", "val_loss",
+                "eval_step", "elapsed_s"}
+        if not isinstance(saved, dict) or set(saved) != keys:
+            raise fail("progress", f"must be a dict with the keys {sorted(keys)}")
+        step = _natural(saved["step"], "progress.step", fail)
+        epoch = _natural(saved["epoch"], "progress.epoch", fail)
+        index = _natural(saved["index"], "progress.index", fail)
+        if index >= len(self.train_batches):
+            raise fail("progress.index", f"({index}) is outside the epoch of {len(self.train_batches)} batches")
+        order = saved["order"]
+        if config.mode == "stream":
+            if order is not None:
+                raise fail("progress.order", "must be null in stream mode")
+        else:
+            n = self.train_batches.num_items
+            if not (isinstance(order, np.ndarray) and order.shape == (n,) and np.issubdtype(order.dtype, np.integer)
+                    and np.array_equal(np.sort(order), np.arange(n))):
+                raise fail("progress.order", f"is not a permutation of the {n} training items")
+        rng = np.random.default_rng(0)
         try:
-            saved = document["progress"]
-            self.optimizer.load_state_dict(document["optimizer"])
-            self.step, self.epoch, self.index = int(saved["step"]), int(saved["epoch"]), int(saved["index"])
-            self.order = saved["order"]
-            self.rng.bit_generator.state = saved["rng"]
-            self.state = state_from_json(saved["state"], self.model)
-            self.best_val, self.best_step = saved["best_val_loss"], saved["best_step"]
-            self.last_val, self.last_eval_step = saved["val_loss"], saved["eval_step"]
-            self.elapsed_before = float(saved["elapsed_s"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{path}: cannot resume from this checkpoint ({error!r})") from None
-        if not 0 <= self.index < len(self.train_batches):
-            raise CheckpointError(f"{path}: the saved data position {self.index} is outside the epoch "
-                                  f"of {len(self.train_batches)} batches")
+            if not isinstance(saved["rng"], dict) or saved["rng"].get("bit_generator") != "PCG64":
+                raise ValueError("not a PCG64 state")
+            rng.bit_generator.state = saved["rng"]
+        except (TypeError, ValueError, KeyError, OverflowError) as error:
+            raise fail("progress.rng", f"is not a random generator state ({_brief(error)})") from None
+        try:
+            state = state_from_json(saved["state"], self.model)
+        except (TypeError, ValueError) as error:
+            raise fail("progress.state", f"is unusable ({_brief(error)})") from None
+        if state is not None:
+            arrays = [a for value in state.values() for a in (value if isinstance(value, tuple) else (value,))]
+            if config.mode != "stream" or any(a.shape[1] != config.batch_size or not np.isfinite(a).all()
+                                              for a in arrays):
+                raise fail("progress.state", f"must be null (lines mode) or finite arrays for batches of "
+                                             f"{config.batch_size} rows")
+        best_val = _optional_loss(saved["best_val_loss"], "progress.best_val_loss", fail)
+        best_step = _optional_step(saved["best_step"], "progress.best_step", step, fail)
+        last_val = _optional_loss(saved["val_loss"], "progress.val_loss", fail)
+        eval_step = _optional_step(saved["eval_step"], "progress.eval_step", step, fail)
+        if (best_val is None) != (best_step is None) or (last_val is None) != (eval_step is None):
+            raise fail("progress", "has a validation loss without its step, or a step without its loss")
+        elapsed = saved["elapsed_s"]
+        if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not (
+                math.isfinite(elapsed) and elapsed >= 0):
+            raise fail("progress.elapsed_s", f"must be a finite number >= 0, got {elapsed!r}")
+
+        decay = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
+        optimizer = OPTIMIZERS[config.optimizer](lr=config.lr, **decay)
+        try:
+            optimizer.load_state_dict(document.get("optimizer"))  # type: ignore[arg-type]
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            raise fail("optimizer", f"is unusable ({_brief(error)})") from None
+        saved_lr = optimizer.lr
+        # The schedule drives the optimizer's rate: it is rebuilt on the restored optimizer (building
+        # it resets the rate to the schedule's first one; loading its state sets the rate of `step`).
+        schedule = make_schedule(optimizer, config)
+        if schedule is None:
+            expected_lr = config.lr
+        else:
+            try:
+                schedule.load_state_dict(document.get("schedule"))  # type: ignore[arg-type]
+            except (TypeError, ValueError, KeyError, AttributeError) as error:
+                raise fail("schedule", f"is unusable ({_brief(error)})") from None
+            if schedule.last_epoch != step or schedule.base_lr != config.lr:
+                raise fail("schedule", f"is at step {schedule.last_epoch} from lr {schedule.base_lr}, but the run "
+                                       f"has lr {config.lr} and is at step {step}")
+            expected_lr = optimizer.lr
+        if not math.isclose(saved_lr, expected_lr, rel_tol=1e-12, abs_tol=0.0) or optimizer.step_count != step:
+            raise fail("optimizer", f"has lr {saved_lr} and {optimizer.step_count} steps, but the run has lr "
+                                    f"{expected_lr} and is at step {step}")
+        optimizer.lr = expected_lr
+        params = self.model.params
+        if optimizer.state and optimizer.state.keys() != params.keys():
+            raise fail("optimizer.state", "does not have the model's parameters")
+        for name, buffers in optimizer.state.items():
+            for buffer, array in buffers.items():
+                if array.shape != params[name].shape or array.dtype != params[name].dtype:
+                    raise fail(f"optimizer.state.{name}.{buffer}", f"is {array.dtype}{list(array.shape)}, not "
+                                                                   f"{params[name].dtype}{list(params[name].shape)}")
+                if not np.isfinite(array).all():
+                    raise fail(f"optimizer.state.{name}.{buffer}", "holds NaN or infinite values")
+
+        self.optimizer, self.schedule = optimizer, schedule
+        self.step, self.epoch, self.index, self.order = step, epoch, index, order
+        self.rng = rng
+        self.state = state
+        self.best_val, self.best_step, self.last_val, self.last_eval_step = best_val, best_step, last_val, eval_step
+        self.elapsed_before = float(elapsed)
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> tuple[float, float, int]:
@@ -370,18 +599,23 @@ class Trainer:
             global gradient norm before clipping, and the number of characters predicted.
 
         Raises:
-            ValueError: the loss or the gradient is not finite (training diverged).
+            TrainingDiverged: the loss, the gradient or the updated weights are not finite.
         """
         batches = self.train_batches
         batch = batches.get(self.index, self.order)
         state = self.state if batches.carries_state else None
-        loss, grads, final_state = self.model.loss_and_grads(batch, state)
+        loss, grads, final_state = self.model.loss_and_grads(batch, state, self.rng)
         clip = self.config.clip
         norm = clip_grad_norm(grads, clip) if clip > 0 else grad_norm(grads)
         if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise ValueError(f"training diverged at step {self.step + 1}: the loss is {loss} and the gradient "
-                             f"norm {norm}; try a smaller --lr or --clip")
+            raise self._diverged(self.step + 1, f"the loss is {loss} and the gradient norm {norm}")
         self.optimizer.step(self.model.params, grads)
+        # min and max propagate NaN and show inf, without a temporary array per parameter.
+        for name, value in self.model.params.items():
+            if not (np.isfinite(value.min()) and np.isfinite(value.max())):
+                raise self._diverged(self.step + 1, f"the update made {name} NaN or infinite")
+        if self.schedule is not None:
+            self.schedule.step()
         self.state = final_state if batches.carries_state else None
         self.step += 1
         self.index += 1
@@ -393,9 +627,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
-        """Train until ``steps`` is reached, ``minutes`` run out, or Ctrl-C; see the module docstring."""
+        """Train until ``steps`` is reached, ``minutes`` run out, or a stop signal; see the module docstring."""
         config = self.config
         self.out.mkdir(parents=True, exist_ok=True)
+        with _RunLock(self.out):
+            if not self.resumed and (self.out / LATEST_CHECKPOINT).exists():
+                # Another session wrote its first checkpoint after this one looked.
+                raise ValueError(f"{self.out} already holds a run ({LATEST_CHECKPOINT}); continue it with --resume, "
+                                 f"or choose another --out")
+            return self._run_locked(config)
+
+    def _run_locked(self, config: TrainConfig) -> TrainResult:
         atomic_write_text(self.out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
         metrics_path = self.out / "metrics.jsonl"
         if self.resumed:
@@ -408,7 +650,7 @@ class Trainer:
         deadline = None if config.minutes is None else session_start + 60.0 * config.minutes
         stopped_by = "steps"
         bar = _Progress(config.steps, self.step, self.progress)
-        with open(metrics_path, "a", encoding="utf-8") as metrics, _InterruptFlag(self._on_interrupt) as interrupt:
+        with open(metrics_path, "a", encoding="utf-8") as metrics, _StopSignals(self._on_signal) as stop:
             self._metrics = metrics
             self._write_metrics({"kind": "run", "step": self.step, "resumed": self.resumed,
                                  "vocab_size": len(self.vocab), "train_chars": self.train_chars,
@@ -416,44 +658,75 @@ class Trainer:
                                  "parameters": self.model.num_parameters()})
             self._bar = bar
             speed = _Speed()
-            while True:
-                if config.steps is not None and self.step >= config.steps:
-                    stopped_by = "steps"
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    stopped_by = "minutes"
-                    break
-                if interrupt.requested:
-                    stopped_by = "interrupt"
-                    break
-                started = time.monotonic()
-                loss, grad_norm, chars = self.train_step()
-                step_time = time.monotonic() - started
-                speed.add(chars, step_time, bits(loss))
-                self._write_metrics({"kind": "train", "step": self.step, "epoch": self.epoch, "loss": loss,
-                                     "bpc": bits(loss), "grad_norm": grad_norm, "lr": self.optimizer.lr,
-                                     "chars": chars, "time_s": step_time,
-                                     "elapsed_s": self._elapsed(session_start)})
-                if self.step % config.eval_every == 0:
-                    self._evaluate_and_save(session_start)
-                if config.sample_every and self.step % config.sample_every == 0:
-                    self._print_sample()
-                bar.update(self.step, self._postfix(speed, deadline))
-            bar.close()
+            try:
+                while True:
+                    if config.steps is not None and self.step >= config.steps:
+                        stopped_by = "steps"
+                        break
+                    if deadline is not None and time.monotonic() >= deadline:
+                        stopped_by = "minutes"
+                        break
+                    if stop.signum is not None:
+                        stopped_by = "interrupt"
+                        break
+                    if self._out_of_patience():
+                        stopped_by = "patience"
+                        break
+                    started = time.monotonic()
+                    lr = self.optimizer.lr  # the rate of this step (a schedule moves it on after the update)
+                    loss, grad_norm, chars = self.train_step()
+                    step_time = time.monotonic() - started
+                    speed.add(chars, step_time, bits(loss))
+                    self._write_metrics({"kind": "train", "step": self.step, "epoch": self.epoch, "loss": loss,
+                                         "bpc": bits(loss), "grad_norm": grad_norm, "lr": lr,
+                                         "chars": chars, "time_s": step_time,
+                                         "elapsed_s": self._elapsed(session_start)})
+                    if speed.bpc > self.divergence_bpc:
+                        raise self._diverged(self.step, f"the training loss has risen to {speed.bpc:.3g} bits/char")
+                    if self.step % config.eval_every == 0:
+                        self._evaluate_and_save(session_start)
+                    if config.sample_every and self.step % config.sample_every == 0:
+                        self._print_sample()
+                    bar.update(self.step, self._postfix(speed, deadline))
+            finally:
+                bar.close()
             if stopped_by == "interrupt":
                 self._save(LATEST_CHECKPOINT, session_start)
-                self._say(f"interrupted: stopped after step {self.step}; {self.out / LATEST_CHECKPOINT} is saved "
-                          f"(continue with --resume)")
+                self._say(f"{_signal_name(stop.signum)}: stopped after step {self.step}; "
+                          f"{self.out / LATEST_CHECKPOINT} is saved (continue with --resume)")
             elif self.last_eval_step != self.step:
                 self._evaluate_and_save(session_start)
         plot = self._plot()
-        self._say(self._summary(stopped_by, plot))
+        self._say(self._summary(stopped_by, plot, stop.signum))
         return TrainResult(self.out, self.step, stopped_by, _optional(bits, self.last_val),
-                           _optional(bits, self.best_val), self.unigram_bpc, plot)
+                           _optional(bits, self.best_val), self.unigram_bpc, plot,
+                           stop.signum if stopped_by == "interrupt" else None)
+
+    def _diverged(self, step: int, what: str) -> TrainingDiverged:
+        """The error that ends a diverged run: the step, what happened, the fix, and what is kept."""
+        kept = (f"{self.out / LATEST_CHECKPOINT} holds step {self.last_eval_step}, the last good state"
+                if self.last_eval_step is not None and (self.out / LATEST_CHECKPOINT).exists()
+                else "no checkpoint was saved")
+        return TrainingDiverged(f"training diverged at step {step}: {what}; try a smaller --lr (it is "
+                                f"{self.config.lr:g}; e.g. --lr {self.config.lr / 10:g}) in a new run; {kept}")
 
     def _evaluate_and_save(self, session_start: float) -> None:
-        """Validate, log, and write the latest checkpoint (and the best one when validation improved)."""
-        self.last_val, self.last_eval_step = self.model.evaluate(self.val_batches), self.step
+        """Validate, log, and write the latest checkpoint (and the best one when validation improved).
+
+        A diverged validation loss (not finite, or far above the baseline) saves nothing and raises.
+        """
+        on_batch = self._bar.validation(len(self.val_batches)) if self._bar is not None else None
+        try:
+            val = self.model.evaluate(self.val_batches, on_batch)
+        finally:
+            if self._bar is not None:
+                self._bar.close_validation()
+        if not (math.isfinite(val) and bits(val) <= self.divergence_bpc):
+            self._write_metrics({"kind": "val", "step": self.step, "loss": val, "bpc": bits(val),
+                                 "elapsed_s": self._elapsed(session_start)})
+            raise self._diverged(self.step, f"the validation loss is {bits(val):.3g} bits/char (the unigram baseline "
+                                            f"is {self.unigram_bpc:.3f})")
+        self.last_val, self.last_eval_step = val, self.step
         improved = self.best_val is None or self.last_val < self.best_val
         if improved:
             self.best_val, self.best_step = self.last_val, self.step
@@ -484,8 +757,17 @@ class Trainer:
                 "elapsed_s": self._elapsed(session_start),
             },
             "optimizer": self.optimizer.state_dict(),
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
         }
         save_checkpoint(self.out / name, self.model.state_dict(), document)
+
+    def _out_of_patience(self) -> bool:
+        """``patience`` evaluations have passed since the best one (early stopping)."""
+        patience = self.config.patience
+        if not patience or self.best_step is None or self.last_eval_step is None:
+            return False
+        evaluations_since_best = (self.last_eval_step - self.best_step) // self.config.eval_every
+        return evaluations_since_best >= patience
 
     # ------------------------------------------------------------------ reporting
     def _elapsed(self, session_start: float) -> float:
@@ -499,12 +781,15 @@ class Trainer:
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
         assert self._metrics is not None, "metrics are written only inside run()"
-        self._metrics.write(json.dumps(record) + "\n")
+        # Strict JSON: a non-finite number (a diverged loss) is written as null, never as NaN.
+        clean = {key: None if isinstance(value, float) and not math.isfinite(value) else value
+                 for key, value in record.items()}
+        self._metrics.write(json.dumps(clean, allow_nan=False) + "\n")
         self._metrics.flush()
 
-    def _on_interrupt(self) -> None:
-        self._say("Ctrl-C: stopping after this step and saving the latest checkpoint "
-                  "(press Ctrl-C again to abort without saving)")
+    def _on_signal(self, signum: int) -> None:
+        self._say(f"{_signal_name(signum)}: stopping after this step and saving the latest checkpoint "
+                  f"(send it again to abort without saving)")
 
     def _banner(self) -> str:
         c, m = self.config, self.model.config
@@ -540,25 +825,38 @@ class Trainer:
         self._say(f"--- sample at step {self.step} (temperature {SAMPLE_TEMPERATURE}) ---\n{text}\n---")
 
     def _plot(self) -> Path | None:
+        """Draw loss.png; a failure is a warning (once per session), never the end of training."""
         title = (f"{self.config.cell.upper()} {self.config.layers}x{self.config.hidden} on "
                  f"{Path(self.config.data).name if self.config.data else 'the built-in corpus'}")
-        return plot_losses(self.out / "metrics.jsonl", self.out / "loss.png", title=title)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # matplotlib's font and layout chatter is not the user's concern
+                return plot_losses(self.out / "metrics.jsonl", self.out / "loss.png", title=title)
+        except Exception as error:  # noqa: BLE001 -- any failure of an optional side feature
+            if not self._plot_warned:
+                self._plot_warned = True
+                self._say(f"warning: the loss plot could not be drawn ({_brief(error)}); training goes on")
+            return None
 
-    def _summary(self, stopped_by: str, plot: Path | None) -> str:
+    def _summary(self, stopped_by: str, plot: Path | None, signum: int | None = None) -> str:
         if stopped_by == "steps":
             reason = f"reached {self.config.steps} steps"
         elif stopped_by == "minutes":
             reason = f"{self.config.minutes:g} minutes are up"
+        elif stopped_by == "patience":
+            reason = f"no better validation in {self.config.patience} evaluations (patience)"
         else:
-            reason = "interrupted"
+            reason = f"stopped by {_signal_name(signum)}"
         lines = [f"done ({reason}) at step {self.step}, epoch {self.epoch}"]
         if self.best_val is not None:
             lines.append(f"  validation: {bits(self.last_val or self.best_val):.3f} bits/char (best "
                          f"{bits(self.best_val):.3f} at step {self.best_step}); unigram baseline "
                          f"{self.unigram_bpc:.3f}")
         lines.append(f"  checkpoints: {self.out / BEST_CHECKPOINT}, {self.out / LATEST_CHECKPOINT}")
-        lines.append(f"  loss curve: {plot}" if plot else "  loss curve: not drawn (matplotlib is not installed: "
-                                                          "pip install 'rnnkit[app]')")
+        if plot:
+            lines.append(f"  loss curve: {plot}")
+        elif not self._plot_warned:
+            lines.append("  loss curve: not drawn (matplotlib is not installed: pip install 'rnnkit[app]')")
         return "\n".join(lines)
 
 
@@ -578,7 +876,7 @@ def _clock(seconds: float) -> str:
 
 def _resume_config(config: TrainConfig, explicit: frozenset[str], document: dict[str, Any],
                    path: Path) -> TrainConfig:
-    """The run's saved config, with the chosen overrides (:data:`RESUME_OVERRIDES`) applied.
+    """The run's saved config, with the chosen overrides (:data:`RESUME_OVERRIDES`, and ``data``) applied.
 
     Raises:
         ValueError: a chosen field outside the overrides differs from the run's value.
@@ -596,6 +894,9 @@ def _resume_config(config: TrainConfig, explicit: frozenset[str], document: dict
         new, old = getattr(config, name), getattr(saved, name)
         if name == "init_from":
             continue  # where the run's first weights came from; a resume reads its own latest weights instead
+        if name == "data" and new is not None and old is not None:
+            changes[name] = new  # the text's new place: Trainer checks that its SHA-256 is the run's
+            continue
         if name in RESUME_OVERRIDES:
             changes[name] = new
         elif new != old:
@@ -655,6 +956,9 @@ class _Progress:
     def __init__(self, total: int | None, initial: int, enabled: bool) -> None:
         self.enabled = enabled
         self._bar = None
+        self._file = SafeStream(sys.stderr)
+        self._validation_bar: Any = None
+        self._tqdm: Any = None
         self._last_line = time.monotonic()
         self.total = total
         if enabled:
@@ -662,7 +966,8 @@ class _Progress:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self._bar = tqdm(total=total, initial=initial, unit=" steps", dynamic_ncols=True, file=sys.stderr)
+            self._tqdm = tqdm
+            self._bar = tqdm(total=total, initial=initial, unit=" steps", dynamic_ncols=True, file=self._file)
 
     def update(self, step: int, postfix: dict[str, str]) -> None:
         if not self.enabled:
@@ -674,9 +979,34 @@ class _Progress:
             self._last_line = time.monotonic()
             of = f"/{self.total}" if self.total is not None else ""
             print(f"step {step}{of}  " + "  ".join(f"{key} {value}" for key, value in postfix.items()),
-                  file=sys.stderr, flush=True)
+                  file=self._file, flush=True)
 
-    def write(self, text: str, file: TextIO) -> None:
+    def validation(self, total: int) -> Any:
+        """A callback ``on_batch(done)`` showing a validation pass of ``total`` batches (None: no display)."""
+        if not self.enabled:
+            return None
+        if self._tqdm is not None:
+            self._validation_bar = self._tqdm(total=total, desc="validation", unit=" batches", leave=False,
+                                              dynamic_ncols=True, file=self._file)
+
+            def on_batch(done: int) -> None:
+                self._validation_bar.update(done - self._validation_bar.n)
+            return on_batch
+        started = time.monotonic()
+        last = [started]
+
+        def log_batch(done: int) -> None:
+            if time.monotonic() - last[0] >= _LOG_INTERVAL_S:
+                last[0] = time.monotonic()
+                print(f"validation {done}/{total} batches", file=self._file, flush=True)
+        return log_batch
+
+    def close_validation(self) -> None:
+        if self._validation_bar is not None:
+            self._validation_bar.close()
+            self._validation_bar = None
+
+    def write(self, text: str, file: TextIO | SafeStream) -> None:
         if self._bar is not None:
             self._bar.write(text, file=file)
             file.flush()
@@ -689,37 +1019,230 @@ class _Progress:
             self._bar = None
 
 
-class _InterruptFlag:
-    """Turn the first Ctrl-C into a flag that the loop checks between steps (so no step is cut in half
-    and the checkpoint is consistent); a second Ctrl-C raises KeyboardInterrupt as usual.
+class _StopSignals:
+    """Turn the first SIGINT, SIGTERM or SIGHUP into a flag that the loop checks between steps (so no
+    step is cut in half and the checkpoint is consistent); the handlers are then restored, so a second
+    signal acts as usual (SIGINT raises KeyboardInterrupt, SIGTERM and SIGHUP end the process).
 
-    Signal handlers can only be installed from the main thread; elsewhere this does nothing.
+    ``on_first(signum)`` is called from the handler; it must not raise (the trainer's messages go
+    through :class:`SafeStream`).  Signal handlers can only be installed from the main thread;
+    elsewhere this does nothing.
     """
 
     def __init__(self, on_first: Any) -> None:
-        self.requested = False
+        self.signum: int | None = None
         self._on_first = on_first
-        self._previous: Any = None
-        self._installed = False
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _InterruptFlag:
+    def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+            for signum in STOP_SIGNALS:
+                # An ignored signal stays ignored: under nohup, SIGHUP must not stop the run.
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
+        if self.signum is None:
+            self.signum = signum
         self._restore()
-        self._on_first()
+        self._on_first(signum)
 
     def _restore(self) -> None:
-        # None: the previous handler was not installed from Python; Python's default raises KeyboardInterrupt.
-        signal.signal(signal.SIGINT, signal.default_int_handler if self._previous is None else self._previous)
+        for signum, previous in self._previous.items():
+            # None: the previous handler was not installed from Python.  For SIGINT, Python's default
+            # raises KeyboardInterrupt; for the others the system default ends the process.
+            if previous is None:
+                previous = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            self._restore()
+        self._restore()
 
 
-__all__ = ["MODEL_FIELDS", "OPTIMIZERS", "RESUME_OVERRIDES", "TrainConfig", "TrainResult", "Trainer", "train"]
+def _signal_name(signum: int | None) -> str:
+    if signum is None:
+        return "interrupted"
+    name = signal.Signals(signum).name
+    return "Ctrl-C (SIGINT)" if name == "SIGINT" else name
+
+
+class _RunLock:
+    """An exclusive OS lock on ``out/.lock`` for the duration of a session (POSIX ``flock``).
+
+    The lock goes away with the process, however it ends (``kill -9`` included), so a crashed run
+    never leaves a stale lock behind.  Where ``fcntl`` does not exist (Windows) nothing is locked.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self._path = out / LOCK_FILE
+        self._handle: Any = None
+
+    def __enter__(self) -> _RunLock:
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        handle = open(self._path, "a+", encoding="utf-8")  # noqa: SIM115 -- held until __exit__
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise ValueError(f"another training is running in {self._path.parent}"
+                             f"{f' (process {holder})' if holder else ''}; wait for it to finish, or choose "
+                             f"another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file releases the lock
+            self._handle = None
+
+
+class SafeStream:
+    """A text stream for messages whose ``write`` and ``flush`` never raise.
+
+    * A character the stream's encoding cannot show (a cp1252 console and a sample with ``→``) is
+      replaced (``?``), not an error.
+    * A stream that fails -- a dead pipe (``| tee`` after a Ctrl-C, ``| head``), a closed or full
+      file, ``None`` (Python's ``sys.stdout`` when file descriptor 1 was closed) -- is marked dead,
+      and this and every later message is dropped.
+    * A message written from a signal handler while the stream is in the middle of another write
+      (a reentrant call) is dropped.
+
+    Training must not stop because a message could not be shown.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+        self.dead = stream is None
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        if not self.dead:
+            try:
+                try:
+                    self._stream.write(text)  # type: ignore[union-attr]
+                except UnicodeEncodeError:
+                    encoding = self.encoding
+                    self._stream.write(text.encode(encoding, "replace").decode(encoding, "replace"))  # type: ignore[union-attr]
+            except (OSError, ValueError, AttributeError):
+                # OSError: EPIPE, EIO, ENOSPC; ValueError: I/O operation on a closed file.
+                self.dead = True
+            except RuntimeError:
+                # A signal handler's message arriving while the stream is mid-write ("reentrant
+                # call"): this one message is dropped, the stream stays usable.
+                pass
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.dead:
+            try:
+                self._stream.flush()  # type: ignore[union-attr]
+            except (OSError, ValueError, AttributeError):
+                self.dead = True
+
+    def isatty(self) -> bool:
+        try:
+            return not self.dead and bool(self._stream.isatty())  # type: ignore[union-attr]
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def fileno(self) -> int:
+        if self._stream is None:
+            raise OSError("the stream is closed")
+        return self._stream.fileno()
+
+
+def check_run_directory(out: Path) -> None:
+    """Refuse an ``out`` that exists and is not a new, empty or rnnkit run directory (nothing is written).
+
+    Raises:
+        ValueError: ``out`` is a file, or a directory holding anything but a run's files
+            (:data:`RUN_FILES`, ``.*.tmp`` leftovers), or its ``config.json`` is not a run's config.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run directory")
+    try:
+        names = sorted(entry.name for entry in out.iterdir())
+    except OSError as error:
+        raise ValueError(f"--out {out} cannot be listed ({error.strerror or error})") from None
+    foreign = [name for name in names if name not in RUN_FILES and not (name.startswith(".") and name.endswith(".tmp"))]
+    if not foreign and "config.json" in names:
+        try:
+            saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+            if not isinstance(saved, dict) or not set(saved) <= {f.name for f in fields(TrainConfig)}:
+                foreign = ["config.json"]
+        except (OSError, ValueError):
+            foreign = ["config.json"]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ValueError(f"--out {out} is not empty and is not an rnnkit run directory (it holds {shown}); "
+                         f"choose a new or empty directory, so that no file of yours is overwritten")
+
+
+def check_memory(config: TrainConfig, vocab_size: int) -> None:
+    """Refuse a model whose training would not fit in the memory available, before allocating it.
+
+    The estimate: the weights four times over (weights, gradients, two optimizer buffers) plus
+    the activations one batch keeps for backward (every gate of every layer at every step, and the
+    logits three times).  It is rough, but the point is the order of magnitude: ``--hidden 1000000``
+    needs terabytes.  Sizes are Python integers, so nothing overflows however large they are.
+
+    Raises:
+        ValueError: the estimate exceeds the available memory; the message gives both.
+    """
+    model = config.model_config(vocab_size)
+    itemsize = 4 if config.dtype == "float32" else 8
+    rows = config.batch_size * config.seq_len
+    activations = rows * (config.layers * (6 * config.hidden + 2 * model.embed_dim) + 3 * vocab_size)
+    needed = itemsize * (4 * count_parameters(model) + activations)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ValueError(f"the model ({config.cell} {config.layers}x{config.hidden}, embedding {config.embed_dim}, "
+                         f"batch {config.batch_size} x {config.seq_len}) needs about {format_bytes(needed)} to train "
+                         f"but {format_bytes(available)} of memory is available; choose a smaller --hidden, --layers, "
+                         f"--embed-dim, --batch-size or --seq-len")
+
+
+def _brief(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def _natural(value: Any, field: str, fail: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise fail(field, f"must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _optional_loss(value: Any, field: str, fail: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise fail(field, f"must be null or a finite loss >= 0, got {value!r}")
+    return float(value)
+
+
+def _optional_step(value: Any, field: str, step: int, fail: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= step:
+        raise fail(field, f"must be null or a step in 0..{step}, got {value!r}")
+    return value
+
+
+__all__ = ["DIVERGENCE_FACTOR", "MODEL_FIELDS", "OPTIMIZERS", "RESUME_OVERRIDES", "SafeStream", "TrainConfig",
+           "TrainResult", "Trainer", "TrainingDiverged", "check_memory", "check_run_directory", "train"]

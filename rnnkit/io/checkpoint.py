@@ -40,15 +40,23 @@ safetensors reader, the ``safetensors`` package included, sees
 
 * the tensors: the weights under their PyTorch names (``rnn.weight_ih_l0`` ...) and every NumPy array
   found in the document, under ``doc/...`` (see below);
-* ``__metadata__`` (str -> str): ``"format": "rnnkit.checkpoint"``, ``"version": "1"``,
-  ``"document"``: the document as compact JSON, and ``"tensors_sha256"``: the SHA-256 (hex) of the
-  data buffer, i.e. of all tensor bytes after the header.
+* ``__metadata__`` (str -> str): ``"format": "rnnkit.checkpoint"``, ``"version": "2"``,
+  ``"document"``: the document as compact JSON, and ``"sha256"``: the SHA-256 (hex) of everything
+  else in the file (see below).
 
-*Why a checksum.*  The structural checks of :func:`decode_tensors` catch a truncated file and a
-damaged header, but not changed bytes inside the data -- bit rot, or a partial copy whose length
-happens to be right.  :func:`load_checkpoint` hashes the data buffer it parses and refuses the file
-when the hash differs from ``tensors_sha256``.  The header itself is not hashed; damage there almost
-always breaks its JSON or its layout, which the reader reports.
+*Why a checksum, and over what.*  The structural checks of :func:`decode_tensors` catch a truncated
+file and a header whose layout is broken, but not changed bytes that keep the layout valid: bit rot
+in the data, a partial copy whose length happens to be right, or one changed digit in the document
+(a learning rate of ``9.002`` instead of ``0.002`` is still valid JSON).  So ``sha256`` covers the
+whole file but itself: the hash of the canonical JSON of ``{"metadata": <every other metadata
+entry>, "tensors": <every tensor's dtype, shape and offsets>}``, a newline, and the data buffer.
+:func:`load_checkpoint` recomputes it from the very bytes it parsed and refuses the file when it
+differs, so a loaded checkpoint is bit for bit the one that was saved.  Files of version 1 (whose
+``tensors_sha256`` covered the data buffer only) are still read, with that weaker check.
+
+Reading is bounded (:func:`rnnkit.io.files.read_regular_file`): only a regular file is opened (a
+symlink to ``/dev/zero`` or a FIFO is refused before anything is read), and a file larger than the
+memory available is refused before it is read.
 
 *Arrays in the document.*  The document (config, vocabulary, optimizer state, step, RNG state ...)
 may hold NumPy arrays anywhere in its dicts and lists -- Adam's moments, an MT19937 key.  JSON is a
@@ -80,6 +88,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from rnnkit.io.files import UnreadableFile, read_regular_file
 
 __all__ = [
     "CheckpointError",
@@ -129,7 +139,8 @@ _METADATA_KEY = "__metadata__"
 _MAX_HEADER_BYTES = 100_000_000
 
 _CHECKPOINT_FORMAT = "rnnkit.checkpoint"
-_CHECKPOINT_VERSION = "1"  # a string: safetensors metadata maps str to str
+_CHECKPOINT_VERSION = "2"  # a string: safetensors metadata maps str to str
+_LEGACY_VERSION = "1"      # its checksum covered the data buffer only (read, never written)
 _DOC_PREFIX = "doc/"
 _ARRAY_MARKER = "__ndarray__"
 
@@ -441,12 +452,11 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _read_file(path: Path, what: str) -> bytes:
+    """The bytes of a regular file, read with a bound (a device or FIFO is refused unread)."""
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: {what} does not exist") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: {what} is a directory, not a file") from None
+        return read_regular_file(path, what)
+    except UnreadableFile as error:
+        raise CheckpointError(f"{path}: {what} {error.problem}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -485,17 +495,14 @@ def save_checkpoint(
     doc_arrays: Tensors = {}
     plain_document = _externalize_arrays(document, "document", [], doc_arrays)
     entries, chunks = _tensor_entries({**tensors, **doc_arrays})
-    data_hash = hashlib.sha256()
-    for chunk in chunks:
-        data_hash.update(chunk)
     metadata = {
         "format": _CHECKPOINT_FORMAT,
         "version": _CHECKPOINT_VERSION,
         # allow_nan=False keeps the document standard JSON; _externalize_arrays has already rejected
         # non-finite floats with a message naming their place.
         "document": json.dumps(plain_document, separators=(",", ":"), ensure_ascii=False, allow_nan=False),
-        "tensors_sha256": data_hash.hexdigest(),
     }
+    metadata["sha256"] = _file_hash(metadata, entries, chunks)
     atomic_write_bytes(target, _join_file(entries, metadata, chunks))
     return target
 
@@ -522,23 +529,32 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Tensors, dict[str, An
                 f"(no 'format': {_CHECKPOINT_FORMAT!r} in its {_METADATA_KEY})"
             )
         raise fail(f"not an rnnkit checkpoint: its format is {metadata['format']!r}, not {_CHECKPOINT_FORMAT!r}")
-    if metadata.get("version") != _CHECKPOINT_VERSION:
+    version = metadata.get("version")
+    if version not in (_CHECKPOINT_VERSION, _LEGACY_VERSION):
         raise fail(
-            f"checkpoint version {metadata.get('version')!r} is not supported "
-            f"(this rnnkit reads version {_CHECKPOINT_VERSION!r})"
+            f"checkpoint version {version!r} is not supported "
+            f"(this rnnkit reads versions {_LEGACY_VERSION!r} and {_CHECKPOINT_VERSION!r})"
         )
-    for key in ("document", "tensors_sha256"):
+    hash_key = "sha256" if version == _CHECKPOINT_VERSION else "tensors_sha256"
+    for key in ("document", hash_key):
         if key not in metadata:
             raise fail(f"the checkpoint metadata has no {key!r} entry")
 
     # Hash the very bytes that decode_tensors parsed, so nothing can change between check and use.
-    # decode_tensors has validated the header length, so the buffer starts right after the header.
+    # decode_tensors has validated the header length and its JSON, so both parse again here.
     (header_len,) = struct.unpack("<Q", data[:8])
-    actual_hash = hashlib.sha256(memoryview(data)[8 + header_len :]).hexdigest()
-    expected_hash = metadata["tensors_sha256"]
+    buffer = memoryview(data)[8 + header_len :]
+    if version == _CHECKPOINT_VERSION:
+        entries = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+        entries.pop(_METADATA_KEY, None)
+        covered = {key: value for key, value in metadata.items() if key != "sha256"}
+        actual_hash = _file_hash(covered, entries, [buffer])
+    else:
+        actual_hash = hashlib.sha256(buffer).hexdigest()
+    expected_hash = metadata[hash_key]
     if actual_hash != expected_hash:
         raise fail(
-            f"corrupt: data does not match its checksum (sha256 {actual_hash[:16]}..., "
+            f"corrupt: the file does not match its checksum (sha256 {actual_hash[:16]}..., "
             f"recorded {expected_hash[:16]}...)"
         )
 
@@ -559,6 +575,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Tensors, dict[str, An
     if unused:
         raise fail(f"document arrays {sorted(unused)} are not referenced by the document")
     return tensors, restored
+
+
+def _file_hash(metadata: Mapping[str, str], entries: Mapping[str, Any], chunks: list[Any]) -> str:
+    """The ``sha256`` of a version-2 checkpoint: canonical JSON of the metadata (without ``sha256``)
+    and the tensor entries, a newline, then the data buffer (``chunks`` in file order)."""
+    digest = hashlib.sha256()
+    header = {"metadata": dict(metadata), "tensors": dict(entries)}
+    digest.update(json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
+    digest.update(b"\n")
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _checkpoint_file(path: str | os.PathLike[str]) -> Path:

@@ -39,8 +39,9 @@ def checked_state_dict(
 ) -> Params:
     """Validate ``state_dict`` against the expected ``shapes`` and return float copies in ``dtype``.
 
-    Every expected key must be present and no other key may appear; every value must be a
-    floating-point array of the expected shape.  The error messages name the offending keys, so a
+    Every expected key must be present and no other key may appear; every value must be a finite
+    floating-point array of the expected shape (NaN or infinite weights are refused: a model that
+    holds them can only produce NaN).  The error messages name the offending keys, so a
     failed load says exactly what to fix, and nothing is returned (nor loaded) on failure.
     """
     if not isinstance(state_dict, Mapping):
@@ -56,20 +57,31 @@ def checked_state_dict(
             raise ValueError(f"load_state_dict: {name!r} has shape {value.shape}, expected {tuple(shape)}")
         if not np.issubdtype(value.dtype, np.floating):
             raise ValueError(f"load_state_dict: {name!r} has dtype {value.dtype}, expected a float array")
-        loaded[name] = np.array(value, dtype=dtype, copy=True)
+        converted = np.array(value, dtype=dtype, copy=True)
+        if converted.size and not (np.isfinite(converted.min()) and np.isfinite(converted.max())):
+            raise ValueError(f"load_state_dict: {name!r} contains NaN or infinite values")
+        loaded[name] = converted
     return loaded
 
 
 def check_float_input(name: str, a: Any, dtype: np.dtype[Any]) -> Array:
-    """``a`` must be a finite NumPy array of exactly ``dtype`` (the layer's); it is never converted."""
+    """``a`` must be a finite NumPy array of ``dtype`` (the layer's); returns it, in native byte order.
+
+    Either byte order is accepted (``>f4`` is float32 too), so data read from a big-endian file
+    needs no conversion by the caller; a non-native array comes back as a native copy, because the
+    compiled time loop reads native arrays only.  Any other array is returned as it is.
+    """
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{name} must be a NumPy array, got {type(a).__name__}")
-    if a.dtype != dtype:
+    if a.dtype.newbyteorder("=") != dtype:
+        # Suggest building the layer in the input's dtype only where a layer can have that dtype.
+        other = a.dtype.newbyteorder("=")
+        rebuild = f" or build the layer with dtype=np.{other}" if other in (np.float32, np.float64) else ""
         raise ValueError(
             f"{name} has dtype {a.dtype} but the layer's parameters are {dtype}; "
-            f"convert it with .astype(np.{dtype}) or build the layer with dtype=np.{a.dtype}"
+            f"convert it with .astype(np.{dtype}){rebuild}"
         )
     # min and max propagate NaN and show ±inf, without the temporary array of isfinite(a).
     if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
         raise ValueError(f"{name} contains NaN or infinite values")
-    return a
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))

@@ -14,12 +14,14 @@ import numpy as np
 
 from rnnkit._types import Array, Grads, Params
 from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
+from rnnkit.layers._versions import WeightVersion, check_version, weight_version
 
 
 class LinearCache(NamedTuple):
     """What :meth:`Linear.backward` needs from :meth:`Linear.forward`."""
 
-    x: Array  # (..., in_features) the input
+    x: Array                 # (..., in_features) the input
+    version: WeightVersion   # the layer object and its weights at forward time (checked by backward)
 
 
 class Linear:
@@ -76,16 +78,21 @@ class Linear:
         # One GEMM over every position: (N, in) @ (in, out).
         out = x.reshape(-1, self.in_features) @ self.params["weight"].T
         out += self.params["bias"]
-        return out.reshape(*x.shape[:-1], self.out_features), LinearCache(x)
+        return out.reshape(*x.shape[:-1], self.out_features), LinearCache(x, weight_version(self, self.params))
 
     def backward(self, d_out: Array, cache: LinearCache) -> tuple[Array, Grads]:
         """Gradients of the loss given ``d_out = dL/d out``.
+
+        ``cache`` must come from this layer's :meth:`forward`, with the weights unchanged since: a cache
+        of another layer, replaced weights, an rnnkit optimizer step and in-place edits that touch the
+        sampled elements raise ValueError (the guarantee is stated in :mod:`rnnkit.layers._versions`).
 
         Returns:
             ``(dx, grads)``: ``dx`` with the shape of ``x``, and ``grads`` with the keys of :attr:`params`.
         """
         if not isinstance(cache, LinearCache):
             raise ValueError("cache must be the cache returned by Linear.forward")
+        check_version(cache.version, self, self.params, "Linear")
         x = cache.x
         check_float_input("d_out", d_out, self.dtype)
         expected = (*x.shape[:-1], self.out_features)

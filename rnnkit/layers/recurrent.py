@@ -7,6 +7,14 @@ and bidirectionality are composition of that loop:
 * the reverse direction runs the same forward loop on each sequence reversed *within its length*
   and reverses the result back, so a padded sequence's reverse pass starts at its last valid step.
 
+Regularization is composition around the same loop (:mod:`rnnkit.layers.dropout` has the masks):
+``dropout=p`` multiplies each layer's output but the last by a fresh mask (PyTorch's semantics),
+and ``weight_drop=p`` (DropConnect on ``W_hh``, as in AWD-LSTM) hands the loop a masked copy of
+``W_hh``, drawn once per forward pass, and masks its gradient.  Both act only in
+``forward(..., training=True, rng=generator)``; the default ``training=False`` is deterministic and
+equals the layer without dropout.  ``bias=False`` runs the loop with zero biases and has no
+``bias_*`` parameters, as ``torch.nn`` with ``bias=False``.
+
 Nothing about a forward pass is kept in the layer object: ``forward`` returns an explicit cache
 that ``backward`` takes back, so several forward passes can be in flight and truncated BPTT is
 just passing ``state`` on.  Shapes: ``x`` ``(B, T, I)``, ``out`` ``(B, T, D*H)``, each state
@@ -21,7 +29,10 @@ import numpy as np
 
 from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec
+from rnnkit.layers import init
 from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
+from rnnkit.layers._versions import WeightVersion, check_version, weight_version
+from rnnkit.layers.dropout import check_probability, check_training, dropout_mask
 from rnnkit.unroll import (
     UnrollCache,
     Weights,
@@ -36,6 +47,13 @@ State = Any
 """``h`` ``(L*D, B, H)`` for RNN and GRU; the pair ``(h, c)`` for LSTM."""
 
 
+class DropMasks(NamedTuple):
+    """The masks one training pass drew (each already scaled by ``1/(1-p)``)."""
+
+    between: list[Array]   # dropout: layer l's output (D*H, T, B), l = 0 .. L-2
+    w_hh: list[Array]      # weight_drop: per unit (G*H, H); empty when weight_drop is 0
+
+
 class RecurrentCache(NamedTuple):
     """What :meth:`Recurrent.backward` needs from :meth:`Recurrent.forward`."""
 
@@ -44,6 +62,8 @@ class RecurrentCache(NamedTuple):
     rev_index: IntArray | None   # (T, B) reversal within each length (sorted order), or None
     x_shape: tuple[int, int, int]
     signature: tuple[Any, ...]   # the producing layer's cell and sizes: backward checks it is its own
+    version: WeightVersion       # the producing layer object and its weights: backward checks they are unchanged
+    masks: DropMasks | None = None  # None: an inference pass, or a layer without dropout
 
 
 def _to_feature_major(a: Array, order: IntArray | None) -> Array:
@@ -73,6 +93,13 @@ class Recurrent:
         bidirectional: bool = False,
         dtype: Any = np.float32,
         seed: int | None = None,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        init_hh: str = "pytorch",
+        init_ih: str = "pytorch",
+        forget_bias: float | None = None,
     ) -> None:
         self.dtype = check_dtype(dtype)
         if not isinstance(bidirectional, (bool, np.bool_)):
@@ -83,6 +110,25 @@ class Recurrent:
         self.num_layers = check_size("num_layers", num_layers)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
+        if not isinstance(bias, (bool, np.bool_)):
+            raise ValueError(f"bias must be True or False, got {bias!r}")
+        self.bias = bool(bias)
+        self.dropout = check_probability("dropout", dropout)
+        self.weight_drop = check_probability("weight_drop", weight_drop)
+        self.init_hh = init.check_choice("init_hh", init_hh, init.INIT_HH)
+        self.init_ih = init.check_choice("init_ih", init_ih, init.INIT_IH)
+        if forget_bias is not None:
+            if cell.name != "lstm":
+                raise ValueError(f"forget_bias is an LSTM option (the forget gate), not one of {cell.name}")
+            if not self.bias:
+                raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
+            if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) or not np.isfinite(
+                    forget_bias):
+                raise ValueError(f"forget_bias must be a finite number or None, got {forget_bias!r}")
+        self.forget_bias = None if forget_bias is None else float(forget_bias)
+        # bias=False runs the same loop with zero biases; one read-only zero vector serves every unit.
+        self._zero_bias = np.zeros(cell.num_gates * self.hidden_size, self.dtype)
+        self._zero_bias.flags.writeable = False
         self.params: Params = self._init_params(np.random.default_rng(seed))
 
     # ------------------------------------------------------------------ parameters
@@ -91,34 +137,62 @@ class Recurrent:
 
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
         GH, H = self.cell.num_gates * self.hidden_size, self.hidden_size
-        shapes = {}
+        shapes: dict[str, tuple[int, ...]] = {}
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else self.num_directions * H
             for direction in range(self.num_directions):
                 s = self._suffix(layer, direction)
                 shapes[f"weight_ih{s}"] = (GH, in_size)
                 shapes[f"weight_hh{s}"] = (GH, H)
-                shapes[f"bias_ih{s}"] = (GH,)
-                shapes[f"bias_hh{s}"] = (GH,)
+                if self.bias:
+                    shapes[f"bias_ih{s}"] = (GH,)
+                    shapes[f"bias_hh{s}"] = (GH,)
         return shapes
 
     def _init_params(self, rng: np.random.Generator) -> Params:
         # PyTorch's initialisation: every parameter ~ U(-1/sqrt(H), 1/sqrt(H)).
+        # The other initializers (rnnkit.layers.init) overwrite it afterwards, so the default draws
+        # stay exactly what they always were for a given seed.
         k = 1.0 / np.sqrt(self.hidden_size)
-        return {
+        params = {
             name: rng.uniform(-k, k, size=shape).astype(self.dtype)
             for name, shape in self._param_shapes().items()
         }
+        G, H = self.cell.num_gates, self.hidden_size
+        for name, shape in self._param_shapes().items():
+            if name.startswith("weight_hh") and self.init_hh == "orthogonal":
+                params[name] = init.per_gate(G, lambda: init.orthogonal(rng, H, self.dtype))
+            elif name.startswith("weight_ih") and self.init_ih == "xavier":
+                params[name] = init.per_gate(G, lambda shape=shape: init.xavier_uniform(rng, (H, shape[1]),
+                                                                                          self.dtype))
+            elif name.startswith("bias_") and self.forget_bias is not None:
+                # LSTM gate order i, f, g, o: the forget gate is rows H .. 2H; b_ih + b_hh = forget_bias.
+                params[name][H : 2 * H] = self.forget_bias if name.startswith("bias_ih") else 0.0
+        return params
 
     def _signature(self) -> tuple[Any, ...]:
         """What a cache must match to be this layer's: cell, sizes, directions and dtype."""
         return (self.cell.name, self.input_size, self.hidden_size, self.num_layers, self.num_directions,
-                self.dtype.name)
+                self.dtype.name, self.bias)
 
-    def _weights(self, layer: int, direction: int) -> Weights:
+    def _weights(
+        self, layer: int, direction: int, masks: DropMasks | None = None, rng: np.random.Generator | None = None,
+    ) -> Weights:
+        """One unit's weights as the loop sees them: ``W_hh ⊙ M`` under weight drop, zero biases without bias.
+
+        With ``rng`` (a training forward pass) the unit's weight-drop mask is drawn into ``masks``;
+        without it (backward) the mask the forward pass drew is used.
+        """
         s = self._suffix(layer, direction)
         p = self.params
-        return Weights(p[f"weight_ih{s}"], p[f"weight_hh{s}"], p[f"bias_ih{s}"], p[f"bias_hh{s}"])
+        w_hh = p[f"weight_hh{s}"]
+        if masks is not None and self.weight_drop > 0:
+            if rng is not None:
+                masks.w_hh.append(dropout_mask(rng, w_hh.shape, self.weight_drop, self.dtype))
+            w_hh = w_hh * masks.w_hh[layer * self.num_directions + direction]
+        if not self.bias:
+            return Weights(p[f"weight_ih{s}"], w_hh, self._zero_bias, self._zero_bias)
+        return Weights(p[f"weight_ih{s}"], w_hh, p[f"bias_ih{s}"], p[f"bias_hh{s}"])
 
     def state_dict(self) -> Params:
         """A copy of the parameters (PyTorch's names)."""
@@ -157,7 +231,7 @@ class Recurrent:
 
     # ------------------------------------------------------------------ validation
     def _check_array(self, name: str, a: Any, shape: tuple[int, ...]) -> Array:
-        check_float_input(name, a, self.dtype)
+        a = check_float_input(name, a, self.dtype)  # (a native-order copy of a big-endian array)
         if a.shape != shape:
             raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
         return a
@@ -193,6 +267,8 @@ class Recurrent:
         lengths: IntArray | None = None,
         *,
         keep_cache: bool = True,
+        training: bool = False,
+        rng: np.random.Generator | None = None,
     ) -> tuple[Array, State, RecurrentCache | None]:
         """Run the layer over a batch of sequences.
 
@@ -203,6 +279,10 @@ class Recurrent:
                 Outputs past a sequence's end are zero and its final state is the state after
                 its last valid step; the reverse direction starts at that step.
             keep_cache: False for inference (no backward possible; faster, less memory).
+            training: True applies ``dropout`` and ``weight_drop`` with masks drawn from ``rng``;
+                False (the default) is deterministic and equals the layer without dropout.
+            rng: the ``numpy.random.Generator`` the masks are drawn from (needed only when training
+                with a non-zero ``dropout`` or ``weight_drop``).
 
         Returns:
             ``(out, state, cache)``: ``out`` ``(B, T, D*H)``, the final state in the same form as
@@ -214,8 +294,9 @@ class Recurrent:
         B, T, _ = x.shape
         if B == 0 or T == 0:
             raise ValueError(f"x must hold at least one sequence of at least one step, got shape {x.shape}")
-        self._check_array("x", x, (B, T, self.input_size))
+        x = self._check_array("x", x, (B, T, self.input_size))
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        masks = DropMasks([], []) if check_training(training, rng, self.dropout > 0 or self.weight_drop > 0) else None
         if state is None:
             zeros = np.zeros((L * D, B, H), self.dtype)
             state_t = tuple(zeros for _ in self.cell.state_names)
@@ -235,24 +316,30 @@ class Recurrent:
         layer_in = _to_feature_major(x, order)  # (I, T, B)
         states0 = self._unit_states(state_t, order)
 
-        units, finals = [], []
+        units: list[Any] = []  # UnrollCache per unit (None without keep_cache)
+        finals = []
         for layer in range(L):
             outs = []
             for direction in range(D):
                 u = layer * D + direction
                 seq = layer_in if direction == 0 else self._reverse(layer_in, rev_index)
                 out, final, cache = unroll_forward(
-                    self.cell, self._weights(layer, direction), seq, states0[u], batch_sizes, keep_cache
+                    self.cell, self._weights(layer, direction, masks, rng), seq, states0[u], batch_sizes, keep_cache
                 )
                 outs.append(out if direction == 0 else self._reverse(out, rev_index))
                 finals.append(final)
                 units.append(cache)
             layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=0)  # (D*H, T, B)
+            if masks is not None and self.dropout > 0 and layer < L - 1:
+                assert rng is not None
+                masks.between.append(dropout_mask(rng, layer_in.shape, self.dropout, self.dtype))
+                layer_in = layer_in * masks.between[-1]
 
         out_bf = _to_batch_first(layer_in, inv)
         rcache = None
         if keep_cache:
-            rcache = RecurrentCache(units, order, rev_index, (B, T, self.input_size), self._signature())
+            rcache = RecurrentCache(units, order, rev_index, (B, T, self.input_size), self._signature(),
+                                    weight_version(self, self.params), masks)
         return out_bf, self._pack_state(finals, inv), rcache
 
     def backward(
@@ -266,7 +353,14 @@ class Recurrent:
         Args:
             d_out: ``(B, T, D*H)`` gradient of the loss with respect to ``out`` (None: zero).
             d_state: gradient with respect to the final state, same form as the state (None: zero).
-            cache: from :meth:`forward` of the same call.
+            cache: from :meth:`forward` of this very layer, with the weights unchanged since.
+
+        The cache is checked first (see :mod:`rnnkit.layers._versions`): a cache of another layer
+        object (even one of the same shape), parameter arrays replaced since the forward pass, any
+        step of an rnnkit optimizer since, and in-place edits that change any of the up to 256
+        evenly spaced elements sampled from each weight array all raise ValueError saying which of
+        these happened.  An in-place edit of a few single elements that all miss the sample is the
+        one change that is not detected.
 
         Returns:
             ``(dx, d_state0, grads)``: ``dx`` ``(B, T, I)``, the gradient with respect to the initial
@@ -277,12 +371,13 @@ class Recurrent:
         if cache.signature != self._signature():
             raise ValueError(f"cache comes from another layer ({cache.signature}), not from this one "
                              f"({self._signature()}): pass the cache of this layer's own forward")
+        check_version(cache.version, self, self.params, type(self).__name__)
         B, T, _ = cache.x_shape
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         order, rev_index = cache.order, cache.rev_index
         inv = None if order is None else np.argsort(order)
         if d_out is not None:
-            self._check_array("d_out", d_out, (B, T, D * H))
+            d_out = self._check_array("d_out", d_out, (B, T, D * H))
             d_layer: Array | None = _to_feature_major(d_out, order)  # (D*H, T, B)
         else:
             d_layer = None
@@ -292,14 +387,18 @@ class Recurrent:
 
         grads: Grads = {}
         d_states0: list[tuple[Array, ...]] = [()] * (L * D)
+        masks = cache.masks
         for layer in reversed(range(L)):
+            if masks is not None and layer < len(masks.between):  # through the dropout on this layer's output
+                assert d_layer is not None
+                d_layer = d_layer * masks.between[layer]
             d_in = None
             for direction in range(D):
                 u = layer * D + direction
                 d_o = None if d_layer is None else d_layer[direction * H : (direction + 1) * H]
                 if d_o is not None and direction == 1:
                     d_o = self._reverse(d_o, rev_index)
-                w = self._weights(layer, direction)
+                w = self._weights(layer, direction, masks)
                 dx, d_s0, g = unroll_backward(
                     self.cell, w, cache.units[u], d_o, None if d_finals is None else d_finals[u]
                 )
@@ -309,6 +408,8 @@ class Recurrent:
                 d_states0[u] = d_s0
                 s = self._suffix(layer, direction)
                 grads[f"weight_ih{s}"], grads[f"weight_hh{s}"] = g.w_ih, g.w_hh
+                if masks is not None and masks.w_hh:  # the loop saw W_hh ⊙ M: dL/dW_hh = dL/d(W_hh ⊙ M) ⊙ M
+                    grads[f"weight_hh{s}"] = g.w_hh * masks.w_hh[u]
                 grads[f"bias_ih{s}"], grads[f"bias_hh{s}"] = g.b_ih, g.b_hh
             d_layer = d_in
         assert d_layer is not None
@@ -317,12 +418,19 @@ class Recurrent:
     __call__ = forward
 
     def __repr__(self) -> str:
+        options = "".join(f", {name}={getattr(self, name)!r}" for name, default in (
+            ("bias", True), ("dropout", 0.0), ("weight_drop", 0.0), ("init_hh", "pytorch"), ("init_ih", "pytorch"),
+            ("forget_bias", None)) if getattr(self, name) != default)
         return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, dtype={self.dtype.name})")
+                f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, dtype={self.dtype.name}{options})")
 
 
 class RNN(Recurrent):
-    """Elman RNN (as ``torch.nn.RNN``): ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, f tanh/relu."""
+    """Elman RNN (as ``torch.nn.RNN``): ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, f tanh/relu.
+
+    The keyword-only options (``bias``, ``dropout``, ``weight_drop``, ``init_hh``, ``init_ih``) are
+    those of :class:`Recurrent`, described in the module docstring and :mod:`rnnkit.layers.init`.
+    """
 
     def __init__(
         self,
@@ -333,16 +441,26 @@ class RNN(Recurrent):
         bidirectional: bool = False,
         dtype: Any = np.float32,
         seed: int | None = None,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        init_hh: str = "pytorch",
+        init_ih: str = "pytorch",
     ) -> None:
         cells = {"tanh": RNN_TANH_CELL, "relu": RNN_RELU_CELL}
         if nonlinearity not in cells:
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(cells[nonlinearity], input_size, hidden_size, num_layers, bidirectional, dtype, seed)
+        super().__init__(cells[nonlinearity], input_size, hidden_size, num_layers, bidirectional, dtype, seed,
+                         bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih)
 
 
 class LSTM(Recurrent):
-    """Long short-term memory, gates i, f, g, o (as ``torch.nn.LSTM``); the state is ``(h, c)``."""
+    """Long short-term memory, gates i, f, g, o (as ``torch.nn.LSTM``); the state is ``(h, c)``.
+
+    Keyword-only options as :class:`RNN`, plus ``forget_bias`` (e.g. 1.0: the forget gate's bias).
+    """
 
     def __init__(
         self,
@@ -352,12 +470,24 @@ class LSTM(Recurrent):
         bidirectional: bool = False,
         dtype: Any = np.float32,
         seed: int | None = None,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        init_hh: str = "pytorch",
+        init_ih: str = "pytorch",
+        forget_bias: float | None = None,
     ) -> None:
-        super().__init__(LSTM_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed)
+        super().__init__(LSTM_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed,
+                         bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih,
+                         forget_bias=forget_bias)
 
 
 class GRU(Recurrent):
-    """Gated recurrent unit, gates r, z, n with the reset gate on ``W_hn h + b_hn`` (as ``torch.nn.GRU``)."""
+    """Gated recurrent unit, gates r, z, n with the reset gate on ``W_hn h + b_hn`` (as ``torch.nn.GRU``).
+
+    The keyword-only options are those of :class:`RNN`.
+    """
 
     def __init__(
         self,
@@ -367,5 +497,12 @@ class GRU(Recurrent):
         bidirectional: bool = False,
         dtype: Any = np.float32,
         seed: int | None = None,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        init_hh: str = "pytorch",
+        init_ih: str = "pytorch",
     ) -> None:
-        super().__init__(GRU_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed)
+        super().__init__(GRU_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed,
+                         bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih)
