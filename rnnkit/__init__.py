@@ -130,8 +130,8 @@ if TYPE_CHECKING:
     )
     from rnnkit.losses import log_softmax, mse, softmax, softmax_cross_entropy
     from rnnkit.optim import SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearWarmup, RMSprop, StepLR
-    from rnnkit.tbptt import TBPTTStep, tbptt_step
     from rnnkit.parallel import get_num_threads, set_num_threads, threads
+    from rnnkit.tbptt import TBPTTStep, tbptt_step
 
 
 __version__ = "0.1.0"
