@@ -16,7 +16,7 @@ def test_every_public_name_resolves_and_is_in_the_lazy_table() -> None:
 
 
 def test_functions_named_like_their_submodule_stay_functions() -> None:
-    """``rnnkit.fit`` / ``rnnkit.threads`` are the functions even after their modules were imported by name."""
+    """``rnnkit.fit`` stays the function after its module is imported by name (``rnnkit.threads`` too)."""
     code = (
         "import rnnkit, types\n"
         "from rnnkit.fit import History\n"          # loads the submodule rnnkit.fit first
@@ -30,7 +30,7 @@ def test_functions_named_like_their_submodule_stay_functions() -> None:
     assert result.returncode == 0, result.stderr
     assert isinstance(sys.modules["rnnkit.fit"], types.ModuleType)
     assert rnnkit.fit is sys.modules["rnnkit.fit"].fit
-    assert rnnkit.threads is sys.modules["rnnkit.threads"].threads
+    assert rnnkit.threads is sys.modules["rnnkit.parallel"].threads
 
 
 def test_importing_the_package_does_not_load_numpy() -> None:
