@@ -2,6 +2,7 @@
 
     python benchmarks/bench_charlm.py                  # 10 minutes each (about 20 minutes in all)
     python benchmarks/bench_charlm.py --minutes 1      # a quick look
+    python benchmarks/bench_charlm.py --speed          # training speed only (fair harness, ~1 minute)
     python benchmarks/bench_charlm.py --layers 2 --dropout 0.2 --tie-weights --embed-dim 256   # other settings
 
 Both sides train the model ``rnnkit train`` builds with its defaults (``TrainConfig()``: embedding,
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -141,9 +143,70 @@ def run_torch(config: TrainConfig, train_batches: StreamBatches, val_batches: St
     return {"steps": step, "chars_per_s": chars / train_time, "best_bpc": min(best, last), "last_bpc": last}
 
 
+def speed(config: TrainConfig, train_ids: np.ndarray, vocab_size: int, threads: int, pairs: int) -> None:
+    """Training steps per second of both sides, same model, weights and batches, with the fair harness."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _harness import Busy, Harness, footer, header
+
+    import rnnkit
+    from rnnkit.clip import clip_grad_norm
+
+    rnnkit.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    model = CharLM(config.model_config(vocab_size), seed=config.seed)
+    peer = TorchCharLM(vocab_size, config)
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            peer.get_parameter(name).copy_(torch.from_numpy(value))
+    optimizer = rnnkit.Adam(lr=config.lr)
+    peer_optimizer = torch.optim.Adam(peer.parameters(), lr=config.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    batches = StreamBatches(train_ids, config.batch_size, config.seq_len)
+    ours: dict[str, Any] = {"index": 0, "state": None}
+    theirs: dict[str, Any] = {"index": 0, "state": None}
+
+    def rk_step() -> None:  # what the trainer's step does: loss and gradients, clip, update
+        batch = batches.get(ours["index"] % len(batches))
+        ours["index"] += 1
+        _, grads, ours["state"] = model.loss_and_grads(batch, ours["state"])
+        clip_grad_norm(grads, config.clip)
+        optimizer.step(model.params, grads)
+
+    def pt_step() -> None:
+        batch = batches.get(theirs["index"] % len(batches))
+        theirs["index"] += 1
+        logits, state = peer(torch.from_numpy(batch.x), theirs["state"])
+        loss = loss_fn(logits.flatten(0, 1), torch.from_numpy(batch.y).flatten())
+        peer_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(peer.parameters(), config.clip)
+        peer_optimizer.step()
+        theirs["state"] = _detach(state)
+
+    harness = Harness(pairs=pairs, calls=5, min_pairs=max(3, pairs - 2))
+    chars = config.batch_size * config.seq_len
+    print(header("char-LM training speed, default model (rnnkit vs torch, same weights and batches)",
+                 f"torch {torch.__version__}; {threads} threads each; {config.cell} {config.hidden}, embed "
+                 f"{config.embed_dim}, batch {config.batch_size} x {config.seq_len}, Adam, clip {config.clip}"))
+    try:
+        pair = harness.compare(rk_step, pt_step)
+    except Busy as busy:
+        print(f"not reported: the machine was busy ({busy})")
+        return
+    print(f"{'':<8} {'ms/step':>8} {'chars/s':>9}")
+    print(f"{'rnnkit':<8} {pair.ours * 1e3:>8.1f} {chars / pair.ours:>9.0f}")
+    print(f"{'torch':<8} {pair.peer * 1e3:>8.1f} {chars / pair.peer:>9.0f}")
+    print(f"speed ratio rnnkit/torch (chars/s): {pair.ratio:.2f}  ({pair.kept} quiet pairs of 5 steps each)")
+    print(footer(harness))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training time for each side (default 10)")
+    parser.add_argument("--speed", action="store_true",
+                        help="only measure training speed (chars/s) with the fair harness, no training run")
+    parser.add_argument("--threads", type=int, default=2, help="threads for both sides with --speed (default 2)")
+    parser.add_argument("--pairs", type=int, default=9, help="quiet pairs of blocks with --speed (default 9)")
     defaults = TrainConfig()
     for flag, kind in (("cell", str), ("hidden", int), ("layers", int), ("embed-dim", int), ("lr", float),
                        ("dropout", float), ("embed-dropout", float), ("weight-drop", float),
@@ -164,6 +227,9 @@ def main() -> None:
         vocab = Vocab.from_text(text)
         train_ids, val_ids = split_stream(vocab.encode(text), config.val_fraction)
         unigram = unigram_bits_per_char(train_ids, val_ids, len(vocab))
+        if args.speed:
+            speed(config, train_ids, len(vocab), args.threads, args.pairs)
+            return
         initial = CharLM(config.model_config(len(vocab)), seed=config.seed).state_dict()
 
         print(f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
