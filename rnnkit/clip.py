@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from rnnkit._types import Grads
@@ -52,16 +53,31 @@ def grad_norm(grads: Grads, norm_type: float = 2.0) -> float:
     _check_grads(grads)
     if not isinstance(norm_type, (int, float)) or isinstance(norm_type, bool) or not norm_type > 0:
         raise ValueError(f"norm_type must be a positive number or math.inf, got {norm_type!r}")
+    if not grads:
+        return 0.0
+    if norm_type == 2.0:
+        # Squares summed in float64 (float32 gradients with large entries cannot overflow it) in one
+        # compiled pass per array, without a float64 copy of every gradient.
+        total = 0.0
+        for grad in grads.values():
+            total += _sum_of_squares(np.ascontiguousarray(grad, dtype=grad.dtype.newbyteorder("=")).reshape(-1))
+        return math.sqrt(total)
     # Accumulate in float64 so that float32 gradients with large entries do not overflow the sum.
     flat = [grad.ravel().astype(np.float64, copy=False) for grad in grads.values()]
-    if not flat:
-        return 0.0
     if math.isinf(norm_type):
         # np.max, not Python's max: a NaN in any array must give NaN (Python's max ignores a NaN
         # that is not first, because every comparison with it is False).
         return float(np.max([np.max(np.abs(values), initial=0.0) for values in flat]))
     per_array = np.array([np.linalg.norm(values, ord=norm_type) for values in flat])
     return float(np.linalg.norm(per_array, ord=norm_type))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_of_squares(values):  # type: ignore[no-untyped-def]
+    total = 0.0
+    for v in values:
+        total += np.float64(v) * np.float64(v)
+    return total
 
 
 def clip_grad_norm(grads: Grads, max_norm: float, norm_type: float = 2.0) -> float:

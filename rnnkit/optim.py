@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numba
 import numpy as np
 
 from rnnkit._types import Array, Grads, Params
@@ -139,7 +140,7 @@ class Optimizer(ABC):
 
     def _new_buffers(self, param: Array) -> dict[str, Array]:
         """Buffers before the first step: zeros of the parameter's shape and dtype."""
-        return {name: np.zeros_like(param) for name in self._buffer_names()}
+        return {name: np.zeros(param.shape, param.dtype) for name in self._buffer_names()}  # C-contiguous
 
     @abstractmethod
     def _update(self, param: Array, grad: Array, buffers: dict[str, Array]) -> None:
@@ -371,20 +372,33 @@ class Adam(Optimizer):
                 param *= 1 - self.lr * self.weight_decay
             else:
                 grad = grad + self.weight_decay * param
-        exp_avg, exp_avg_sq = buffers["exp_avg"], buffers["exp_avg_sq"]
-        exp_avg *= beta1
-        exp_avg += (1 - beta1) * grad
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * (grad * grad)
-        if self.amsgrad:
-            second_moment = buffers["max_exp_avg_sq"]
-            np.maximum(second_moment, exp_avg_sq, out=second_moment)
-        else:
-            second_moment = exp_avg_sq
         bias_correction1 = 1 - beta1**self.step_count
         bias_correction2 = 1 - beta2**self.step_count
-        denom = np.sqrt(second_moment) / math.sqrt(bias_correction2) + self.eps
-        param -= (self.lr / bias_correction1) * (exp_avg / denom)
+        scalar = param.dtype.type  # the arithmetic stays in the parameters' dtype, as in NumPy
+        in_place = param.flags.c_contiguous and param.dtype.isnative
+        flat = param.reshape(-1) if in_place else param.astype(param.dtype.newbyteorder("="), order="C").reshape(-1)
+        _adam_update(flat, np.ascontiguousarray(grad, dtype=flat.dtype).reshape(-1), buffers["exp_avg"].reshape(-1),
+                     buffers["exp_avg_sq"].reshape(-1),
+                     buffers["max_exp_avg_sq"].reshape(-1) if self.amsgrad else flat[:0],
+                     scalar(beta1), scalar(1 - beta1), scalar(beta2), scalar(1 - beta2),
+                     scalar(math.sqrt(bias_correction2)), scalar(self.eps), scalar(self.lr / bias_correction1))
+        if not in_place:  # a strided or byte-swapped parameter was updated in a copy: write it back
+            param[...] = flat.reshape(param.shape)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _adam_update(p, g, m, v, v_max, beta1, one_minus_beta1, beta2, one_minus_beta2, sqrt_bc2, eps, step_size):  # type: ignore[no-untyped-def]
+    """Adam's update in one pass, element by element in the order of the formulas above (no temporaries)."""
+    amsgrad = v_max.shape[0] > 0
+    for k in range(p.shape[0]):
+        m[k] = m[k] * beta1 + one_minus_beta1 * g[k]
+        v[k] = v[k] * beta2 + one_minus_beta2 * (g[k] * g[k])
+        second = v[k]
+        if amsgrad:
+            if second != second or v_max[k] < second:  # np.maximum: a NaN on either side wins
+                v_max[k] = second
+            second = v_max[k]
+        p[k] = p[k] - step_size * (m[k] / (math.sqrt(second) / sqrt_bc2 + eps))
 
 
 class AdamW(Adam):
@@ -651,5 +665,6 @@ def _copy_state(state: Any, buffer_names: tuple[str, ...]) -> OptimizerState:
                 raise ValueError(f"state_dict['state'][{name!r}][{buffer!r}] must be a floating-point array")
             if array.shape != arrays[0].shape or array.dtype != arrays[0].dtype:
                 raise ValueError(f"state_dict['state'][{name!r}] buffers differ in shape or dtype")
-        copied[name] = {buffer: array.copy() for buffer, array in buffers.items()}
+        copied[name] = {buffer: array.astype(array.dtype.newbyteorder('='), order='C', copy=True)
+                        for buffer, array in buffers.items()}
     return copied
