@@ -117,23 +117,25 @@ def _backward_loop(kind, w_hh, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, activ
             dAh2[:, t * B + n : (t + 1) * B] = 0
 
 
+# Both transposing copies go time step by time step, and within a step feature by feature: a step's
+# (B, F) block is then read and written while it is in cache, and the writes touch B rows at a time
+# (walking f in the inner loop instead would write across F rows T*B apart: a TLB miss per element).
 @numba.njit(**KERNEL_OPTIONS)
 def _transpose_bt_to_ft(a, order, out):  # type: ignore[no-untyped-def]
     B, T, F = a.shape
     for t in range(T):
-        for b in range(B):
-            src = a[order[b], t]
-            for f in range(F):
-                out[f, t, b] = src[f]
+        for f in range(F):
+            dst = out[f, t]
+            for b in range(B):
+                dst[b] = a[order[b], t, f]
 
 
 @numba.njit(**KERNEL_OPTIONS)
 def _transpose_ft_to_bt(a, order, out):  # type: ignore[no-untyped-def]
     F, T, B = a.shape
-    for b in range(B):
-        src = order[b]
-        for t in range(T):
-            dst = out[b, t]
+    for t in range(T):
+        for b in range(B):
+            dst, src = out[b, t], order[b]
             for f in range(F):
                 dst[f] = a[f, t, src]
 
