@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import re
 import shutil
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -48,8 +52,12 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     served: list[tuple[str, int]] = []
+    broken = 0
 
     class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # quiet: the summary tells
+            pass
+
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             served.append((self.path, int(code) if str(code).isdigit() else 0))
 
@@ -66,13 +74,33 @@ def main() -> int:
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
             _shrink(png)
             print(f"{url} -> {png} ({png.stat().st_size // 1024} KB)")
+        # Navigation: follow every link of the rendered pages (the nav, the tables of contents, the
+        # links between pages) to the server and check that the page and its anchor exist.
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        links = broken = 0
+        for page, _, _ in PAGES:
+            html = urllib.request.urlopen(base + page, timeout=30).read().decode("utf-8")
+            for href in set(re.findall(r'<a [^>]*href="([^"#:?]*)(?:#([^"]*))?"', html)):
+                target, anchor = href
+                url = urllib.parse.urljoin(base + page, target) if target else base + page
+                links += 1
+                try:
+                    body = urllib.request.urlopen(url, timeout=30).read().decode("utf-8", "replace")
+                except urllib.error.URLError:
+                    broken += 1
+                    print(f"broken link on {page}: {target}#{anchor}")
+                    continue
+                if anchor and f'id="{anchor}"' not in body:
+                    broken += 1
+                    print(f"missing anchor on {page}: {target}#{anchor}")
+        print(f"{links} links followed from {len(PAGES)} pages, {broken} broken")
     finally:
         server.shutdown()
     # What the browser asked the local server for: every page, script, style sheet, font and picture.
     # Anything missing (a broken picture, MathJax not found) shows here as a 404.
     failed = sorted({f"{path} ({code})" for path, code in served if code >= 400})
     print(f"{len(served)} requests served locally, {len(failed)} failed" + (": " + ", ".join(failed) if failed else ""))
-    return 1 if failed else 0
+    return 1 if failed or broken else 0
 
 
 def _shrink(png: Path) -> None:
