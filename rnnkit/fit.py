@@ -193,6 +193,7 @@ class Accuracy(Metric):
     name = "accuracy"
 
     def update(self, out: Array, y: Any, mask: npt.NDArray[np.bool_] | None = None) -> None:
+        """Count the valid positions whose ``argmax(out)`` equals ``y``."""
         hit = np.argmax(out, axis=-1) == np.asarray(y)
         valid = _positions(mask, hit.shape)
         self.total += float(hit[valid].sum())
@@ -205,6 +206,7 @@ class MeanSquaredError(Metric):
     name = "mse"
 
     def update(self, out: Array, y: Any, mask: npt.NDArray[np.bool_] | None = None) -> None:
+        """Add the squared errors ``(out - y)²`` of the valid elements."""
         sq = (out - np.asarray(y, dtype=out.dtype)) ** 2
         valid = _positions(mask, sq.shape[: mask.ndim] if mask is not None else sq.shape)
         selected = sq[valid]
@@ -230,6 +232,7 @@ class BitsPerChar(_CrossEntropy):
     name = "bits_per_char"
 
     def result(self) -> float:
+        """The mean cross-entropy per valid target, in bits."""
         return super().result() / math.log(2)
 
 
@@ -239,6 +242,7 @@ class Perplexity(_CrossEntropy):
     name = "perplexity"
 
     def result(self) -> float:
+        """``exp`` of the mean cross-entropy per valid target (nats)."""
         return math.exp(super().result())
 
 
@@ -478,6 +482,7 @@ class EarlyStopping(Callback):
         return self._tracker.best
 
     def on_log(self, run: FitRun, logs: dict[str, float]) -> None:
+        """Track ``monitor``: keep the best weights on improvement, stop after ``patience`` logs without."""
         if self._tracker.improved(logs):
             self.wait = 0
             self.best_epoch = run.epoch
@@ -490,6 +495,7 @@ class EarlyStopping(Callback):
                 self.stopped_epoch = run.epoch
 
     def on_train_end(self, run: FitRun) -> None:
+        """Put the best log's weights back (``restore_best``)."""
         if self.restore_best and self.best_weights is not None:
             run.model.load_state_dict(self.best_weights)
 
@@ -510,6 +516,7 @@ class ModelCheckpoint(Callback):
         self._last_logs: dict[str, float] = {}
 
     def on_train_begin(self, run: FitRun) -> None:
+        """Create ``directory``."""
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def _save(self, run: FitRun, name: str) -> None:
@@ -518,12 +525,14 @@ class ModelCheckpoint(Callback):
                    metadata=metadata)
 
     def on_log(self, run: FitRun, logs: dict[str, float]) -> None:
+        """Write ``latest.safetensors``, and ``best.safetensors`` when ``monitor`` improved."""
         self._last_logs = {k: v for k, v in logs.items() if math.isfinite(v)}
         if self._tracker.improved(logs):
             self._save(run, "best.safetensors")
         self._save(run, "latest.safetensors")
 
     def on_train_end(self, run: FitRun) -> None:
+        """Write ``latest.safetensors`` with the final weights (also after an early stop or Ctrl-C)."""
         self._save(run, "latest.safetensors")
 
 
@@ -565,6 +574,7 @@ class CSVLogger(_FileLogger):
         self._writer.writerow(logs)
 
     def on_train_end(self, run: FitRun) -> None:
+        """Close the file."""
         super().on_train_end(run)
         self._writer = None
 
@@ -586,6 +596,7 @@ class ProgressBar(Callback):
         self._bar: Any = None
 
     def on_train_begin(self, run: FitRun) -> None:
+        """Open the bar over ``run.total_steps`` (nothing without tqdm)."""
         try:
             from tqdm import tqdm  # optional: only the app extra installs it
         except ImportError:
@@ -594,11 +605,13 @@ class ProgressBar(Callback):
                          dynamic_ncols=True)
 
     def on_step_end(self, run: FitRun, loss: float) -> None:
+        """Advance the bar by one step and show the step's loss."""
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix_str(f"loss={loss:.4f}", refresh=False)
 
     def on_log(self, run: FitRun, logs: dict[str, float]) -> None:
+        """Print the log record as one line (above the bar)."""
         shown = "  ".join(f"{k}={v:.4g}" for k, v in logs.items() if k not in ("epoch", "step", "seconds"))
         line = f"epoch {run.epoch} step {run.step}  {shown}"
         if self._bar is not None:
@@ -607,6 +620,7 @@ class ProgressBar(Callback):
             print(line, file=self.stream or sys.stderr, flush=True)
 
     def on_train_end(self, run: FitRun) -> None:
+        """Close the bar."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

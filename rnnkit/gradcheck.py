@@ -67,6 +67,7 @@ class GradcheckReport:
 
     @property
     def max_error(self) -> float:
+        """The worst relative error over all arrays (0.0 when nothing was checked)."""
         return max(self.errors.values(), default=0.0)
 
     def __str__(self) -> str:

@@ -499,6 +499,7 @@ class StepLR(LRScheduler):
         self.gamma = float(gamma)
 
     def lr_at(self, epoch: int) -> float:
+        """``base_lr · gamma ** (epoch // step_size)``: the learning rate after ``epoch`` steps."""
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
 
@@ -524,6 +525,7 @@ class CosineAnnealingLR(LRScheduler):
         self.eta_min = float(eta_min)
 
     def lr_at(self, epoch: int) -> float:
+        """The closed form above: the learning rate after ``epoch`` steps."""
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
 
 
@@ -561,6 +563,7 @@ class LinearWarmup(LRScheduler):
         self.warmup_steps = int(warmup_steps)
 
     def lr_at(self, epoch: int) -> float:
+        """``base_lr · (epoch + 1) / warmup_steps`` during the warm-up, then ``after``'s rate (or ``base_lr``)."""
         if epoch < self.warmup_steps:
             return self.base_lr * (epoch + 1) / self.warmup_steps
         if self.after is not None:

@@ -1127,9 +1127,11 @@ class SafeStream:
 
     @property
     def encoding(self) -> str:
+        """The wrapped stream's encoding (``utf-8`` when it has none)."""
         return getattr(self._stream, "encoding", None) or "utf-8"
 
     def write(self, text: str) -> int:
+        """Write ``text`` (unencodable characters replaced); after a failed write, drop everything."""
         if not self.dead:
             try:
                 try:
@@ -1147,6 +1149,7 @@ class SafeStream:
         return len(text)
 
     def flush(self) -> None:
+        """Flush the wrapped stream; a failure marks the stream dead instead of raising."""
         if not self.dead:
             try:
                 self._stream.flush()  # type: ignore[union-attr]
@@ -1154,12 +1157,14 @@ class SafeStream:
                 self.dead = True
 
     def isatty(self) -> bool:
+        """Whether the wrapped stream is a live terminal (False once dead or on any error)."""
         try:
             return not self.dead and bool(self._stream.isatty())  # type: ignore[union-attr]
         except (OSError, ValueError, AttributeError):
             return False
 
     def fileno(self) -> int:
+        """The wrapped stream's file descriptor (OSError without a stream)."""
         if self._stream is None:
             raise OSError("the stream is closed")
         return self._stream.fileno()
