@@ -139,7 +139,7 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--eval-every", type=_steps_or_time, metavar="N|TIME",
                      help=f"validate and checkpoint every N steps (default {d.eval_every}) or, with a unit "
                           f"(30s, 2m, 1h), every TIME as well; a --minutes run also validates every "
-                          f"{EVAL_TIME_FRACTION:.0%} of its time")
+                          f"{EVAL_TIME_FRACTION:.0%}% of its time")
     run.add_argument("--sample-every", type=int, metavar="N",
                      help=f"steps between printed samples, 0: never (default {d.sample_every})")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

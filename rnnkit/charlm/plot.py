@@ -44,10 +44,27 @@ def plot_losses(
         ``png_path`` as a Path, or None when matplotlib is not installed.
     """
     try:
-        from matplotlib.figure import Figure
+        import matplotlib  # noqa: F401 -- only to know whether the figure can be drawn
     except ImportError:
         return None
-    records = read_metrics(metrics_path)
+    fig = loss_figure(read_metrics(metrics_path), title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(png_path, buffer.getvalue())
+    return Path(png_path)
+
+
+def loss_figure(records: list[dict[str, Any]], title: str = "") -> Any:
+    """The loss-curve ``matplotlib.figure.Figure`` of a run's metrics records (see :func:`plot_losses`).
+
+    The y-range is capped a little above the baseline and the validation curve, so that the first
+    steps (near ``log2 V``) do not squash the rest, unless that would hide a tenth of the training
+    curve or more (a short run).  The unigram baseline is drawn, with its legend entry, only when it
+    lies inside the y-range.  A run fine-tuned from another run's weights has a star at its start.
+    Needs matplotlib.
+    """
+    from matplotlib.figure import Figure
+
     train = np.array([(r["step"], r["bpc"]) for r in records if r.get("kind") == "train"], dtype=float)
     val = np.array([(r["step"], r["bpc"]) for r in records if r.get("kind") == "val"], dtype=float)
     runs = [r for r in records if r.get("kind") == "run"]
@@ -100,7 +117,4 @@ def plot_losses(
     ax.set_title(title.replace("$", r"\$"))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    atomic_write_bytes(png_path, buffer.getvalue())
-    return Path(png_path)
+    return fig
