@@ -376,3 +376,40 @@ def test_diagnose_a_lines_run(tmp_path, capsys) -> None:
     assert cli.main(["train", "--data", str(data), "--mode", "lines", "--steps", "2", "--out", str(out), *TINY]) == 0
     flow = trained_gradient_flow(out, seq_len=50, batch_size=4)
     assert flow.windows == 4 and 1 <= flow.seq_len <= 13  # at most the longest validation line + its start symbol
+
+
+# The shared training step
+# --------------------------------------------------------------------------------------------------
+
+
+def test_train_step_refuses_a_non_finite_gradient_before_the_update() -> None:
+    from rnnkit import SGD, Linear, Sequential
+    from rnnkit.fit import train_step
+
+    model = Sequential([("head", Linear(2, 2, dtype=np.float64, seed=0))])
+    before = {name: value.copy() for name, value in model.params.items()}
+
+    def huge_gradient(out: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        return 1.0, np.full_like(out, 1e300)  # finite, but its squared norm overflows
+
+    def infinite_gradient(out: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        return 1.0, np.full_like(out, np.inf)
+
+    x, y = np.ones((3, 2)), np.zeros((3, 2))
+    with pytest.raises(FloatingPointError, match="the loss is 1.0 and the gradient norm inf"), \
+            np.errstate(over="ignore"):
+        train_step(model, huge_gradient, SGD(lr=0.1), x, y, clip=1.0)
+    with pytest.raises(FloatingPointError, match="the gradient overflowed in backward"):
+        train_step(model, infinite_gradient, SGD(lr=0.1), x, y)
+    for name, value in model.params.items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_char_lm_divergence_through_the_shared_step(tmp_path, words) -> None:
+    from rnnkit.charlm.train import TrainingDiverged, train
+
+    config = TrainConfig(data=str(words), steps=5, hidden=16, embed_dim=8, batch_size=4, seq_len=8,
+                         sample_every=0, optimizer="sgd", lr=1e30, clip=0.0, out=str(tmp_path / "r"))
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step \d+: .*try a smaller --lr"), \
+            np.errstate(all="ignore"):
+        train(config, progress=False, log=open(tmp_path / "log.txt", "w", encoding="utf-8"))

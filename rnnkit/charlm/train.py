@@ -129,9 +129,10 @@ from rnnkit.charlm.model import (
 )
 from rnnkit.charlm.plot import plot_losses
 from rnnkit.charlm.sample import MODES, generate_text
-from rnnkit.clip import clip_grad_norm, grad_norm
+from rnnkit.fit import train_step
 from rnnkit.io import available_memory, format_bytes
 from rnnkit.io.checkpoint import CheckpointError, atomic_write_text, save_checkpoint
+from rnnkit.losses import softmax_cross_entropy
 from rnnkit.optim import (
     SGD,
     Adagrad,
@@ -653,12 +654,17 @@ class Trainer:
         batches = self.train_batches
         batch = batches.get(self.index, self.order)
         state = self.state if batches.carries_state else None
-        loss, grads, final_state = self.model.loss_and_grads(batch, state, self.rng)
-        clip = self.config.clip
-        norm = clip_grad_norm(grads, clip) if clip > 0 else grad_norm(grads)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise self._diverged(self.step + 1, f"the loss is {loss} and the gradient norm {norm}")
-        self.optimizer.step(self.model.params, grads)
+        # The one training step of rnnkit.fit: forward with dropout from self.rng, the masked mean
+        # cross-entropy, backward, clipping, and the optimizer's update -- refused before the update
+        # when the loss or the gradient norm is not finite.
+        try:
+            result = train_step(self.model.net, softmax_cross_entropy, self.optimizer, batch.x, batch.y, state=state,
+                                lengths=batch.lengths, mask=batch.mask,
+                                clip=self.config.clip if self.config.clip > 0 else None, rng=self.rng)
+        except FloatingPointError as error:
+            # "the loss is inf" or "the loss is 2.1 and the gradient norm nan"; _diverged adds the fix.
+            raise self._diverged(self.step + 1, str(error).split(":")[0]) from None
+        loss, norm, final_state = result.loss, result.grad_norm, result.state
         # min and max propagate NaN and show inf, without a temporary array per parameter.
         for name, value in self.model.params.items():
             if not (np.isfinite(value.min()) and np.isfinite(value.max())):
