@@ -3,8 +3,11 @@
 :func:`train` (what ``rnnkit train`` calls) reads the text, builds the vocabulary and the model,
 and trains with truncated BPTT: every step is one batch of ``batch_size`` rows by ``seq_len``
 characters; in stream mode the hidden state is carried from one batch into the next and no gradient
-crosses the boundary.  The global gradient norm is clipped, then the optimizer steps.  Every
-``eval_every`` steps the whole validation split is evaluated; every ``sample_every`` steps a short
+crosses the boundary.  The global gradient norm is clipped, then the optimizer steps -- the step is
+:func:`rnnkit.fit.train_step`, the one step of every rnnkit training loop; this module adds the
+char-LM's data position, checkpoints, signals and reporting around it.  Every ``eval_every`` steps
+(or ``eval_every_s`` seconds, whichever comes first; a ``minutes`` run at least every tenth of its
+time) the validation split is evaluated; every ``sample_every`` steps a short
 sample is printed.  A progress bar (tqdm, from the ``app`` extra; plain log lines without it) shows
 the step, the training and validation loss in bits per character, characters per second and the
 time left.
@@ -64,7 +67,13 @@ Nothing diverged is ever saved: ``best`` and ``latest`` keep the last good state
 
 **init_from** starts a new run from another run's weights and vocabulary (fine-tuning on new text):
 the architecture comes from that checkpoint, and characters of the new text that its vocabulary
-lacks are an error that lists them.
+lacks are an error that lists them (``unknown="error"``), dropped (``"skip"``) or replaced by a
+space (``"replace"``).
+
+**Defaults that depend on the run.**  ``lr=None`` is the optimizer's own rate (:data:`DEFAULT_LR`);
+``seq_len=None`` is 64 in stream mode and the longest line + 1 in lines mode (up to
+:data:`MAX_AUTO_SEQ_LEN`); ``threads=None`` is :func:`rnnkit.parallel.default_threads`.  config.json
+and the checkpoints hold the resolved values.
 
 **Randomness.**  ``seed`` determines the initial weights, the lines-mode validation split, the
 generator that shuffles the items each epoch and draws every dropout mask (saved in checkpoints, so
