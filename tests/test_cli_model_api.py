@@ -201,6 +201,20 @@ def test_eval_scores_a_file_exactly(trained, words, capsys) -> None:
     assert evaluate_text(EvalConfig(str(trained), str(words), max_chars=101, batch_size=1)).chars == 100
 
 
+def test_eval_a_lines_model(tmp_path) -> None:
+    data = write_names(tmp_path / "names.txt", 12)
+    out = tmp_path / "names"
+    assert cli.main(["train", "--data", str(data), "--mode", "lines", "--steps", "2", "--out", str(out), *TINY]) == 0
+    lines = data.read_text(encoding="utf-8").split()
+    result = evaluate_text(EvalConfig(str(out), str(data), batch_size=7))
+    # Every character of every line is predicted, and the newline that ends it.
+    assert result.chars == sum(len(line) + 1 for line in lines)
+    # Batching does not change the score: each line is read from the zero state on its own.
+    one = evaluate_text(EvalConfig(str(out), str(data), batch_size=1))
+    assert one.bits_per_char == pytest.approx(result.bits_per_char, rel=1e-5)
+    assert math.isfinite(result.bits_per_char) and result.perplexity == pytest.approx(2**result.bits_per_char)
+
+
 def test_eval_progress_bar_and_errors(trained, words, tmp_path, capsys) -> None:
     assert cli.main(["eval", str(trained / "latest.safetensors"), "--data", str(words)]) == 0
     captured = capsys.readouterr()
@@ -321,6 +335,13 @@ def test_plot_baseline_only_when_on_the_chart() -> None:
     fig = loss_figure(records([6.0] * 50, 1.0, [(50, 5.9)]))
     assert not any("unigram" in label for label in legend_labels(fig))
     assert fig.axes[0].get_ylim()[0] > 1.0
+
+
+def test_plot_skips_null_losses() -> None:
+    pytest.importorskip("matplotlib")
+    logged = records([5.0, 4.0], 4.5, [(2, 4.2)]) + [{"kind": "val", "step": 3, "loss": None, "bpc": None}]
+    line = next(line for line in loss_figure(logged).axes[0].get_lines() if line.get_label().startswith("valid"))
+    assert list(line.get_xdata()) == [2.0]
 
 
 def test_plot_short_run_is_not_clipped() -> None:

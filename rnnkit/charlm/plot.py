@@ -65,8 +65,13 @@ def loss_figure(records: list[dict[str, Any]], title: str = "") -> Any:
     """
     from matplotlib.figure import Figure
 
-    train = np.array([(r["step"], r["bpc"]) for r in records if r.get("kind") == "train"], dtype=float)
-    val = np.array([(r["step"], r["bpc"]) for r in records if r.get("kind") == "val"], dtype=float)
+    def points(kind: str) -> Any:
+        # A diverged loss is logged as null: it has no point on the curve.
+        return np.array([(r["step"], r["bpc"]) for r in records if r.get("kind") == kind
+                         and isinstance(r.get("step"), int) and isinstance(r.get("bpc"), (int, float))],
+                        dtype=float).reshape(-1, 2)
+
+    train, val = points("train"), points("val")
     runs = [r for r in records if r.get("kind") == "run"]
     unigram = runs[-1].get("unigram_bpc") if runs else None
     if isinstance(unigram, bool) or not isinstance(unigram, (int, float)) or not np.isfinite(unigram):
