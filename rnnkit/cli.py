@@ -1,4 +1,5 @@
-"""The ``rnnkit`` command: ``train`` and ``sample`` a character-level language model, ``diagnose`` gradients.
+"""The ``rnnkit`` command: ``train``, ``sample`` and ``eval`` a character-level language model, ``diagnose``
+gradients, ``export`` a model.  Bare ``rnnkit`` prints the usage and the commands; ``--version`` the version.
 
 ::
 
@@ -6,7 +7,9 @@
     rnnkit train --out runs/demo --resume --steps 3000   # continue exactly where it stopped
     rnnkit sample runs/demo --prime "The " --length 300 --temperature 0.7 --seed 1
     rnnkit train --data names.txt --mode lines --out runs/names && rnnkit sample runs/names
-    rnnkit diagnose --out gradient_flow.png
+    rnnkit eval runs/demo --data held_out.txt             # bits/char and perplexity of a text
+    rnnkit diagnose runs/demo --out flow.png             # gradient flow of the trained model
+    rnnkit diagnose --out gradient_flow.png              # ... of fresh RNN, LSTM and GRU
     rnnkit export runs/demo --format onnx --with-state --out demo.onnx   # also: safetensors, torch
 
 The subcommands only parse their options into :class:`rnnkit.charlm.TrainConfig` and call
@@ -24,17 +27,31 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from rnnkit.charlm.data import BUILTIN_CORPUS
+from rnnkit import __version__
+from rnnkit.charlm.data import BUILTIN_CORPUS, UNKNOWN_POLICIES
+from rnnkit.charlm.diagnose import plot_trained_gradient_flow, trained_gradient_flow
+from rnnkit.charlm.evaluate import EvalConfig, evaluate_text
 from rnnkit.charlm.export import FORMATS, ExportConfig, export_model
 from rnnkit.charlm.model import CELLS, DTYPES
 from rnnkit.charlm.sample import DEFAULT_LENGTH, MODES, SampleConfig, sample_text
-from rnnkit.charlm.train import DEFAULT_STEPS, LR_SCHEDULES, OPTIMIZERS, TrainConfig, train
+from rnnkit.charlm.train import (
+    DEFAULT_LR,
+    DEFAULT_SEQ_LEN,
+    DEFAULT_STEPS,
+    EVAL_TIME_FRACTION,
+    LR_SCHEDULES,
+    MAX_AUTO_SEQ_LEN,
+    OPTIMIZERS,
+    TrainConfig,
+    train,
+)
 from rnnkit.diagnostics import plot_gradient_flow
 from rnnkit.layers.init import INIT_HH, INIT_IH
+from rnnkit.parallel import set_num_threads
 
 EXIT_USAGE = 2         # bad input: argparse's convention
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention for Ctrl-C
@@ -79,10 +96,12 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--dtype", choices=DTYPES, help=f"parameter dtype (default {d.dtype})")
     opt = p.add_argument_group("training")
     opt.add_argument("--seq-len", type=int, metavar="T",
-                     help=f"truncated-BPTT chunk length; lines mode: longest item + 1 (default {d.seq_len})")
+                     help=f"truncated-BPTT chunk length (default: stream {DEFAULT_SEQ_LEN}; lines: the longest "
+                          f"line + 1, up to {MAX_AUTO_SEQ_LEN})")
     opt.add_argument("--batch-size", type=int, metavar="B", help=f"rows or items per step (default {d.batch_size})")
     opt.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help=f"optimizer (default {d.optimizer})")
-    opt.add_argument("--lr", type=float, metavar="LR", help=f"learning rate (default {d.lr})")
+    lrs = ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
+    opt.add_argument("--lr", type=float, metavar="LR", help=f"learning rate (default: the optimizer's own: {lrs})")
     opt.add_argument("--clip", type=float, metavar="NORM", help=f"max gradient norm, 0: off (default {d.clip})")
     opt.add_argument("--steps", type=int, metavar="N",
                      help=f"total steps to reach (default {DEFAULT_STEPS}; with only --minutes: no step limit)")
@@ -114,11 +133,17 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
                      help="continue the run in --out exactly from its latest checkpoint (give a larger --steps)")
     run.add_argument("--init-from", metavar="CHECKPOINT",
                      help="start from this checkpoint's (or run directory's) weights and vocabulary")
-    run.add_argument("--eval-every", type=int, metavar="N",
-                     help=f"steps between validations and checkpoints (default {d.eval_every})")
+    run.add_argument("--unknown", choices=UNKNOWN_POLICIES,
+                     help="with --init-from: characters of --data that its vocabulary lacks are an error, "
+                          "skipped, or replaced by a space (default error)")
+    run.add_argument("--eval-every", type=_steps_or_time, metavar="N|TIME",
+                     help=f"validate and checkpoint every N steps (default {d.eval_every}) or, with a unit "
+                          f"(30s, 2m, 1h), every TIME as well; a --minutes run also validates every "
+                          f"{EVAL_TIME_FRACTION:.0%}% of its time")
     run.add_argument("--sample-every", type=int, metavar="N",
                      help=f"steps between printed samples, 0: never (default {d.sample_every})")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _threads_option(run, argparse.SUPPRESS)
     p.set_defaults(handler=_train)
 
 
@@ -139,20 +164,50 @@ def _sample_parser(commands: argparse._SubParsersAction) -> None:
                    help="< 1: safer, > 1: wilder, 0: always the most likely character (default 1.0)")
     p.add_argument("--top-k", type=int, metavar="K", help="sample only among the K most likely characters")
     p.add_argument("--seed", type=int, metavar="S", help="random seed: the same seed gives the same text")
+    p.add_argument("--unknown", choices=UNKNOWN_POLICIES, default="error",
+                   help="prime characters the vocabulary lacks: error, skip, or replace by a space "
+                        "(default %(default)s)")
+    _threads_option(p, None)
     p.set_defaults(handler=_sample)
+
+
+def _eval_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "eval", help="score a text file with a trained model: bits per character and perplexity",
+        description="Score a UTF-8 text with a checkpoint: the mean cross-entropy in bits per character, "
+                    "and the per-character perplexity (2 ** bits/char).",
+    )
+    p.add_argument("checkpoint", metavar="RUN|CHECKPOINT",
+                   help="a .safetensors checkpoint, or a run directory (its best checkpoint)")
+    p.add_argument("--data", required=True, metavar="FILE", help="the UTF-8 text to score")
+    p.add_argument("--max-chars", type=int, default=0, metavar="N",
+                   help="score at most the first N characters, 0: all (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B",
+                   help="rows or lines per forward pass (default %(default)s)")
+    p.add_argument("--unknown", choices=UNKNOWN_POLICIES, default="error",
+                   help="characters the vocabulary lacks: error, skip, or replace by a space (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _threads_option(p, None)
+    p.set_defaults(handler=_eval)
 
 
 def _diagnose_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "diagnose", help="plot how the gradient vanishes over time in RNN, LSTM and GRU",
-        description="Plot ||dL/dh_t|| over t (loss at the last step) for a tanh RNN, an LSTM and a GRU.",
+        "diagnose", help="plot how the gradient vanishes over time: in a trained run, or in fresh RNN, LSTM, GRU",
+        description="Plot ||dL/dh_t|| over t (loss at the last step).  With RUN: the trained model of a run "
+                    "(and a fresh network of its architecture) on windows of the run's own validation text; "
+                    "without: a fresh tanh RNN, LSTM and GRU on random inputs.",
     )
+    p.add_argument("run", nargs="?", metavar="RUN|CHECKPOINT",
+                   help="a run directory (its best checkpoint) or a checkpoint; omit for fresh networks")
+    p.add_argument("--data", metavar="PATH", help="with RUN: the run's text, if it moved (default: where it was)")
     p.add_argument("--out", default="gradient_flow.png", metavar="PNG", help="image to write (default %(default)s)")
     p.add_argument("--seq-len", type=int, default=100, metavar="T", help="time steps (default %(default)s)")
     p.add_argument("--hidden", type=int, default=64, metavar="N", help="hidden units (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, metavar="B",
                    help="random sequences averaged over (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of weights and inputs (default %(default)s)")
+    _threads_option(p, None)
     p.set_defaults(handler=_diagnose)
 
 
@@ -178,12 +233,46 @@ def _export_parser(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_export)
 
 
+_TIME_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _steps_or_time(text: str) -> int | float:
+    """``--eval-every``: a step count (``500``, an int) or a time (``30s``, ``2m``, ``1h``: seconds, a float)."""
+    value = text.strip().lower()
+    try:
+        if value[-1:] in _TIME_UNITS:
+            seconds = float(value[:-1]) * _TIME_UNITS[value[-1]]
+            if not (seconds > 0 and seconds != float("inf")):
+                raise ValueError
+            return seconds
+        steps = int(value)
+        if steps < 1:
+            raise ValueError
+        return steps
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of steps (500) or a time (30s, 2m, 1h), got {text!r}") from None
+
+
+def _threads_option(group: argparse._ActionsContainer, default: Any) -> None:
+    group.add_argument("--threads", type=int, metavar="N", default=default,
+                       help="BLAS threads (default: the cores not busy with other work, at most "
+                            "$RNNKIT_NUM_THREADS; the number used is printed)")
+
+
+def _set_threads(args: argparse.Namespace) -> int:
+    """Apply ``--threads`` (None: the policy's choice) and return the number used."""
+    return set_num_threads(args.threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``rnnkit`` argument parser with its subcommands."""
     parser = _Parser(prog="rnnkit", description="Recurrent neural networks from first principles in NumPy.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _train_parser(commands)
     _sample_parser(commands)
+    _eval_parser(commands)
     _diagnose_parser(commands)
     _export_parser(commands)
     return parser
@@ -191,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     given = {name: value for name, value in vars(args).items() if name in _TRAIN_FIELDS}
+    if isinstance(given.get("eval_every"), float):  # a time: seconds
+        given["eval_every_s"] = given.pop("eval_every")
     config = TrainConfig(**given)
     result = train(config, explicit=given.keys(), progress=not getattr(args, "no_progress", False))
     if result.stopped_by == "interrupt":
@@ -199,6 +290,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    _set_threads(args)
     config = SampleConfig(**{f.name: getattr(args, f.name) for f in fields(SampleConfig)})
     if sys.stdout is None:  # file descriptor 1 was closed before Python started
         raise OSError("standard output is closed: there is nowhere to write the text")
@@ -214,10 +306,49 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    config = EvalConfig(**{f.name: getattr(args, f.name) for f in fields(EvalConfig)})
+    threads = _set_threads(args)
+    bars: list[Any] = []
+
+    def progress(total: int) -> Callable[[int], None] | None:
+        if args.no_progress:
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        bars.append(tqdm(total=total, desc="scoring", unit=" batches", leave=False, dynamic_ncols=True,
+                         file=sys.stderr))
+        return lambda done: bars[0].update(done - bars[0].n)
+
+    try:
+        result = evaluate_text(config, progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"{result.checkpoint}: {result.chars:,} characters of {config.data} ({threads} thread(s))")
+    print(f"bits/char  {result.bits_per_char:.4f}")
+    print(f"perplexity {result.perplexity:.4f}")
+    return 0
+
+
 def _diagnose(args: argparse.Namespace) -> int:
     for option in ("seq_len", "hidden", "batch_size"):
         if getattr(args, option) < 1:
             raise ValueError(f"--{option.replace('_', '-')} must be a positive integer, got {getattr(args, option)}")
+    _set_threads(args)
+    if args.run is not None:
+        flow = trained_gradient_flow(args.run, seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed,
+                                     data=args.data)
+        plot_trained_gradient_flow(flow, args.out)
+        print(f"{flow.checkpoint}: {flow.windows} windows of {flow.seq_len} characters of {flow.text}")
+        for name, norms in flow.curves.items():
+            print(f"{name:40s} ||dL/dh_0|| / ||dL/dh_T-1|| = {norms[0] / norms[-1]:.3g}")
+        print(f"wrote {args.out}")
+        return 0
+    if args.data is not None:
+        raise ValueError("--data needs a RUN: fresh networks run on random inputs")
     curves = plot_gradient_flow(args.out, seq_len=args.seq_len, batch_size=args.batch_size,
                                 hidden_size=args.hidden, seed=args.seed)
     for name, norms in curves.items():
@@ -289,6 +420,10 @@ def _main(argv: Sequence[str] | None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help (status 0) or a usage error already reported in one line (2)
         return int(exit_.code or 0)
+    if args.command is None:
+        # Bare `rnnkit`: what there is to do, on stderr, with argparse's status for a missing argument.
+        _say_error(parser.format_help().rstrip("\n"))
+        return EXIT_USAGE
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

@@ -140,8 +140,8 @@ def train_step(
             ``training=True``); needed only when the model has dropout.
 
     Raises:
-        FloatingPointError: the loss is NaN or infinite; the parameters are left as they were (a
-            diverged step is never applied).
+        FloatingPointError: the loss or the gradient norm is NaN or infinite; the parameters are left
+            as they were (a diverged step is never applied).
     """
     out, final_state, cache = model.forward(x, state=state, **_training_options(model, lengths, rng))
     used_mask = step_mask(out, x, lengths) if mask is None else np.asarray(mask, dtype=bool)
@@ -150,8 +150,21 @@ def train_step(
         raise FloatingPointError(f"the loss is {loss}: training diverged (lower the learning rate, or clip the "
                                  f"gradient); the parameters are those before this step")
     # d_state=None: the final state is only carried forward, and the initial state is a constant.
-    _, _, grads = model.backward(d_out, None, cache)
+    try:
+        _, _, grads = model.backward(d_out, None, cache)
+    except ValueError as error:
+        # Huge (finite) weights can overflow inside backward although the loss was finite; the layers
+        # then refuse the non-finite gradient they are handed.  That is divergence, not bad input.
+        if "NaN or infinite" not in str(error):
+            raise
+        raise FloatingPointError(f"the loss is {loss} and the gradient overflowed in backward ({error}): training "
+                                 f"diverged (lower the learning rate); the parameters are those before this step"
+                                 ) from None
     norm = clip_grad_norm(grads, clip) if clip is not None else grad_norm(grads)
+    if not math.isfinite(norm):
+        # A finite loss can still have an overflowing gradient; clipping cannot rescue an inf or NaN norm.
+        raise FloatingPointError(f"the loss is {loss} and the gradient norm {norm}: training diverged (lower the "
+                                 f"learning rate); the parameters are those before this step")
     optimizer.step(model.params, grads)
     return StepResult(loss, final_state, norm, out, used_mask)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rnnkit
 from rnnkit import cli
 from rnnkit.io.checkpoint import save_tensors
 
@@ -149,9 +150,16 @@ def test_bad_options(words, tmp_path, capsys, option, fragment) -> None:
 
 
 def test_no_command_and_help(capsys) -> None:
-    expect_error(capsys, [], "required: COMMAND")
+    # Bare `rnnkit`: the usage and every command on stderr, argparse's status for a missing argument.
+    assert cli.main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("usage: rnnkit")
+    for command in ("train", "sample", "eval", "diagnose", "export"):
+        assert f"\n    {command} " in captured.err, captured.err
     assert cli.main(["--help"]) == 0
     assert "train" in capsys.readouterr().out
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"rnnkit {rnnkit.__version__}\n"
 
 
 def test_bad_checkpoints(trained, tmp_path, capsys) -> None:

@@ -120,6 +120,36 @@ def describe_chars(chars: Iterable[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+UNKNOWN_POLICIES = ("error", "skip", "replace")
+"""What to do with characters a model's vocabulary lacks (``--unknown``)."""
+
+
+def handle_unknown(text: str, vocab: Vocab, policy: str, what: str, owner: str = "the model's vocabulary") -> str:
+    """``text`` made encodable by ``vocab`` as ``policy`` says.
+
+    ``"error"``: raise, listing the missing characters; ``"skip"``: drop them; ``"replace"``: put the
+    space (or, in a vocabulary without one, ``"\\n"``) in their place.
+
+    Raises:
+        DataError: the policy is ``"error"`` and there are unknown characters, the policy is not one
+            of :data:`UNKNOWN_POLICIES`, or ``"replace"`` finds neither replacement in the vocabulary.
+    """
+    if policy not in UNKNOWN_POLICIES:
+        raise DataError(f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}, got {policy!r}")
+    unknown = vocab.unknown(text)
+    if not unknown:
+        return text
+    if policy == "error":
+        raise DataError(f"{what} has {len(unknown)} character(s) that {owner} lacks: "
+                        f"{describe_chars(unknown)} (--unknown skip or replace handles them)")
+    if policy == "skip":
+        return text.translate({ord(c): None for c in unknown})
+    replacement = next((c for c in (" ", "\n") if c in vocab), None)
+    if replacement is None:
+        raise DataError(f"{what}: --unknown replace needs ' ' or '\\n' in the model's vocabulary, which has neither")
+    return text.translate({ord(c): replacement for c in unknown})
+
+
 class Vocab:
     """The characters a model knows, in sorted (code point) order: character ``chars[i]`` has id ``i``.
 

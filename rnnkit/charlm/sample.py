@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnkit.charlm.data import Vocab, load_text
+from rnnkit.charlm.data import UNKNOWN_POLICIES, Vocab, handle_unknown, load_text
 from rnnkit.charlm.model import CharLM, check_sampling, load_model
 
 MODES = ("stream", "lines")
@@ -40,10 +40,13 @@ class SampleConfig:
     temperature: float = 1.0         # 0: greedy
     top_k: int | None = None         # sample among the top_k most likely characters only
     seed: int | None = None          # the same seed gives the same text
+    unknown: str = "error"           # prime characters the vocabulary lacks: "error", "skip" or "replace"
 
     def __post_init__(self) -> None:
         if self.prime and self.prime_file is not None:
             raise ValueError("give a prime or a prime file, not both")
+        if self.unknown not in UNKNOWN_POLICIES:
+            raise ValueError(f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}, got {self.unknown!r}")
 
 
 def sample_text(config: SampleConfig) -> Iterator[str]:
@@ -53,6 +56,8 @@ def sample_text(config: SampleConfig) -> Iterator[str]:
     """
     loaded = load_model(config.checkpoint)
     prime = load_text(config.prime_file, what="prime file") if config.prime_file is not None else config.prime
+    if config.unknown != "error":  # "error": generate_text's own message, which lists them
+        prime = handle_unknown(prime, loaded.vocab, config.unknown, "the prime")
     mode = loaded.document.get("mode", "stream")
     length = config.length if config.length is not None else DEFAULT_LENGTH[mode]
     return generate_text(loaded.model, loaded.vocab, mode=mode, prime=prime, length=length,

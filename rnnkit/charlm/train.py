@@ -3,8 +3,11 @@
 :func:`train` (what ``rnnkit train`` calls) reads the text, builds the vocabulary and the model,
 and trains with truncated BPTT: every step is one batch of ``batch_size`` rows by ``seq_len``
 characters; in stream mode the hidden state is carried from one batch into the next and no gradient
-crosses the boundary.  The global gradient norm is clipped, then the optimizer steps.  Every
-``eval_every`` steps the whole validation split is evaluated; every ``sample_every`` steps a short
+crosses the boundary.  The global gradient norm is clipped, then the optimizer steps -- the step is
+:func:`rnnkit.fit.train_step`, the one step of every rnnkit training loop; this module adds the
+char-LM's data position, checkpoints, signals and reporting around it.  Every ``eval_every`` steps
+(or ``eval_every_s`` seconds, whichever comes first; a ``minutes`` run at least every tenth of its
+time) the validation split is evaluated; every ``sample_every`` steps a short
 sample is printed.  A progress bar (tqdm, from the ``app`` extra; plain log lines without it) shows
 the step, the training and validation loss in bits per character, characters per second and the
 time left.
@@ -64,7 +67,13 @@ Nothing diverged is ever saved: ``best`` and ``latest`` keep the last good state
 
 **init_from** starts a new run from another run's weights and vocabulary (fine-tuning on new text):
 the architecture comes from that checkpoint, and characters of the new text that its vocabulary
-lacks are an error that lists them.
+lacks are an error that lists them (``unknown="error"``), dropped (``"skip"``) or replaced by a
+space (``"replace"``).
+
+**Defaults that depend on the run.**  ``lr=None`` is the optimizer's own rate (:data:`DEFAULT_LR`);
+``seq_len=None`` is 64 in stream mode and the longest line + 1 in lines mode (up to
+:data:`MAX_AUTO_SEQ_LEN`); ``threads=None`` is :func:`rnnkit.parallel.default_threads`.  config.json
+and the checkpoints hold the resolved values.
 
 **Randomness.**  ``seed`` determines the initial weights, the lines-mode validation split, the
 generator that shuffles the items each epoch and draws every dropout mask (saved in checkpoints, so
@@ -100,11 +109,12 @@ from typing import Any, TextIO
 import numpy as np
 
 from rnnkit.charlm.data import (
+    UNKNOWN_POLICIES,
     DataError,
     LineBatches,
     StreamBatches,
     Vocab,
-    describe_chars,
+    handle_unknown,
     load_text,
     split_lines,
     split_stream,
@@ -128,9 +138,10 @@ from rnnkit.charlm.model import (
 )
 from rnnkit.charlm.plot import plot_losses
 from rnnkit.charlm.sample import MODES, generate_text
-from rnnkit.clip import clip_grad_norm, grad_norm
+from rnnkit.fit import train_step
 from rnnkit.io import available_memory, format_bytes
 from rnnkit.io.checkpoint import CheckpointError, atomic_write_text, save_checkpoint
+from rnnkit.losses import softmax_cross_entropy
 from rnnkit.optim import (
     SGD,
     Adagrad,
@@ -143,10 +154,25 @@ from rnnkit.optim import (
     RMSprop,
     StepLR,
 )
+from rnnkit.parallel import set_num_threads
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop,
                                           "adagrad": Adagrad}
 """Optimizer names; each is built with ``lr`` and otherwise ``torch.optim``'s defaults."""
+
+DEFAULT_LR: dict[str, float] = {"adam": 2e-3, "adamw": 2e-3, "sgd": 1.0, "rmsprop": 1e-3, "adagrad": 1e-2}
+"""Each optimizer's learning rate when ``lr`` is not given.  The adaptive ones divide by a running
+gradient scale, so their steps are about ``lr`` per weight; plain SGD's steps are ``lr`` times the raw
+(clipped) gradient, which for a char-LM is small, so it needs a rate hundreds of times larger."""
+
+EVAL_TIME_FRACTION = 0.1
+"""A time-limited run validates at least this often, as a fraction of its ``minutes`` (unless ``eval_every_s``)."""
+
+DEFAULT_SEQ_LEN = 64
+"""Stream mode's truncated-BPTT chunk length when ``seq_len`` is not given."""
+
+MAX_AUTO_SEQ_LEN = 1024
+"""Lines mode sizes ``seq_len`` itself (longest line + 1) up to this; longer lines need an explicit ``seq_len``."""
 
 DEFAULT_STEPS = 2000
 """The number of steps a run trains for when neither ``steps`` nor ``minutes`` is given."""
@@ -154,7 +180,8 @@ DEFAULT_STEPS = 2000
 MODEL_FIELDS = ("cell", "hidden", "layers", "embed_dim", "dtype", "tie_weights")
 """The TrainConfig fields that define the architecture (with ``init_from`` they come from the checkpoint)."""
 
-RESUME_OVERRIDES = ("steps", "minutes", "eval_every", "sample_every", "resume", "out", "patience")
+RESUME_OVERRIDES = ("steps", "minutes", "eval_every", "eval_every_s", "sample_every", "resume", "out", "patience",
+                    "threads")
 """The TrainConfig fields a resumed run may change: when to stop and how often to report.
 (``data`` may change too, to the new place of the same text: its SHA-256 is checked.)"""
 
@@ -193,15 +220,17 @@ class TrainConfig:
     hidden: int = 256                # hidden units per layer
     layers: int = 1                  # stacked recurrent layers
     embed_dim: int = 64              # size of the character embedding
-    seq_len: int = 64                # truncated-BPTT chunk length; lines mode: the longest item + newline
+    seq_len: int | None = None       # truncated-BPTT chunk length; None: stream 64, lines the longest item + 1
     batch_size: int = 32             # rows (stream) or items (lines) per step
-    lr: float = 2e-3                 # learning rate
+    lr: float | None = None          # learning rate; None: the optimizer's own default (DEFAULT_LR)
     clip: float = 5.0                # max global gradient norm; 0: no clipping
     optimizer: str = "adam"          # one of OPTIMIZERS
     steps: int | None = None         # total steps to reach; None: `minutes` decides (DEFAULT_STEPS if both None)
     minutes: float | None = None     # wall-clock limit of this session; None: none
     val_fraction: float = 0.1        # part of the text (stream: its tail) held out for validation
     eval_every: int = 200            # steps between validations (and latest/best checkpoints)
+    eval_every_s: float | None = None  # also validate when this many seconds have passed since the last one;
+    #                                    None: with `minutes`, every EVAL_TIME_FRACTION of them
     sample_every: int = 1000         # steps between printed samples; 0: never
     seed: int = 0                    # weights, lines split and shuffles, printed samples
     out: str = "runs/charlm"         # the run directory
@@ -223,18 +252,28 @@ class TrainConfig:
     lr_step_size: int = 1000         # "step" schedule: steps between decays
     lr_gamma: float = 0.5            # "step" schedule: factor per decay
     patience: int = 0                # evaluations without improvement before stopping; 0: never
+    unknown: str = "error"           # init_from: characters the checkpoint lacks: "error", "skip" or "replace"
+    threads: int | None = None       # BLAS threads; None: rnnkit.parallel's policy (the number used is saved)
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, MODES)
         _check_choice("cell", self.cell, tuple(CELLS))
         _check_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
         _check_choice("dtype", self.dtype, DTYPES)
-        for name in ("hidden", "layers", "embed_dim", "seq_len", "batch_size", "eval_every"):
+        _check_choice("unknown", self.unknown, UNKNOWN_POLICIES)
+        for name in ("hidden", "layers", "embed_dim", "batch_size", "eval_every"):
             _check_int(name, getattr(self, name), low=1)
+        if self.seq_len is None:
+            # Lines mode sizes it from the data (Trainer); stream mode has a fixed default.
+            if self.mode == "stream":
+                self.seq_len = DEFAULT_SEQ_LEN
+        else:
+            _check_int("seq_len", self.seq_len, low=1)
+        if self.threads is not None:
+            _check_int("threads", self.threads, low=1)
         _check_int("sample_every", self.sample_every, low=0)
         _check_int("val_max_chars", self.val_max_chars, low=0)
         _check_int("seed", self.seed, low=0)
-        _check_number("lr", self.lr, positive=True)
         _check_number("clip", self.clip, positive=False)
         _check_number("val_fraction", self.val_fraction, positive=True)
         if not self.val_fraction < 0.5:
@@ -245,6 +284,8 @@ class TrainConfig:
             _check_int("steps", self.steps, low=1)
         if self.minutes is not None:
             _check_number("minutes", self.minutes, positive=True)
+        if self.eval_every_s is not None:
+            _check_number("eval_every_s", self.eval_every_s, positive=True)
         for name in ("data", "init_from"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -264,6 +305,9 @@ class TrainConfig:
             _check_number("weight_decay", self.weight_decay, positive=False)
             if self.optimizer == "adam":
                 self.optimizer = "adamw"  # decoupled weight decay: what Adam with weight decay should be
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.optimizer]
+        _check_number("lr", self.lr, positive=True)
         self.model_config(1)  # the model options' own checks, now rather than after the data is read
 
     def model_config(self, vocab_size: int) -> ModelConfig:
@@ -277,6 +321,13 @@ class TrainConfig:
 
 LR_SCHEDULES = ("none", "cosine", "step")
 """``TrainConfig.lr_schedule`` choices."""
+
+
+def make_optimizer(config: TrainConfig) -> Optimizer:
+    """The optimizer ``config`` asks for, with its learning rate and weight decay."""
+    assert config.lr is not None  # TrainConfig resolves None to the optimizer's default
+    decay = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
+    return OPTIMIZERS[config.optimizer](lr=config.lr, **decay)
 
 
 def make_schedule(optimizer: Optimizer, config: TrainConfig) -> LRScheduler | None:
@@ -405,10 +456,9 @@ class Trainer:
         source = resumed or initial
         if source is not None:
             self.vocab = source.vocab
-            unknown = self.vocab.unknown(text)
-            if unknown:
-                raise DataError(f"the text has {len(unknown)} character(s) that the vocabulary of "
-                                f"{source.path} lacks: {describe_chars(unknown)}")
+            # Fine-tuning on a new text (or resuming such a run): the characters the checkpoint lacks, as
+            # config.unknown says.  The SHA-256 above is the file's, so a resume checks the same file.
+            text = handle_unknown(text, self.vocab, config.unknown, "the text", f"the vocabulary of {source.path}")
         else:
             # Lines mode: "\n" ends every item, even in a one-line file without a final newline.
             self.vocab = Vocab(set(text) | {"\n"}) if config.mode == "lines" else Vocab.from_text(text)
@@ -416,6 +466,7 @@ class Trainer:
             raise DataError(f"the training text in {config.data or 'the built-in corpus'} is not the text the run in "
                             f"{self.out} was trained on (its SHA-256 differs); an exact resume needs the same text")
         self._prepare_data(text)
+        config = self.config  # lines mode: with seq_len sized from the data
         del text  # the ids are all that is needed from here on
 
         if resumed is not None:
@@ -425,8 +476,7 @@ class Trainer:
             self.model = CharLM(config.model_config(len(self.vocab)), seed=config.seed)
             if initial is not None:
                 self.model.load_state_dict(initial.model.state_dict())
-        decay = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
-        self.optimizer = OPTIMIZERS[config.optimizer](lr=config.lr, **decay)
+        self.optimizer = make_optimizer(config)
         self.schedule = make_schedule(self.optimizer, config)
         self.rng = np.random.default_rng(config.seed)
         self.divergence_bpc = DIVERGENCE_FACTOR * max(self.unigram_bpc, math.log2(len(self.vocab)), 1.0)
@@ -453,6 +503,7 @@ class Trainer:
         """Encode the text, split off validation, build the batches and the unigram baseline."""
         config = self.config
         if config.mode == "stream":
+            assert config.seq_len is not None  # resolved by TrainConfig in stream mode
             ids = self.vocab.encode(text)
             train_ids, val_ids = split_stream(ids, config.val_fraction)
             if config.val_max_chars:
@@ -465,6 +516,14 @@ class Trainer:
                                 "of the --init-from checkpoint lacks it")
             lines = text_lines(text)
             longest = max(lines, key=len, default="")
+            if config.seq_len is None:
+                # Sized from the data: every item and its newline fit in one chunk.
+                if len(longest) + 1 > MAX_AUTO_SEQ_LEN:
+                    raise DataError(f"lines mode: the longest line has {len(longest)} characters, more than the "
+                                    f"{MAX_AUTO_SEQ_LEN - 1} that --seq-len is sized for by itself; give --seq-len "
+                                    f"{len(longest) + 1} explicitly (memory grows with it) or use --mode stream")
+                config = self.config = replace(config, seq_len=len(longest) + 1)
+            assert config.seq_len is not None
             if len(longest) + 1 > config.seq_len:
                 too_long = sum(len(line) + 1 > config.seq_len for line in lines)
                 raise DataError(f"lines mode: {too_long} line(s) are longer than seq_len {config.seq_len} allows "
@@ -547,8 +606,7 @@ class Trainer:
                 math.isfinite(elapsed) and elapsed >= 0):
             raise fail("progress.elapsed_s", f"must be a finite number >= 0, got {elapsed!r}")
 
-        decay = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
-        optimizer = OPTIMIZERS[config.optimizer](lr=config.lr, **decay)
+        optimizer = make_optimizer(config)
         try:
             optimizer.load_state_dict(document.get("optimizer"))  # type: ignore[arg-type]
         except (TypeError, ValueError, KeyError, AttributeError) as error:
@@ -557,6 +615,7 @@ class Trainer:
         # The schedule drives the optimizer's rate: it is rebuilt on the restored optimizer (building
         # it resets the rate to the schedule's first one; loading its state sets the rate of `step`).
         schedule = make_schedule(optimizer, config)
+        assert config.lr is not None  # resolved by TrainConfig
         if schedule is None:
             expected_lr = config.lr
         else:
@@ -604,12 +663,17 @@ class Trainer:
         batches = self.train_batches
         batch = batches.get(self.index, self.order)
         state = self.state if batches.carries_state else None
-        loss, grads, final_state = self.model.loss_and_grads(batch, state, self.rng)
-        clip = self.config.clip
-        norm = clip_grad_norm(grads, clip) if clip > 0 else grad_norm(grads)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise self._diverged(self.step + 1, f"the loss is {loss} and the gradient norm {norm}")
-        self.optimizer.step(self.model.params, grads)
+        # The one training step of rnnkit.fit: forward with dropout from self.rng, the masked mean
+        # cross-entropy, backward, clipping, and the optimizer's update -- refused before the update
+        # when the loss or the gradient norm is not finite.
+        try:
+            result = train_step(self.model.net, softmax_cross_entropy, self.optimizer, batch.x, batch.y, state=state,
+                                lengths=batch.lengths, mask=batch.mask,
+                                clip=self.config.clip if self.config.clip > 0 else None, rng=self.rng)
+        except FloatingPointError as error:
+            # "the loss is inf" or "the loss is 2.1 and the gradient norm nan"; _diverged adds the fix.
+            raise self._diverged(self.step + 1, str(error).split(":")[0]) from None
+        loss, norm, final_state = result.loss, result.grad_norm, result.state
         # min and max propagate NaN and show inf, without a temporary array per parameter.
         for name, value in self.model.params.items():
             if not (np.isfinite(value.min()) and np.isfinite(value.max())):
@@ -628,7 +692,8 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
         """Train until ``steps`` is reached, ``minutes`` run out, or a stop signal; see the module docstring."""
-        config = self.config
+        # The thread count is the process's (BLAS is shared); the number used goes into config.json.
+        self.config = config = replace(self.config, threads=set_num_threads(self.config.threads))
         self.out.mkdir(parents=True, exist_ok=True)
         with _RunLock(self.out):
             if not self.resumed and (self.out / LATEST_CHECKPOINT).exists():
@@ -655,9 +720,13 @@ class Trainer:
             self._write_metrics({"kind": "run", "step": self.step, "resumed": self.resumed,
                                  "vocab_size": len(self.vocab), "train_chars": self.train_chars,
                                  "val_chars": self.val_chars, "unigram_bpc": self.unigram_bpc,
-                                 "parameters": self.model.num_parameters()})
+                                 "parameters": self.model.num_parameters(), "init_from": config.init_from})
             self._bar = bar
             speed = _Speed()
+            eval_interval = config.eval_every_s
+            if eval_interval is None and config.minutes is not None:
+                eval_interval = EVAL_TIME_FRACTION * 60.0 * config.minutes
+            last_eval = time.monotonic()
             try:
                 while True:
                     if config.steps is not None and self.step >= config.steps:
@@ -683,8 +752,12 @@ class Trainer:
                                          "elapsed_s": self._elapsed(session_start)})
                     if speed.bpc > self.divergence_bpc:
                         raise self._diverged(self.step, f"the training loss has risen to {speed.bpc:.3g} bits/char")
-                    if self.step % config.eval_every == 0:
+                    # Whichever comes first: eval_every steps, or the time interval (a slow machine
+                    # still gets its validation points).
+                    if self.step % config.eval_every == 0 or (
+                            eval_interval is not None and time.monotonic() - last_eval >= eval_interval):
                         self._evaluate_and_save(session_start)
+                        last_eval = time.monotonic()
                     if config.sample_every and self.step % config.sample_every == 0:
                         self._print_sample()
                     bar.update(self.step, self._postfix(speed, deadline))
@@ -707,8 +780,10 @@ class Trainer:
         kept = (f"{self.out / LATEST_CHECKPOINT} holds step {self.last_eval_step}, the last good state"
                 if self.last_eval_step is not None and (self.out / LATEST_CHECKPOINT).exists()
                 else "no checkpoint was saved")
+        lr = self.config.lr
+        assert lr is not None  # resolved by TrainConfig
         return TrainingDiverged(f"training diverged at step {step}: {what}; try a smaller --lr (it is "
-                                f"{self.config.lr:g}; e.g. --lr {self.config.lr / 10:g}) in a new run; {kept}")
+                                f"{lr:g}; e.g. --lr {lr / 10:g}) in a new run; {kept}")
 
     def _evaluate_and_save(self, session_start: float) -> None:
         """Validate, log, and write the latest checkpoint (and the best one when validation improved).
@@ -800,8 +875,8 @@ class Trainer:
                 f"  data: {data}, {c.mode} mode, vocabulary {len(self.vocab)}, "
                 f"{self.train_chars:,} training / {self.val_chars:,} validation characters\n"
                 f"  unigram baseline on the validation text: {self.unigram_bpc:.3f} bits/char\n"
-                f"  batch {c.batch_size} x seq_len {c.seq_len}, {c.optimizer} lr {c.lr:g}, clip {c.clip:g}; "
-                f"run directory {self.out}")
+                f"  batch {c.batch_size} x seq_len {c.seq_len}, {c.optimizer} lr {c.lr:g}, clip {c.clip:g}, "
+                f"{c.threads} thread(s); run directory {self.out}")
 
     def _postfix(self, speed: _Speed, deadline: float | None) -> dict[str, str]:
         left = []
@@ -809,8 +884,8 @@ class Trainer:
             left.append((self.config.steps - self.step) * speed.step_time)
         if deadline is not None:
             left.append(max(0.0, deadline - time.monotonic()))
-        postfix = {"train": f"{speed.bpc:.3f}", "val": "-" if self.last_val is None else f"{bits(self.last_val):.3f}",
-                   "chars/s": f"{speed.chars_per_s:,.0f}"}
+        val = "-" if self.last_val is None else f"{bits(self.last_val):.3f} bits/char"
+        postfix = {"train": f"{speed.bpc:.3f} bits/char", "val": val, "speed": f"{speed.chars_per_s:,.0f} chars/s"}
         if left:
             postfix["left"] = _clock(min(left))
         return postfix
@@ -902,6 +977,8 @@ def _resume_config(config: TrainConfig, explicit: frozenset[str], document: dict
         elif new != old:
             raise ValueError(f"--resume continues the run in {config.out} exactly as it was set up, but {name} is "
                              f"{old!r} there and {new!r} here; leave {name} out (or start a new run)")
+    if "threads" not in explicit:
+        changes["threads"] = None  # the policy's choice for this machine now, not the count of an earlier session
     resolved = replace(saved, **changes)
     if resolved.steps is None and resolved.minutes is None:
         raise ValueError("give steps or minutes (or both): training needs a point to stop")
@@ -1212,6 +1289,7 @@ def check_memory(config: TrainConfig, vocab_size: int) -> None:
     """
     model = config.model_config(vocab_size)
     itemsize = 4 if config.dtype == "float32" else 8
+    assert config.seq_len is not None, "check_memory needs the resolved seq_len (lines mode: after the data)"
     rows = config.batch_size * config.seq_len
     activations = rows * (config.layers * (6 * config.hidden + 2 * model.embed_dim) + 3 * vocab_size)
     needed = itemsize * (4 * count_parameters(model) + activations)
