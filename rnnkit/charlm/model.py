@@ -88,6 +88,7 @@ class ModelConfig:
     init_hh: str = "pytorch"          # "pytorch" or "orthogonal"
     init_ih: str = "pytorch"          # "pytorch" or "xavier"
     forget_bias: float | None = None  # LSTM only: the forget gate's bias
+    proj_size: int = 0                # LSTM only: h projected to this size (PyTorch's proj_size); 0: none
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embed_dim", "hidden", "layers"):
@@ -102,9 +103,17 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
         if not isinstance(self.tie_weights, bool):
             raise ValueError(f"tie_weights must be true or false, got {self.tie_weights!r}")
-        if self.tie_weights and self.embed_dim != self.hidden:
-            raise ValueError(f"tie_weights needs embed_dim == hidden (the head's weight is the embedding, "
-                             f"{self.vocab_size} x embed_dim), got embed_dim {self.embed_dim} and hidden {self.hidden}")
+        if isinstance(self.proj_size, bool) or not isinstance(self.proj_size, int) or self.proj_size < 0:
+            raise ValueError(f"proj_size must be a non-negative integer, got {self.proj_size!r}")
+        if self.proj_size and self.cell != "lstm":
+            raise ValueError(f"proj_size is an LSTM option (its output projection), not one of a {self.cell}")
+        if self.proj_size >= self.hidden:
+            raise ValueError(f"proj_size must be smaller than hidden ({self.hidden}), got {self.proj_size}")
+        if self.tie_weights and self.embed_dim != self.output_size:
+            size = "proj_size" if self.proj_size else "hidden"
+            raise ValueError(f"tie_weights needs embed_dim == {size} (the head's weight is the embedding, "
+                             f"{self.vocab_size} x embed_dim), got embed_dim {self.embed_dim} and {size} "
+                             f"{self.output_size}")
         for name, choices in (("init_hh", INIT_HH), ("init_ih", INIT_IH)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
@@ -114,6 +123,11 @@ class ModelConfig:
             if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)) or not \
                     math.isfinite(self.forget_bias):
                 raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
+
+    @property
+    def output_size(self) -> int:
+        """The width of the recurrent layer's output, the head's input: ``proj_size`` or ``hidden``."""
+        return self.proj_size or self.hidden
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON-friendly dict (the form stored in checkpoints)."""
@@ -132,7 +146,8 @@ class ModelConfig:
         return cls(**data)
 
 
-OPTIONAL_MODEL_FIELDS = ("dropout", "embed_dropout", "weight_drop", "tie_weights", "init_hh", "init_ih", "forget_bias")
+OPTIONAL_MODEL_FIELDS = ("dropout", "embed_dropout", "weight_drop", "tie_weights", "init_hh", "init_ih", "forget_bias",
+                         "proj_size")
 """ModelConfig fields a stored config may lack (checkpoints from before they existed): their defaults apply."""
 
 
@@ -241,6 +256,8 @@ class CharLM:
                                    "init_hh": config.init_hh, "init_ih": config.init_ih}
         if config.forget_bias is not None:
             options["forget_bias"] = config.forget_bias
+        if config.proj_size:
+            options["proj_size"] = config.proj_size
         p = config.dropout
         # The Dropout blocks have no parameters, so the parameter names are the same with and without them.
         self.net = Sequential([
@@ -248,7 +265,7 @@ class CharLM:
             *([("drop_in", Dropout(p))] if p else []),
             ("rnn", CELLS[config.cell](E, H, config.layers, dtype=dtype, seed=rnn_seed, **options)),
             *([("drop_out", Dropout(p))] if p else []),
-            ("head", Linear(H, V, dtype=dtype, seed=head_seed)),
+            ("head", Linear(config.output_size, V, dtype=dtype, seed=head_seed)),
         ], tied={"head.weight": "embed.weight"} if config.tie_weights else None)
 
     def __repr__(self) -> str:
@@ -393,9 +410,10 @@ def state_from_json(data: Any, model: CharLM) -> ModelState | None:
         if not isinstance(arrays, list) or len(arrays) != parts:
             raise ValueError(f"the stored hidden state of {name!r} must hold {parts} array(s)")
         layer = model.net[name]
-        for array in arrays:
+        for k, array in enumerate(arrays):  # h is output_size wide (proj_size with a projection), c hidden_size
+            width = layer.output_size if k == 0 else layer.hidden_size
             fits = (isinstance(array, np.ndarray) and array.ndim == 3 and array.shape[0] == layer.num_layers
-                    and array.shape[2] == layer.hidden_size and array.dtype == layer.dtype)
+                    and array.shape[2] == width and array.dtype == layer.dtype)
             if not fits:
                 raise ValueError(f"the stored hidden state of {name!r} does not fit the model "
                                  f"({layer.num_layers} layers of {layer.hidden_size} units, {layer.dtype})")

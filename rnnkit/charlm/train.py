@@ -246,6 +246,7 @@ class TrainConfig:
     init_hh: str = "pytorch"         # "pytorch" or "orthogonal"
     init_ih: str = "pytorch"         # "pytorch" or "xavier"
     forget_bias: float | None = None  # LSTM forget-gate bias
+    proj_size: int = 0               # LSTM output projection (PyTorch's proj_size); 0: none
     weight_decay: float | None = None  # decoupled weight decay (AdamW); None: the optimizer's default
     lr_schedule: str = "none"        # one of LR_SCHEDULES
     warmup: int = 0                  # linear warm-up steps before the schedule
@@ -316,7 +317,7 @@ class TrainConfig:
                            layers=self.layers, dtype=self.dtype, dropout=self.dropout,
                            embed_dropout=self.embed_dropout, weight_drop=self.weight_drop,
                            tie_weights=self.tie_weights, init_hh=self.init_hh, init_ih=self.init_ih,
-                           forget_bias=self.forget_bias)
+                           forget_bias=self.forget_bias, proj_size=self.proj_size)
 
 
 LR_SCHEDULES = ("none", "cosine", "step")

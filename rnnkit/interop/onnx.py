@@ -280,7 +280,7 @@ def _same(block: Any, features: int | str) -> int | str:
 
 HANDLERS: tuple[OnnxHandler, ...] = (
     OnnxHandler((RNN, LSTM, GRU), _emit_recurrent, lambda b: b.input_size,
-                lambda b, f: b.num_directions * b.hidden_size),
+                lambda b, f: b.num_directions * b.output_size),
     OnnxHandler((Linear,), _emit_linear, lambda b: b.in_features, lambda b, f: b.out_features),
     OnnxHandler((Embedding,), _emit_embedding, lambda b: None, lambda b, f: b.embedding_dim),
     OnnxHandler((Dropout,), _emit_dropout, lambda b: "F", _same),
