@@ -114,6 +114,10 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
                      help="dropout on the embedding output, between layers and before the head")
     reg.add_argument("--embed-dropout", type=float, metavar="P", help="drop whole characters' embedding rows")
     reg.add_argument("--weight-drop", type=float, metavar="P", help="DropConnect on the recurrent weights W_hh")
+    reg.add_argument("--recurrent-dropout", type=float, metavar="P",
+                     help="rnn/lstm: dropout on the h fed to W_hh, one mask per sequence (Keras's recurrent_dropout)")
+    reg.add_argument("--zoneout", type=float, metavar="P",
+                     help="zoneout: each unit keeps its previous state (h, and the LSTM's c) with probability P")
     reg.add_argument("--tie-weights", action="store_true",
                      help="the output head's weight is the embedding (needs --embed-dim equal to --hidden, "
                           "or to --proj-size)")
