@@ -81,9 +81,10 @@ a resumed run with dropout is exact too), and the printed samples (drawn from a 
 ``(seed, step)``, so printing them never changes training).
 
 **Regularization and schedules.**  ``dropout``, ``embed_dropout``, ``weight_drop``,
-``recurrent_dropout``, ``zoneout``, ``proj_size``, ``tie_weights`` and the initializers are the model's (:class:`~rnnkit.charlm.model.ModelConfig`); training steps
-run with dropout on, evaluation and sampling with it off.  ``weight_decay`` is decoupled (AdamW:
-``optimizer="adam"`` with a weight decay becomes ``"adamw"``).  ``lr_schedule`` ("cosine" over the
+``recurrent_dropout``, ``zoneout``, ``proj_size``, ``tie_weights`` and the initializers are the
+model's (:class:`~rnnkit.charlm.model.ModelConfig`); training steps run with dropout on,
+evaluation and sampling with it off.  ``weight_decay`` is decoupled (AdamW: ``optimizer="adam"``
+with a weight decay becomes ``"adamw"``).  ``lr_schedule`` ("cosine" over the
 steps after the warm-up, "step": times ``lr_gamma`` every ``lr_step_size`` steps) follows ``warmup``
 linear steps; its position is saved in checkpoints.  ``patience`` stops the run (``stopped_by ==
 "patience"``) after that many evaluations without a new best validation loss.
