@@ -93,6 +93,8 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--hidden", type=int, metavar="N", help=f"hidden units per layer (default {d.hidden})")
     model.add_argument("--layers", type=int, metavar="N", help=f"stacked recurrent layers (default {d.layers})")
     model.add_argument("--embed-dim", type=int, metavar="N", help=f"character embedding size (default {d.embed_dim})")
+    model.add_argument("--proj-size", type=int, metavar="P",
+                       help="LSTM: project h to P < --hidden units (PyTorch's proj_size; default 0: none)")
     model.add_argument("--dtype", choices=DTYPES, help=f"parameter dtype (default {d.dtype})")
     opt = p.add_argument_group("training")
     opt.add_argument("--seq-len", type=int, metavar="T",
@@ -112,8 +114,13 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
                      help="dropout on the embedding output, between layers and before the head")
     reg.add_argument("--embed-dropout", type=float, metavar="P", help="drop whole characters' embedding rows")
     reg.add_argument("--weight-drop", type=float, metavar="P", help="DropConnect on the recurrent weights W_hh")
+    reg.add_argument("--recurrent-dropout", type=float, metavar="P",
+                     help="rnn/lstm: dropout on the h fed to W_hh, one mask per sequence (Keras's recurrent_dropout)")
+    reg.add_argument("--zoneout", type=float, metavar="P",
+                     help="zoneout: each unit keeps its previous state (h, and the LSTM's c) with probability P")
     reg.add_argument("--tie-weights", action="store_true",
-                     help="the output head's weight is the embedding (needs --embed-dim equal to --hidden)")
+                     help="the output head's weight is the embedding (needs --embed-dim equal to --hidden, "
+                          "or to --proj-size)")
     reg.add_argument("--init-hh", choices=INIT_HH, help=f"recurrent weights' initializer (default {d.init_hh})")
     reg.add_argument("--init-ih", choices=INIT_IH, help=f"input weights' initializer (default {d.init_ih})")
     reg.add_argument("--forget-bias", type=float, metavar="B", help="LSTM forget-gate bias, e.g. 1")

@@ -26,7 +26,7 @@ Where the time goes, and why the loop looks the way it does:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -34,7 +34,7 @@ import numpy as np
 from rnnkit._blas import gemm
 from rnnkit._types import Array, IntArray
 from rnnkit.cells import CellSpec, step_backward, step_forward
-from rnnkit.cells._spec import KERNEL_OPTIONS, empty_state
+from rnnkit.cells._spec import KERNEL_OPTIONS, empty_state, row
 
 _CHUNK_COLUMNS = 512
 """Columns (steps x batch) of one input-projection GEMM in the forward loop."""
@@ -47,15 +47,47 @@ class Weights(NamedTuple):
     w_hh: Array  # (G*H, H)
     b_ih: Array  # (G*H,)
     b_hh: Array  # (G*H,)
+    w_hr: Array | None = None  # (P, H) the LSTM's output projection (proj_size P); then w_hh is (G*H, P)
+
+
+class StepMasks(NamedTuple):
+    """The masks that act inside the time loop (None: that regularizer is off).
+
+    ``recurrent``: Keras's ``recurrent_dropout``, the ``(H, B)`` inverted-dropout mask (entries 0 or
+    ``1/(1-p)``) multiplying the ``h_{t-1}`` fed to ``W_hh``, one per sequence, the same at every step.
+    ``zone_h`` / ``zone_c``: zoneout (Krueger et al. 2016), ``(T, H, B)`` (a mask per step) or
+    ``(1, H, B)`` (one for every step): ``h_t = m ⊙ h_{t-1} + (1 - m) ⊙ h̃_t`` with ``h̃_t`` the
+    cell's new state, the same for ``c`` with ``zone_c``.  Training masks hold 0 or 1 (1: the unit
+    keeps its previous value); inference passes ``(1, H, B)`` filled with ``p``, the expectation.
+    """
+
+    recurrent: Array | None = None
+    zone_h: Array | None = None
+    zone_c: Array | None = None
 
 
 class UnrollCache(NamedTuple):
     """Everything :func:`unroll_backward` needs from :func:`unroll_forward`."""
 
     x: Array                     # (I, T, B) the input sequence
-    states: tuple[Array, ...]    # h: (H, T+1, B), slot 0 the initial state; c (LSTM): (T+1, H, B)
-    steps: tuple[Array, Array]   # the cell's cache fields ca, cb, each (T, rows*H, B) (rows may be 0)
+    states: tuple[Array, ...]    # h: (H, T+1, B) (P with a projection), slot 0 the initial state; c: (T+1, H, B)
+    steps: tuple[Array, Array]   # the cell's cache fields ca, cb, each (T, rows*H, B) (rows may be 0; cb
+                                 # has H more rows with a projection: the unprojected output)
     batch_sizes: IntArray | None  # (T,) sequences still running at each step; None: all of them
+    masks: StepMasks | None = None  # the in-loop masks of the pass (None: none)
+    h_cell: Array | None = None     # zoneout: (T, H, B) the cell's own new h̃ at every step
+
+
+def _mask_arrays(masks: StepMasks | None, dtype: np.dtype[Any]) -> tuple[Array, Array, Array]:
+    """The masks as the compiled loops take them: C-contiguous, the loop's dtype, empty when off."""
+    empty2, empty3 = empty_state(dtype), _EMPTY3[np.dtype(dtype)]
+    if masks is None:
+        return empty2, empty3, empty3
+
+    def prepared(a: Array | None, empty: Array) -> Array:
+        return empty if a is None else np.ascontiguousarray(a, dtype=dtype)
+
+    return prepared(masks.recurrent, empty2), prepared(masks.zone_h, empty3), prepared(masks.zone_c, empty3)
 
 
 def batch_sizes_from_lengths(lengths: IntArray, T: int) -> IntArray:
@@ -70,15 +102,65 @@ def _active(batch_sizes: IntArray | None, T: int, B: int) -> IntArray:
     return active
 
 
+_EMPTY3: dict[np.dtype[Any], Array] = {
+    np.dtype(np.float32): np.empty((0, 0, 0), np.float32),
+    np.dtype(np.float64): np.empty((0, 0, 0)),
+}
+"""Shared empty 3-D arrays: the zoneout arguments of the compiled loops when zoneout is off."""
+
+
 @numba.njit(**KERNEL_OPTIONS)
-def _forward_loop(kind, w_ih, w_hh, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, active, final_h, final_c,
-                  keep_cache):  # type: ignore[no-untyped-def]
+def _masked(src, mask, out):  # type: ignore[no-untyped-def]
+    """``out = src ⊙ mask`` over ``out``'s columns."""
+    F, n = out.shape
+    for f in range(F):
+        s, m, o = row(src, f), row(mask, f), row(out, f)
+        for b in range(n):
+            o[b] = s[b] * m[b]
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def _zone(prev, mask, new):  # type: ignore[no-untyped-def]
+    """Zoneout: ``new = m ⊙ prev + (1 - m) ⊙ new``, in place."""
+    F, n = new.shape
+    for f in range(F):
+        p, m, v = row(prev, f), row(mask, f), row(new, f)
+        for b in range(n):
+            v[b] += m[b] * (p[b] - v[b])
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def _zone_backward(d, mask, direct):  # type: ignore[no-untyped-def]
+    """Zoneout's backward: ``direct = m ⊙ d`` (to the previous state), ``d = (1 - m) ⊙ d`` (to the cell's)."""
+    F, n = d.shape
+    for f in range(F):
+        g, m, k = row(d, f), row(mask, f), row(direct, f)
+        for b in range(n):
+            k[b] = m[b] * g[b]
+            g[b] -= k[b]
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def _add(d, direct):  # type: ignore[no-untyped-def]
+    F, n = d.shape
+    for f in range(F):
+        g, k = row(d, f), row(direct, f)
+        for b in range(n):
+            g[b] += k[b]
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def _forward_loop(kind, w_ih, w_hh, w_hr, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, active, final_h, final_c,
+                  keep_cache, rd, zh, zc, hm_buf, h_cell):  # type: ignore[no-untyped-def]
     """The time loop.  ``x2`` is the ``(I, T*B)`` input, ``hs2`` the ``(H, (T+1)*B)`` states (slot 0
     the initial one), ``cs`` the second state's slots, ``ca`` / ``cb`` the cache slots; every step
-    works on the first ``active[t]`` columns."""
+    works on the first ``active[t]`` columns.  The masks (:class:`StepMasks`, empty when off):
+    ``rd`` multiplies ``h_{t-1}`` into ``hm_buf`` before the cell reads it; with zoneout (``zh``) the
+    cell writes ``h̃`` into ``h_cell``'s slot and the step's state is mixed from it (and ``c`` in place)."""
     B = final_h.shape[1]
     T = active.shape[0] - 1
     chunk = xp_buf.shape[1] // B
+    zoning = zh.shape[0] > 0
     for t in range(T):
         j = t % chunk
         if j == 0:  # W_ih x for the next chunk of steps, one matrix product
@@ -89,9 +171,21 @@ def _forward_loop(kind, w_ih, w_hh, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, acti
             s_prev, s_new, c_t = t, t + 1, t
         else:  # two rolling slots for c, one for the step cache
             s_prev, s_new, c_t = t % 2, 1 - t % 2, 0
+        h_prev = hs2[:, t * B : t * B + n]
         h_new = hs2[:, (t + 1) * B : (t + 1) * B + n]
-        step_forward(kind, xp_buf[:, j * B : j * B + n], b_x, b_in, w_hh, hs2[:, t * B : t * B + n],
-                     cs[s_prev, :, :n], h_new, cs[s_new, :, :n], ca[c_t, :, :n], cb[c_t, :, :n])
+        h_in = h_prev
+        if rd.shape[0] > 0:  # recurrent dropout: the cell reads m ⊙ h_{t-1}
+            h_in = hm_buf[:, :n]
+            _masked(h_prev, rd[:, :n], h_in)
+        h_out = h_cell[c_t, :, :n] if zoning else h_new
+        step_forward(kind, xp_buf[:, j * B : j * B + n], b_x, b_in, w_hh, w_hr, h_in,
+                     cs[s_prev, :, :n], h_out, cs[s_new, :, :n], ca[c_t, :, :n], cb[c_t, :, :n])
+        if zoning:
+            z = t if zh.shape[0] > 1 else 0
+            h_new[:, :] = h_out
+            _zone(h_prev, zh[z, :, :n], h_new)
+            if zc.shape[0] > 0:
+                _zone(cs[s_prev, :, :n], zc[z, :, :n], cs[s_new, :, :n])
         m = active[t + 1]
         if m < n:  # sequences m..n-1 ended with this step: hand over their final states
             final_h[:, m:n] = h_new[:, m:n]
@@ -100,21 +194,42 @@ def _forward_loop(kind, w_ih, w_hh, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, acti
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _backward_loop(kind, w_hh, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, active):  # type: ignore[no-untyped-def]
+def _backward_loop(kind, w_hh, w_hr, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, dH2,
+                   active, rd, zh, zc, h_cell, direct_h, direct_c):  # type: ignore[no-untyped-def]
     """BPTT: ``dh`` (``dc``) carry the state gradients from the last step to the first; each step's
-    pre-activation gradients go into columns ``t*B ..`` of ``dA2`` / ``dAh2`` (zero past a sequence's end)."""
+    pre-activation gradients go into columns ``t*B ..`` of ``dA2`` / ``dAh2`` (zero past a sequence's end).
+    With a projection each step's full ``dh`` is kept in ``dH2`` (``(P, T*B)``, else empty) for ``dW_hr``.
+    The masks as in :func:`_forward_loop`; ``direct_h`` / ``direct_c`` hold zoneout's direct path."""
     B = dh.shape[1]
     T = active.shape[0] - 1
+    zoning = zh.shape[0] > 0
     for t in range(T - 1, -1, -1):
         n = active[t]
         if d_out2.shape[0] > 0:
             dh[:, :n] += d_out2[:, t * B : t * B + n]
+        h_out = hs2[:, (t + 1) * B : (t + 1) * B + n]
+        if zoning:  # split dh (dc) into the cell's share and the direct path to h_{t-1} (c_{t-1})
+            z = t if zh.shape[0] > 1 else 0
+            _zone_backward(dh[:, :n], zh[z, :, :n], direct_h[:, :n])
+            if zc.shape[0] > 0:
+                _zone_backward(dc[:, :n], zc[z, :, :n], direct_c[:, :n])
+            h_out = h_cell[t, :, :n]
+        if dH2.shape[0] > 0:
+            dH2[:, t * B : t * B + n] = dh[:, :n]
         step_backward(kind, dh[:, :n], dc[:, :n], hs2[:, t * B : t * B + n], cs[t, :, :n],
-                      hs2[:, (t + 1) * B : (t + 1) * B + n], ca[t, :, :n], cb[t, :, :n], w_hh,
+                      h_out, ca[t, :, :n], cb[t, :, :n], w_hh, w_hr,
                       dA2[:, t * B : t * B + n], dAh2[:, t * B : t * B + n])
+        if rd.shape[0] > 0:  # the cell saw m ⊙ h_{t-1} (only through W_hh: RNN and LSTM)
+            _masked(dh[:, :n], rd[:, :n], dh[:, :n])
+        if zoning:
+            _add(dh[:, :n], direct_h[:, :n])
+            if zc.shape[0] > 0:
+                _add(dc[:, :n], direct_c[:, :n])
         if n < B:  # steps past a sequence's end contribute nothing to the weight gradients
             dA2[:, t * B + n : (t + 1) * B] = 0
             dAh2[:, t * B + n : (t + 1) * B] = 0
+            if dH2.shape[0] > 0:
+                dH2[:, t * B + n : (t + 1) * B] = 0
 
 
 # Both transposing copies go time step by time step, and within a step feature by feature: a step's
@@ -171,6 +286,7 @@ def unroll_forward(
     state0: Sequence[Array],
     batch_sizes: IntArray | None = None,
     keep_cache: bool = True,
+    masks: StepMasks | None = None,
 ) -> tuple[Array, tuple[Array, ...], UnrollCache | None]:
     """Run ``cell`` over ``x`` from ``state0``.
 
@@ -181,15 +297,20 @@ def unroll_forward(
             or None when every sequence runs all ``T`` steps.
         keep_cache: False for inference: no per-step caches are stored, and ``None`` is returned
             in their place.
+        masks: recurrent dropout and zoneout inside the loop (:class:`StepMasks`; None: neither).
+            The recurrent-dropout mask is for the cells whose ``h_{t-1}`` enters only through
+            ``W_hh`` (RNN, LSTM); :mod:`rnnkit.layers.recurrent` refuses it for the GRU.
 
     Returns:
-        ``(out, final, cache)``: ``out`` ``(H, T, B)`` the hidden state at every step (zero past a
-        sequence's end), ``final`` one ``(H, B)`` array per state (each sequence's state after its
-        last step), and the cache for :func:`unroll_backward`.
+        ``(out, final, cache)``: ``out`` ``(H, T, B)`` (``(P, T, B)`` with a projection) the hidden
+        state at every step (zero past a sequence's end), ``final`` one ``(H, B)`` array per state
+        (each sequence's state after its last step), and the cache for :func:`unroll_backward`.
     """
     I, T, B = x.shape
-    GH, H = weights.w_hh.shape
+    GH, P = weights.w_hh.shape
+    H = GH // cell.num_gates                # the cell's size; P, the size of h, differs with a projection
     dtype = weights.w_hh.dtype
+    w_hr = empty_state(dtype) if weights.w_hr is None else weights.w_hr
     b_x, b_in = cell.split_bias(weights.b_ih, weights.b_hh)
     x = np.ascontiguousarray(x)
 
@@ -203,22 +324,30 @@ def unroll_forward(
     # projection is then one GEMM on it, without a transpose.  Without a cache the other state
     # only needs two slots (previous and new) and the step cache one.
     slots = T + 1 if keep_cache else 2
-    hs = np.zeros((H, T + 1, B), dtype)
+    hs = np.zeros((P, T + 1, B), dtype)
     hs[:, 0] = state0[0]
     cs = np.empty((slots, H, B), dtype) if len(state0) > 1 else np.empty((slots, 0, 0), dtype)
     if len(state0) > 1:
         cs[0] = state0[1]
-    ca, cb = (np.empty((T if keep_cache else 1, rows * H, B), dtype) for rows in cell.cache_rows)
+    ca = np.empty((T if keep_cache else 1, cell.cache_rows[0] * H, B), dtype)
+    if weights.w_hr is None:
+        cb = np.empty((T if keep_cache else 1, cell.cache_rows[1] * H, B), dtype)
+    else:  # the unprojected outputs too, zero past a sequence's end (dW_hr's product reads every column)
+        cb = np.zeros((T if keep_cache else 1, (cell.cache_rows[1] + 1) * H, B), dtype)
     final = [np.array(s, dtype=dtype, copy=True) for s in state0]
     final_c = final[1] if len(final) > 1 else empty_state(dtype)
+    rd, zh, zc = _mask_arrays(masks, dtype)
+    hm_buf = np.empty((P, B), dtype) if rd.shape[0] > 0 else empty_state(dtype)
+    h_cell = np.zeros((T if keep_cache else 1, P, B), dtype) if zh.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
 
-    _forward_loop(cell.kind, weights.w_ih, weights.w_hh, b_x, b_in, x.reshape(I, T * B),
-                  hs.reshape(H, (T + 1) * B), cs, ca, cb, xp_buf, _active(batch_sizes, T, B), final[0], final_c,
-                  keep_cache)
+    _forward_loop(cell.kind, weights.w_ih, weights.w_hh, w_hr, b_x, b_in, x.reshape(I, T * B),
+                  hs.reshape(P, (T + 1) * B), cs, ca, cb, xp_buf, _active(batch_sizes, T, B), final[0], final_c,
+                  keep_cache, rd, zh, zc, hm_buf, h_cell)
 
     out = hs[:, 1:]
     states = (hs, cs) if len(state0) > 1 else (hs,)
-    cache = UnrollCache(x, states, (ca, cb), batch_sizes) if keep_cache else None
+    cache = UnrollCache(x, states, (ca, cb), batch_sizes, masks, h_cell if zh.shape[0] > 0 else None) \
+        if keep_cache else None
     return out, tuple(final), cache
 
 
@@ -239,34 +368,47 @@ def unroll_backward(
         ``(dx, d_state0, grads)``: ``dx`` ``(I, T, B)``, one ``(H, B)`` gradient per initial
         state, and the weight gradients in a :class:`Weights` (same layouts as ``weights``).
     """
-    x, states, (ca, cb), batch_sizes = cache
+    x, states, (ca, cb), batch_sizes, masks, h_cell = cache
     I, T, B = x.shape
-    GH, H = weights.w_hh.shape
+    GH, P = weights.w_hh.shape
+    H = GH // cell.num_gates
     dtype = weights.w_hh.dtype
+    w_hr = empty_state(dtype) if weights.w_hr is None else weights.w_hr
     hs = states[0]
     cs = states[1] if len(states) > 1 else np.empty((1, 0, 0), dtype)
 
     d_state = [
-        np.zeros((H, B), dtype) if d_final is None or d is None else np.array(d, dtype=dtype, copy=True)
-        for d in (d_final if d_final is not None else [None] * len(states))
+        np.zeros((size, B), dtype) if d_final is None or d is None else np.array(d, dtype=dtype, copy=True)
+        for size, d in zip((P, H), d_final if d_final is not None else [None] * len(states), strict=False)
     ]
     dA = np.empty((GH, T, B), dtype)
     dAh = np.empty((GH, T, B), dtype) if cell.separate_hidden_grad else dA
-    d_out2 = empty_state(dtype) if d_out is None else np.ascontiguousarray(d_out, dtype=dtype).reshape(H, T * B)
+    d_out2 = empty_state(dtype) if d_out is None else np.ascontiguousarray(d_out, dtype=dtype).reshape(P, T * B)
     dc = d_state[1] if len(d_state) > 1 else empty_state(dtype)
+    dH = empty_state(dtype) if weights.w_hr is None else np.empty((P, T * B), dtype)
+    rd, zh, zc = _mask_arrays(masks, dtype)
+    direct_h = np.empty((P, B), dtype) if zh.shape[0] > 0 else empty_state(dtype)
+    direct_c = np.empty((H, B), dtype) if zc.shape[0] > 0 else empty_state(dtype)
 
-    _backward_loop(cell.kind, weights.w_hh, hs.reshape(H, (T + 1) * B), cs, ca, cb, d_out2, d_state[0], dc,
-                   dA.reshape(GH, T * B), dAh.reshape(GH, T * B), _active(batch_sizes, T, B))
+    _backward_loop(cell.kind, weights.w_hh, w_hr, hs.reshape(P, (T + 1) * B), cs, ca, cb, d_out2, d_state[0], dc,
+                   dA.reshape(GH, T * B), dAh.reshape(GH, T * B), dH, _active(batch_sizes, T, B),
+                   rd, zh, zc, _EMPTY3[np.dtype(dtype)] if h_cell is None else h_cell, direct_h, direct_c)
 
     # The sums over time of the per-step products, each as one GEMM over all T*B columns.
     dA2 = dA.reshape(GH, T * B)                     # views
     dAh2 = dAh.reshape(GH, T * B)
-    h_prev = hs[:, :T].reshape(H, T * B)            # a view: the (T, B) block of each row is contiguous
+    h_prev = hs[:, :T].reshape(P, T * B)            # a view: the (T, B) block of each row is contiguous
+    if rd.shape[0] > 0:                             # W_hh saw m ⊙ h_{t-1}
+        h_prev = (hs[:, :T] * rd[:, None, :]).reshape(P, T * B)
+    d_w_hr = None
+    if weights.w_hr is not None:                    # dW_hr = Σ_t dh_t ĥ_tᵀ, ĥ the cache's second half
+        d_w_hr = dH @ np.ascontiguousarray(cb[:, H:].transpose(1, 0, 2)).reshape(H, T * B).T
     grads = Weights(
         w_ih=dA2 @ x.reshape(I, T * B).T,
         w_hh=dAh2 @ h_prev.T,
         b_ih=dA2.sum(axis=1),
         b_hh=dAh2.sum(axis=1),
+        w_hr=d_w_hr,
     )
     dx = (weights.w_ih.T @ dA2).reshape(I, T, B)
     return dx, tuple(d_state), grads

@@ -26,7 +26,7 @@ def rnn_backward(dh, h, w_hh, relu=False):  # type: ignore[no-untyped-def]
 
 
 def lstm_forward(xp, h_prev, c_prev, w_hh):  # type: ignore[no-untyped-def]
-    H = h_prev.shape[0]
+    H = c_prev.shape[0]  # (h_prev is P wide under a projection)
     a = w_hh @ h_prev + xp
     i, f, g, o = sigmoid(a[:H]), sigmoid(a[H : 2 * H]), np.tanh(a[2 * H : 3 * H]), sigmoid(a[3 * H :])
     c = f * c_prev + i * g

@@ -76,8 +76,8 @@ def test_checkpoints_from_before_the_options_still_load() -> None:
     assert config.dropout == 0.0 and config.tie_weights is False and config.forget_bias is None
     with pytest.raises(ValueError, match="missing \\['hidden'\\]"):
         ModelConfig.from_json({k: v for k, v in old.items() if k != "hidden"})
-    with pytest.raises(ValueError, match="unknown \\['zoneout'\\]"):
-        ModelConfig.from_json({**old, "zoneout": 0.1})
+    with pytest.raises(ValueError, match="unknown \\['layer_norm'\\]"):
+        ModelConfig.from_json({**old, "layer_norm": True})
 
 
 def test_patience_stops_early(tmp_path) -> None:

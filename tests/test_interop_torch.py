@@ -146,7 +146,6 @@ class OwnLSTM(torch.nn.LSTM):
 
 
 @pytest.mark.parametrize(("module", "error", "fragment"), [
-    (torch.nn.LSTM(2, 3, proj_size=2), ValueError, "torch.nn.LSTM(proj_size=2) has no rnnkit equivalent"),
     (torch.nn.Linear(2, 3, bias=False), ValueError, "rnnkit's Linear always has a bias"),
     (torch.nn.Embedding(4, 2, max_norm=1.0), ValueError, "max_norm=1.0) has no rnnkit equivalent"),
     (torch.nn.GRU(2, 3).half(), ValueError, "dtype ['float16']"),

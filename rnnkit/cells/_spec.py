@@ -6,14 +6,16 @@ pre-activations ``(G*H, n)``.  Every cell's kernels take the same arguments, so 
 drives them all; a cell ignores the ones it has no use for (an RNN has no ``c``), which the loop
 passes as empty arrays.
 
-``step_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb) -> None``
+``step_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb) -> None``
     ``xp`` ``(G*H, n)`` is ``W_ih x`` for this step, computed for a chunk of steps by one matrix
     product outside the step; ``b_x`` ``(G*H,)`` the biases that add straight into the
     pre-activations, ``b_in`` the part that cannot (the GRU's ``b_hn``; empty otherwise).  The
     kernel computes ``W_hh h_prev`` itself (the product that cannot leave the time loop), writes the
-    new states ``h`` (and ``c``) and the cache fields ``ca``, ``cb`` its backward needs.
+    new states ``h`` (and ``c``) and the cache fields ``ca``, ``cb`` its backward needs.  ``w_hr``
+    ``(P, H)`` is the LSTM's output projection (``proj_size`` P; then ``h`` is ``(P, n)`` and
+    ``w_hh`` ``(G*H, P)``), an empty array for every cell without one.
 
-``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, d_xp, d_hp) -> None``
+``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, d_xp, d_hp) -> None``
     ``dh`` (``dc``) hold ``∂L/∂h`` (``∂L/∂c``) of this step, ``dh`` already including this step's
     output gradient; the kernel overwrites them *in place* with the gradients for ``h_prev``
     (``c_prev``).  It writes the gradient with respect to the pre-activations' input part into
@@ -88,7 +90,8 @@ class CellSpec:
         h, c = _pair(new, xp.dtype)
         ca, cb = _pair(cache, xp.dtype)
         b_x = np.zeros(xp.shape[0], xp.dtype)
-        step_forward(self.kind, _unit(xp), b_x, _unit(b_in), _unit(w_hh), _unit(h_prev), _unit(c_prev), h, c, ca, cb)
+        step_forward(self.kind, _unit(xp), b_x, _unit(b_in), _unit(w_hh), empty_state(xp.dtype), _unit(h_prev),
+                     _unit(c_prev), h, c, ca, cb)
 
     def backward(self, d_state: tuple[Array, ...], prev: tuple[Array, ...], new: tuple[Array, ...],
                  cache: tuple[Array, ...], w_hh: Array, d_xp: Array, d_hp: Array) -> None:
@@ -99,7 +102,7 @@ class CellSpec:
         h, _ = _pair(new, dtype)
         ca, cb = _pair(cache, dtype)
         step_backward(self.kind, dh, dc, _unit(h_prev), _unit(c_prev), _unit(h), _unit(ca), _unit(cb), _unit(w_hh),
-                      d_xp, d_hp)
+                      empty_state(dtype), d_xp, d_hp)
 
 
 def _unit(a: Array) -> Array:

@@ -17,6 +17,13 @@ this step's output gradient)::
     dc_prev  = dc ⊙ f
     dh_prev  = W_hhᵀ da
 
+With a projection (``proj_size`` P > 0, PyTorch's LSTM with ``weight_hr``) the state ``h`` is
+``(P, n)``, ``W_hh`` is ``(4H, P)``, and the unprojected output ĥ is kept in the cache::
+
+    ĥ = o ⊙ tanh(c)                      h = W_hr ĥ          (cache: cb = [tanh(c); ĥ])
+    dĥ = W_hrᵀ dh                        (then as above with dĥ in place of dh; the loop keeps each
+                                          step's dh to form dW_hr = Σ_t dh_t ĥ_tᵀ after the last step)
+
 Forgetting either carried gradient (dh *or* dc) is the classic LSTM backprop bug; the gradient
 checks in ``tests/`` catch it.  Each step is one matrix product and one pass over the ``(H, n)``
 units that reads and writes every gate once.
@@ -46,9 +53,11 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
-    """One LSTM step (see the module docstring); ``b_in`` is unused."""
-    H, n = h.shape
+def step_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
+    """One LSTM step (see the module docstring); ``b_in`` is unused, ``w_hr`` empty without projection."""
+    H, n = c.shape
+    project = w_hr.shape[0] > 0
+    out = cb[H:] if project else h                          # ĥ: the cache's second half, or h itself
     gemm(False, 1.0, w_hh, h_prev, 0.0, ca)                 # a = W_hh h_prev
     # Two passes, each a loop over few rows, which the compiler vectorises fully (one pass over
     # all eleven rows a unit touches is slower: too many possibly-overlapping rows to check).
@@ -62,23 +71,29 @@ def step_forward(xp, b_x, b_in, w_hh, h_prev, c_prev, h, c, ca, cb):  # type: ig
                 a[b] = sigmoid(a[b] + x[b] + bias)
     for j in range(H):
         i, f, g, o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
-        c_prev_j, c_j, tanh_c_j, h_j = row(c_prev, j), row(c, j), row(cb, j), row(h, j)
+        c_prev_j, c_j, tanh_c_j, h_j = row(c_prev, j), row(c, j), row(cb, j), row(out, j)
         for b in range(n):
             c_new = f[b] * c_prev_j[b] + i[b] * g[b]            # c = f ⊙ c_prev + i ⊙ g
             tanh_c = tanh(c_new)
             c_j[b] = c_new
             tanh_c_j[b] = tanh_c
-            h_j[b] = o[b] * tanh_c                              # h = o ⊙ tanh(c)
+            h_j[b] = o[b] * tanh_c                              # h = o ⊙ tanh(c)   (ĥ with projection)
+    if project:
+        gemm(False, 1.0, w_hr, out, 0.0, h)                 # h = W_hr ĥ
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, d_xp, d_hp):  # type: ignore[no-untyped-def]
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, d_xp, d_hp):  # type: ignore[no-untyped-def]
     """Backward of one LSTM step: ``(dh, dc)`` become the gradients for ``(h_prev, c_prev)``."""
-    H, n = dh.shape
+    H, n = dc.shape
+    d_out = dh
+    if w_hr.shape[0] > 0:  # dĥ = W_hrᵀ dh, written where d_o goes (each entry is read before d_o overwrites it)
+        d_out = d_xp[3 * H :]
+        gemm(True, 1.0, w_hr, dh, 0.0, d_out)
     for j in range(H):                                      # the gradients of the gates' outputs
         i, f, g, o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
         d_i, d_f, d_g, d_o = row(d_xp, j), row(d_xp, H + j), row(d_xp, 2 * H + j), row(d_xp, 3 * H + j)
-        dh_j, dc_j, c_prev_j, tanh_c_j = row(dh, j), row(dc, j), row(c_prev, j), row(cb, j)
+        dh_j, dc_j, c_prev_j, tanh_c_j = row(d_out, j), row(dc, j), row(c_prev, j), row(cb, j)
         for b in range(n):
             tanh_c = tanh_c_j[b]
             dc_ = dc_j[b] + dh_j[b] * o[b] * (ONE - tanh_c * tanh_c)

@@ -88,6 +88,9 @@ class ModelConfig:
     init_hh: str = "pytorch"          # "pytorch" or "orthogonal"
     init_ih: str = "pytorch"          # "pytorch" or "xavier"
     forget_bias: float | None = None  # LSTM only: the forget gate's bias
+    proj_size: int = 0                # LSTM only: h projected to this size (PyTorch's proj_size); 0: none
+    recurrent_dropout: float = 0.0    # RNN/LSTM: dropout on the h fed to W_hh, one mask per sequence
+    zoneout: float = 0.0              # each unit keeps its previous state with this probability per step
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embed_dim", "hidden", "layers"):
@@ -96,15 +99,26 @@ class ModelConfig:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("dropout", "embed_dropout", "weight_drop"):
+        for name in ("dropout", "embed_dropout", "weight_drop", "recurrent_dropout", "zoneout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
         if not isinstance(self.tie_weights, bool):
             raise ValueError(f"tie_weights must be true or false, got {self.tie_weights!r}")
-        if self.tie_weights and self.embed_dim != self.hidden:
-            raise ValueError(f"tie_weights needs embed_dim == hidden (the head's weight is the embedding, "
-                             f"{self.vocab_size} x embed_dim), got embed_dim {self.embed_dim} and hidden {self.hidden}")
+        if isinstance(self.proj_size, bool) or not isinstance(self.proj_size, int) or self.proj_size < 0:
+            raise ValueError(f"proj_size must be a non-negative integer, got {self.proj_size!r}")
+        if self.recurrent_dropout and self.cell == "gru":
+            raise ValueError("recurrent_dropout is not available for the GRU (its h_{t-1} also enters the update "
+                             "outside W_hh); use zoneout, dropout or weight_drop")
+        if self.proj_size and self.cell != "lstm":
+            raise ValueError(f"proj_size is an LSTM option (its output projection), not one of a {self.cell}")
+        if self.proj_size >= self.hidden:
+            raise ValueError(f"proj_size must be smaller than hidden ({self.hidden}), got {self.proj_size}")
+        if self.tie_weights and self.embed_dim != self.output_size:
+            size = "proj_size" if self.proj_size else "hidden"
+            raise ValueError(f"tie_weights needs embed_dim == {size} (the head's weight is the embedding, "
+                             f"{self.vocab_size} x embed_dim), got embed_dim {self.embed_dim} and {size} "
+                             f"{self.output_size}")
         for name, choices in (("init_hh", INIT_HH), ("init_ih", INIT_IH)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
@@ -114,6 +128,11 @@ class ModelConfig:
             if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)) or not \
                     math.isfinite(self.forget_bias):
                 raise ValueError(f"forget_bias must be a finite number, got {self.forget_bias!r}")
+
+    @property
+    def output_size(self) -> int:
+        """The width of the recurrent layer's output, the head's input: ``proj_size`` or ``hidden``."""
+        return self.proj_size or self.hidden
 
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON-friendly dict (the form stored in checkpoints)."""
@@ -132,7 +151,8 @@ class ModelConfig:
         return cls(**data)
 
 
-OPTIONAL_MODEL_FIELDS = ("dropout", "embed_dropout", "weight_drop", "tie_weights", "init_hh", "init_ih", "forget_bias")
+OPTIONAL_MODEL_FIELDS = ("dropout", "embed_dropout", "weight_drop", "tie_weights", "init_hh", "init_ih", "forget_bias",
+                         "proj_size", "recurrent_dropout", "zoneout")
 """ModelConfig fields a stored config may lack (checkpoints from before they existed): their defaults apply."""
 
 
@@ -188,8 +208,10 @@ def _gates(cell: str) -> int:
 def count_parameters(config: ModelConfig) -> int:
     """The number of trainable scalars of ``config``'s model, computed without allocating it."""
     V, E, H, L, G = config.vocab_size, config.embed_dim, config.hidden, config.layers, _gates(config.cell)
-    recurrent = G * H * (E + H + 2) + (L - 1) * G * H * (H + H + 2)
-    return V * E + recurrent + V * H + V
+    P = config.output_size  # h's width (proj_size with a projection, whose weight_hr_l{k} is (P, H))
+    projection = P * H if config.proj_size else 0
+    recurrent = G * H * (E + P + 2) + projection + (L - 1) * (G * H * (P + P + 2) + projection)
+    return V * E + recurrent + V * P + V
 
 
 def check_declared_sizes(config: ModelConfig, tensors: Mapping[str, Any]) -> None:
@@ -201,18 +223,22 @@ def check_declared_sizes(config: ModelConfig, tensors: Mapping[str, Any]) -> Non
         ValueError: a name is missing or unknown, or a shape differs; the message names it.
     """
     V, E, H, L, G = config.vocab_size, config.embed_dim, config.hidden, config.layers, _gates(config.cell)
+    P = config.output_size  # the width of h: proj_size with a projection (then weight_hr_l{k} is (P, H))
+    per_layer = 5 if config.proj_size else 4
     recurrent = sorted(name for name in tensors if name.startswith("rnn."))
-    if len(recurrent) != 4 * L:
-        raise ValueError(f"the checkpoint declares {L} recurrent layer(s) ({4 * L} rnn.* tensors) but holds "
+    if len(recurrent) != per_layer * L:
+        raise ValueError(f"the checkpoint declares {L} recurrent layer(s) ({per_layer * L} rnn.* tensors) but holds "
                          f"{len(recurrent)} rnn.* tensors")
-    expected: dict[str, tuple[int, ...]] = {"embed.weight": (V, E), "head.weight": (V, H), "head.bias": (V,)}
+    expected: dict[str, tuple[int, ...]] = {"embed.weight": (V, E), "head.weight": (V, P), "head.bias": (V,)}
     if config.tie_weights:  # head.weight is embed.weight: stored once, under the embedding's name
         del expected["head.weight"]
     for layer in range(L):
-        expected[f"rnn.weight_ih_l{layer}"] = (G * H, E if layer == 0 else H)
-        expected[f"rnn.weight_hh_l{layer}"] = (G * H, H)
+        expected[f"rnn.weight_ih_l{layer}"] = (G * H, E if layer == 0 else P)
+        expected[f"rnn.weight_hh_l{layer}"] = (G * H, P)
         expected[f"rnn.bias_ih_l{layer}"] = (G * H,)
         expected[f"rnn.bias_hh_l{layer}"] = (G * H,)
+        if config.proj_size:
+            expected[f"rnn.weight_hr_l{layer}"] = (P, H)
     missing, unknown = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
     if missing or unknown:
         raise ValueError(f"the weights do not match the declared {config.cell} model: missing {missing[:5]}, "
@@ -241,6 +267,12 @@ class CharLM:
                                    "init_hh": config.init_hh, "init_ih": config.init_ih}
         if config.forget_bias is not None:
             options["forget_bias"] = config.forget_bias
+        if config.proj_size:
+            options["proj_size"] = config.proj_size
+        if config.recurrent_dropout:
+            options["recurrent_dropout"] = config.recurrent_dropout
+        if config.zoneout:
+            options["zoneout"] = config.zoneout
         p = config.dropout
         # The Dropout blocks have no parameters, so the parameter names are the same with and without them.
         self.net = Sequential([
@@ -248,7 +280,7 @@ class CharLM:
             *([("drop_in", Dropout(p))] if p else []),
             ("rnn", CELLS[config.cell](E, H, config.layers, dtype=dtype, seed=rnn_seed, **options)),
             *([("drop_out", Dropout(p))] if p else []),
-            ("head", Linear(H, V, dtype=dtype, seed=head_seed)),
+            ("head", Linear(config.output_size, V, dtype=dtype, seed=head_seed)),
         ], tied={"head.weight": "embed.weight"} if config.tie_weights else None)
 
     def __repr__(self) -> str:
@@ -393,9 +425,10 @@ def state_from_json(data: Any, model: CharLM) -> ModelState | None:
         if not isinstance(arrays, list) or len(arrays) != parts:
             raise ValueError(f"the stored hidden state of {name!r} must hold {parts} array(s)")
         layer = model.net[name]
-        for array in arrays:
+        for k, array in enumerate(arrays):  # h is output_size wide (proj_size with a projection), c hidden_size
+            width = layer.output_size if k == 0 else layer.hidden_size
             fits = (isinstance(array, np.ndarray) and array.ndim == 3 and array.shape[0] == layer.num_layers
-                    and array.shape[2] == layer.hidden_size and array.dtype == layer.dtype)
+                    and array.shape[2] == width and array.dtype == layer.dtype)
             if not fits:
                 raise ValueError(f"the stored hidden state of {name!r} does not fit the model "
                                  f"({layer.num_layers} layers of {layer.hidden_size} units, {layer.dtype})")

@@ -80,10 +80,11 @@ generator that shuffles the items each epoch and draws every dropout mask (saved
 a resumed run with dropout is exact too), and the printed samples (drawn from a generator seeded by
 ``(seed, step)``, so printing them never changes training).
 
-**Regularization and schedules.**  ``dropout``, ``embed_dropout``, ``weight_drop``, ``tie_weights``
-and the initializers are the model's (:class:`~rnnkit.charlm.model.ModelConfig`); training steps
-run with dropout on, evaluation and sampling with it off.  ``weight_decay`` is decoupled (AdamW:
-``optimizer="adam"`` with a weight decay becomes ``"adamw"``).  ``lr_schedule`` ("cosine" over the
+**Regularization and schedules.**  ``dropout``, ``embed_dropout``, ``weight_drop``,
+``recurrent_dropout``, ``zoneout``, ``proj_size``, ``tie_weights`` and the initializers are the
+model's (:class:`~rnnkit.charlm.model.ModelConfig`); training steps run with dropout on,
+evaluation and sampling with it off.  ``weight_decay`` is decoupled (AdamW: ``optimizer="adam"``
+with a weight decay becomes ``"adamw"``).  ``lr_schedule`` ("cosine" over the
 steps after the warm-up, "step": times ``lr_gamma`` every ``lr_step_size`` steps) follows ``warmup``
 linear steps; its position is saved in checkpoints.  ``patience`` stops the run (``stopped_by ==
 "patience"``) after that many evaluations without a new best validation loss.
@@ -246,6 +247,9 @@ class TrainConfig:
     init_hh: str = "pytorch"         # "pytorch" or "orthogonal"
     init_ih: str = "pytorch"         # "pytorch" or "xavier"
     forget_bias: float | None = None  # LSTM forget-gate bias
+    proj_size: int = 0               # LSTM output projection (PyTorch's proj_size); 0: none
+    recurrent_dropout: float = 0.0   # RNN/LSTM: on the h fed to W_hh (Keras's recurrent_dropout)
+    zoneout: float = 0.0             # zoneout on h (and the LSTM's c)
     weight_decay: float | None = None  # decoupled weight decay (AdamW); None: the optimizer's default
     lr_schedule: str = "none"        # one of LR_SCHEDULES
     warmup: int = 0                  # linear warm-up steps before the schedule
@@ -316,7 +320,8 @@ class TrainConfig:
                            layers=self.layers, dtype=self.dtype, dropout=self.dropout,
                            embed_dropout=self.embed_dropout, weight_drop=self.weight_drop,
                            tie_weights=self.tie_weights, init_hh=self.init_hh, init_ih=self.init_ih,
-                           forget_bias=self.forget_bias)
+                           forget_bias=self.forget_bias, proj_size=self.proj_size,
+                           recurrent_dropout=self.recurrent_dropout, zoneout=self.zoneout)
 
 
 LR_SCHEDULES = ("none", "cosine", "step")

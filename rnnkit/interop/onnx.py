@@ -153,6 +153,9 @@ def _reorder_gates(array: np.ndarray, cell: str) -> np.ndarray:
 def _emit_recurrent(g: _Graph, block: Recurrent, x: str, context: _Context) -> str:
     if getattr(block, "proj_size", 0):
         raise TypeError("ONNX's LSTM operator has no output projection: an LSTM with proj_size does not export")
+    if getattr(block, "zoneout", 0.0):
+        raise TypeError(f"ONNX's {type(block).__name__} operator has no zoneout, whose inference mixes each "
+                        f"state with the previous one (p h_{{t-1}} + (1-p) h_t): a layer with zoneout does not export")
     L, D, H = block.num_layers, block.num_directions, block.hidden_size
     cell = block.cell.name
     kind = "lstm" if cell == "lstm" else "gru" if cell == "gru" else "rnn"
@@ -280,7 +283,7 @@ def _same(block: Any, features: int | str) -> int | str:
 
 HANDLERS: tuple[OnnxHandler, ...] = (
     OnnxHandler((RNN, LSTM, GRU), _emit_recurrent, lambda b: b.input_size,
-                lambda b, f: b.num_directions * b.hidden_size),
+                lambda b, f: b.num_directions * b.output_size),
     OnnxHandler((Linear,), _emit_linear, lambda b: b.in_features, lambda b, f: b.out_features),
     OnnxHandler((Embedding,), _emit_embedding, lambda b: None, lambda b, f: b.embedding_dim),
     OnnxHandler((Dropout,), _emit_dropout, lambda b: "F", _same),
@@ -316,7 +319,8 @@ def export_onnx(
             without biases), or a ``Sequential`` of ``Embedding``, recurrent layers, ``Linear``,
             ``Dropout`` (the identity: the export is inference) and the pooling heads ``LastStep`` /
             ``MeanPool`` (which read ``lengths`` when given).  Dropout options of the layers
-            (``dropout``, ``weight_drop``, embedding dropout) act only in training and export as nothing.
+            (``dropout``, ``weight_drop``, ``recurrent_dropout``, embedding dropout) act only in training and
+            export as nothing; ``proj_size`` and ``zoneout`` (which changes inference) are refused.
         path: the ``.onnx`` file to write (atomically: an interrupted export leaves the old file).
         with_lengths: add the input ``lengths`` (int64 ``(B,)``, values in ``1..T``): the true length
             of each padded sequence, as ``forward(..., lengths=...)``.

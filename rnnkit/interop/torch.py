@@ -106,6 +106,11 @@ def _recurrent_to_torch(block: Recurrent, torch: Any) -> Any:
         kwargs["dropout"] = float(block.dropout)
     if getattr(block, "weight_drop", 0.0):
         _dropped(block, f"weight_drop={block.weight_drop}", "DropConnect on W_hh")
+    if getattr(block, "recurrent_dropout", 0.0):
+        _dropped(block, f"recurrent_dropout={block.recurrent_dropout}", "dropout on the h fed to W_hh")
+    if getattr(block, "zoneout", 0.0):
+        raise TypeError(f"{type(block).__name__}(zoneout={block.zoneout}) has no torch.nn counterpart: zoneout "
+                        f"changes inference too (p h_(t-1) + (1-p) h_t), so no nn.{type(block).__name__} computes it")
     proj_size: Any = getattr(block, "proj_size", 0)  # an LSTM option rnnkit's layer may gain
     if isinstance(block, LSTM) and proj_size:
         kwargs["proj_size"] = proj_size

@@ -74,15 +74,22 @@ _RECURRENT_OPTIONS: dict[str, Kind] = {
     # layer is initialised, so a loaded model trains and re-initialises as the saved one did.
     "bias": bool, "dropout": float, "weight_drop": float, "init_hh": str, "init_ih": str,
 }
-_RECURRENT_DEFAULTS = frozenset({"bias", "dropout", "weight_drop", "init_hh", "init_ih", "forget_bias"})
+_RECURRENT_DEFAULTS = frozenset({"bias", "dropout", "weight_drop", "init_hh", "init_ih", "forget_bias",
+                                 "proj_size", "recurrent_dropout", "zoneout"})
+# Options inside the time loop (issue 10, phase 2): every recurrent layer has zoneout; recurrent
+# dropout is for the RNN and LSTM, proj_size for the LSTM.
+_IN_LOOP: dict[str, Kind] = {"zoneout": float}
+_RECURRENT_DROPOUT: dict[str, Kind] = {"recurrent_dropout": float}
 
 BLOCKS: dict[str, BlockType] = {
     "Linear": BlockType(Linear, {"in_features": int, "out_features": int}),
     "Embedding": BlockType(Embedding, {"num_embeddings": int, "embedding_dim": int, "dropout": float},
                            defaults=frozenset({"dropout"})),
-    "RNN": BlockType(RNN, {**_RECURRENT_OPTIONS, "nonlinearity": str}, defaults=_RECURRENT_DEFAULTS),
-    "LSTM": BlockType(LSTM, {**_RECURRENT_OPTIONS, "forget_bias": OptionalFloat}, defaults=_RECURRENT_DEFAULTS),
-    "GRU": BlockType(GRU, _RECURRENT_OPTIONS, defaults=_RECURRENT_DEFAULTS),
+    "RNN": BlockType(RNN, {**_RECURRENT_OPTIONS, "nonlinearity": str, **_IN_LOOP, **_RECURRENT_DROPOUT},
+                     defaults=_RECURRENT_DEFAULTS),
+    "LSTM": BlockType(LSTM, {**_RECURRENT_OPTIONS, "forget_bias": OptionalFloat, "proj_size": int, **_IN_LOOP,
+                             **_RECURRENT_DROPOUT}, defaults=_RECURRENT_DEFAULTS),
+    "GRU": BlockType(GRU, {**_RECURRENT_OPTIONS, **_IN_LOOP}, defaults=_RECURRENT_DEFAULTS),
     "LastStep": BlockType(LastStep, {"bidirectional": bool}, has_dtype=False),
     "MeanPool": BlockType(MeanPool, {}, has_dtype=False),
     "Dropout": BlockType(Dropout, {"p": float, "variational": bool}, has_dtype=False),

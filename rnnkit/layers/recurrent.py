@@ -15,10 +15,21 @@ and ``weight_drop=p`` (DropConnect on ``W_hh``, as in AWD-LSTM) hands the loop a
 equals the layer without dropout.  ``bias=False`` runs the loop with zero biases and has no
 ``bias_*`` parameters, as ``torch.nn`` with ``bias=False``.
 
+Two regularizers act inside the time loop (:class:`rnnkit.unroll.StepMasks`), with masks drawn
+once per forward call from ``rng`` for every (layer, direction):
+
+* ``recurrent_dropout=p`` (Keras's ``recurrent_dropout``; RNN and LSTM): the ``h_{t-1}`` fed to
+  ``W_hh`` is multiplied by one inverted-dropout mask per sequence, the same at every step;
+  inference uses no mask.
+* ``zoneout=p`` (Krueger et al. 2016): each unit keeps its previous value with probability ``p``
+  at each step, ``h_t = m ⊙ h_{t-1} + (1 - m) ⊙ h̃_t`` (the LSTM's ``c`` likewise, with its own
+  mask); inference uses the expectation ``h_t = p h_{t-1} + (1 - p) h̃_t`` (deterministic).
+
 Nothing about a forward pass is kept in the layer object: ``forward`` returns an explicit cache
 that ``backward`` takes back, so several forward passes can be in flight and truncated BPTT is
 just passing ``state`` on.  Shapes: ``x`` ``(B, T, I)``, ``out`` ``(B, T, D*H)``, each state
-``(L*D, B, H)`` (L layers, D directions), as in ``torch.nn`` with ``batch_first=True``.
+``(L*D, B, H)`` (L layers, D directions), as in ``torch.nn`` with ``batch_first=True``; an LSTM with
+``proj_size`` P has ``out`` ``(B, T, D*P)`` and ``h`` ``(L*D, B, P)``.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from rnnkit.layers._checks import check_dtype, check_float_input, check_size, ch
 from rnnkit.layers._versions import WeightVersion, check_version, weight_version
 from rnnkit.layers.dropout import check_probability, check_training, dropout_mask
 from rnnkit.unroll import (
+    StepMasks,
     UnrollCache,
     Weights,
     batch_sizes_from_lengths,
@@ -100,6 +112,9 @@ class Recurrent:
         init_hh: str = "pytorch",
         init_ih: str = "pytorch",
         forget_bias: float | None = None,
+        proj_size: int = 0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         self.dtype = check_dtype(dtype)
         if not isinstance(bidirectional, (bool, np.bool_)):
@@ -115,6 +130,13 @@ class Recurrent:
         self.bias = bool(bias)
         self.dropout = check_probability("dropout", dropout)
         self.weight_drop = check_probability("weight_drop", weight_drop)
+        self.recurrent_dropout = check_probability("recurrent_dropout", recurrent_dropout)
+        if self.recurrent_dropout and cell.name == "gru":
+            # The GRU reads h_{t-1} outside W_hh too (h = (1-z) n + z h_{t-1}); Keras's recurrent
+            # dropout masks only the copy fed to W_hh, which the shared loop cannot separate.
+            raise ValueError("recurrent_dropout is not available for the GRU (its h_{t-1} also enters the "
+                             "update outside W_hh); use zoneout, dropout or weight_drop")
+        self.zoneout = check_probability("zoneout", zoneout)
         self.init_hh = init.check_choice("init_hh", init_hh, init.INIT_HH)
         self.init_ih = init.check_choice("init_ih", init_ih, init.INIT_IH)
         if forget_bias is not None:
@@ -126,6 +148,15 @@ class Recurrent:
                     forget_bias):
                 raise ValueError(f"forget_bias must be a finite number or None, got {forget_bias!r}")
         self.forget_bias = None if forget_bias is None else float(forget_bias)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) or proj_size < 0:
+            raise ValueError(f"proj_size must be a non-negative integer, got {proj_size!r}")
+        if proj_size and cell.name != "lstm":
+            raise ValueError(f"proj_size is an LSTM option (PyTorch's LSTM with projections), not one of {cell.name}")
+        if proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}), got {proj_size}")
+        self.proj_size = int(proj_size)
+        self.output_size = self.proj_size or self.hidden_size
+        """The size of ``h`` (per direction): ``proj_size`` when projecting, else ``hidden_size``."""
         # bias=False runs the same loop with zero biases; one read-only zero vector serves every unit.
         self._zero_bias = np.zeros(cell.num_gates * self.hidden_size, self.dtype)
         self._zero_bias.flags.writeable = False
@@ -136,17 +167,19 @@ class Recurrent:
         return f"_l{layer}" + ("_reverse" if direction else "")
 
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
-        GH, H = self.cell.num_gates * self.hidden_size, self.hidden_size
+        GH, H, P = self.cell.num_gates * self.hidden_size, self.hidden_size, self.output_size
         shapes: dict[str, tuple[int, ...]] = {}
         for layer in range(self.num_layers):
-            in_size = self.input_size if layer == 0 else self.num_directions * H
+            in_size = self.input_size if layer == 0 else self.num_directions * P
             for direction in range(self.num_directions):
                 s = self._suffix(layer, direction)
                 shapes[f"weight_ih{s}"] = (GH, in_size)
-                shapes[f"weight_hh{s}"] = (GH, H)
+                shapes[f"weight_hh{s}"] = (GH, P)
                 if self.bias:
                     shapes[f"bias_ih{s}"] = (GH,)
                     shapes[f"bias_hh{s}"] = (GH,)
+                if self.proj_size:  # PyTorch's order: weight_hr after the biases
+                    shapes[f"weight_hr{s}"] = (self.proj_size, H)
         return shapes
 
     def _init_params(self, rng: np.random.Generator) -> Params:
@@ -158,10 +191,12 @@ class Recurrent:
             name: rng.uniform(-k, k, size=shape).astype(self.dtype)
             for name, shape in self._param_shapes().items()
         }
-        G, H = self.cell.num_gates, self.hidden_size
+        G, H, P = self.cell.num_gates, self.hidden_size, self.output_size
         for name, shape in self._param_shapes().items():
             if name.startswith("weight_hh") and self.init_hh == "orthogonal":
-                params[name] = init.per_gate(G, lambda: init.orthogonal(rng, H, self.dtype))
+                # (H, P) blocks; with a projection (P < H) the first P columns of an orthogonal
+                # matrix: orthonormal columns (semi-orthogonal), exactly orthogonal when P = H.
+                params[name] = init.per_gate(G, lambda: init.orthogonal(rng, H, self.dtype)[:, :P])
             elif name.startswith("weight_ih") and self.init_ih == "xavier":
                 params[name] = init.per_gate(G, lambda shape=shape: init.xavier_uniform(rng, (H, shape[1]),
                                                                                           self.dtype))
@@ -173,12 +208,13 @@ class Recurrent:
     def _signature(self) -> tuple[Any, ...]:
         """What a cache must match to be this layer's: cell, sizes, directions and dtype."""
         return (self.cell.name, self.input_size, self.hidden_size, self.num_layers, self.num_directions,
-                self.dtype.name, self.bias)
+                self.dtype.name, self.bias, self.proj_size)
 
     def _weights(
         self, layer: int, direction: int, masks: DropMasks | None = None, rng: np.random.Generator | None = None,
     ) -> Weights:
-        """One unit's weights as the loop sees them: ``W_hh ⊙ M`` under weight drop, zero biases without bias.
+        """One unit's weights as the loop sees them: ``W_hh ⊙ M`` under weight drop, zero biases without bias,
+        and ``W_hr`` with a projection.
 
         With ``rng`` (a training forward pass) the unit's weight-drop mask is drawn into ``masks``;
         without it (backward) the mask the forward pass drew is used.
@@ -190,9 +226,31 @@ class Recurrent:
             if rng is not None:
                 masks.w_hh.append(dropout_mask(rng, w_hh.shape, self.weight_drop, self.dtype))
             w_hh = w_hh * masks.w_hh[layer * self.num_directions + direction]
+        w_hr = p[f"weight_hr{s}"] if self.proj_size else None
         if not self.bias:
-            return Weights(p[f"weight_ih{s}"], w_hh, self._zero_bias, self._zero_bias)
-        return Weights(p[f"weight_ih{s}"], w_hh, p[f"bias_ih{s}"], p[f"bias_hh{s}"])
+            return Weights(p[f"weight_ih{s}"], w_hh, self._zero_bias, self._zero_bias, w_hr)
+        return Weights(p[f"weight_ih{s}"], w_hh, p[f"bias_ih{s}"], p[f"bias_hh{s}"], w_hr)
+
+    def _step_masks(self, T: int, B: int, training: bool, rng: np.random.Generator | None) -> StepMasks | None:
+        """One unit's in-loop masks: recurrent dropout's ``(P, B)`` and zoneout's ``(T, ., B)`` when
+        training; at inference zoneout's expectation (``p`` everywhere) and no recurrent dropout."""
+        H, P, p = self.hidden_size, self.output_size, self.zoneout
+        has_c = len(self.cell.state_names) > 1
+        if not training:
+            if not p:
+                return None
+            return StepMasks(None, np.full((1, P, B), p, self.dtype),
+                             np.full((1, H, B), p, self.dtype) if has_c else None)
+        if not (self.recurrent_dropout or p):
+            return None
+        assert rng is not None
+        recurrent = dropout_mask(rng, (P, B), self.recurrent_dropout, self.dtype) if self.recurrent_dropout else None
+        if not p:
+            return StepMasks(recurrent)
+        # 1: the unit keeps its previous value this step (probability p), 0: it takes the cell's.
+        zone_h = (rng.random((T, P, B)) < p).astype(self.dtype)
+        zone_c = (rng.random((T, H, B)) < p).astype(self.dtype) if has_c else None
+        return StepMasks(recurrent, zone_h, zone_c)
 
     def state_dict(self) -> Params:
         """A copy of the parameters (PyTorch's names)."""
@@ -237,14 +295,16 @@ class Recurrent:
         return a
 
     def _check_state(self, name: str, state: Any, B: int) -> tuple[Array, ...]:
-        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        LD = self.num_layers * self.num_directions
+        shape = (LD, B, self.output_size)                 # h (P wide with a projection); c is H wide
         n = len(self.cell.state_names)
         if n == 1:
             return (self._check_array(name, state, shape),)
         if not isinstance(state, (tuple, list)) or len(state) != n:
-            raise ValueError(f"{name} must be a pair (h, c) of arrays of shape {shape}")
+            shapes = f"{shape} and {(LD, B, self.hidden_size)}" if self.proj_size else f"shape {shape}"
+            raise ValueError(f"{name} must be a pair (h, c) of arrays of {shapes}")
         return tuple(
-            self._check_array(f"{name}[{k}] ({s})", a, shape)
+            self._check_array(f"{name}[{k}] ({s})", a, shape if k == 0 else (LD, B, self.hidden_size))
             for k, (s, a) in enumerate(zip(self.cell.state_names, state, strict=True))
         )
 
@@ -295,11 +355,12 @@ class Recurrent:
         if B == 0 or T == 0:
             raise ValueError(f"x must hold at least one sequence of at least one step, got shape {x.shape}")
         x = self._check_array("x", x, (B, T, self.input_size))
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        masks = DropMasks([], []) if check_training(training, rng, self.dropout > 0 or self.weight_drop > 0) else None
+        L, D, H, P = self.num_layers, self.num_directions, self.hidden_size, self.output_size
+        drawn = self.dropout > 0 or self.weight_drop > 0 or self.recurrent_dropout > 0 or self.zoneout > 0
+        masks = DropMasks([], []) if check_training(training, rng, drawn) else None
         if state is None:
-            zeros = np.zeros((L * D, B, H), self.dtype)
-            state_t = tuple(zeros for _ in self.cell.state_names)
+            state_t = tuple(np.zeros((L * D, B, P if k == 0 else H), self.dtype)
+                            for k in range(len(self.cell.state_names)))
         else:
             state_t = self._check_state("state", state, B)
 
@@ -324,7 +385,8 @@ class Recurrent:
                 u = layer * D + direction
                 seq = layer_in if direction == 0 else self._reverse(layer_in, rev_index)
                 out, final, cache = unroll_forward(
-                    self.cell, self._weights(layer, direction, masks, rng), seq, states0[u], batch_sizes, keep_cache
+                    self.cell, self._weights(layer, direction, masks, rng), seq, states0[u], batch_sizes, keep_cache,
+                    self._step_masks(T, B, masks is not None, rng),
                 )
                 outs.append(out if direction == 0 else self._reverse(out, rev_index))
                 finals.append(final)
@@ -373,7 +435,7 @@ class Recurrent:
                              f"({self._signature()}): pass the cache of this layer's own forward")
         check_version(cache.version, self, self.params, type(self).__name__)
         B, T, _ = cache.x_shape
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        L, D, H = self.num_layers, self.num_directions, self.output_size
         order, rev_index = cache.order, cache.rev_index
         inv = None if order is None else np.argsort(order)
         if d_out is not None:
@@ -411,6 +473,8 @@ class Recurrent:
                 if masks is not None and masks.w_hh:  # the loop saw W_hh ⊙ M: dL/dW_hh = dL/d(W_hh ⊙ M) ⊙ M
                     grads[f"weight_hh{s}"] = g.w_hh * masks.w_hh[u]
                 grads[f"bias_ih{s}"], grads[f"bias_hh{s}"] = g.b_ih, g.b_hh
+                if g.w_hr is not None:
+                    grads[f"weight_hr{s}"] = g.w_hr
             d_layer = d_in
         assert d_layer is not None
         return _to_batch_first(d_layer, inv), self._pack_state(d_states0, inv), {k: grads[k] for k in self.params}
@@ -420,7 +484,8 @@ class Recurrent:
     def __repr__(self) -> str:
         options = "".join(f", {name}={getattr(self, name)!r}" for name, default in (
             ("bias", True), ("dropout", 0.0), ("weight_drop", 0.0), ("init_hh", "pytorch"), ("init_ih", "pytorch"),
-            ("forget_bias", None)) if getattr(self, name) != default)
+            ("forget_bias", None), ("proj_size", 0), ("recurrent_dropout", 0.0), ("zoneout", 0.0))
+            if getattr(self, name) != default)
         return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, dtype={self.dtype.name}{options})")
 
@@ -447,19 +512,25 @@ class RNN(Recurrent):
         weight_drop: float = 0.0,
         init_hh: str = "pytorch",
         init_ih: str = "pytorch",
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         cells = {"tanh": RNN_TANH_CELL, "relu": RNN_RELU_CELL}
         if nonlinearity not in cells:
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(cells[nonlinearity], input_size, hidden_size, num_layers, bidirectional, dtype, seed,
-                         bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih)
+                         bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout)
 
 
 class LSTM(Recurrent):
     """Long short-term memory, gates i, f, g, o (as ``torch.nn.LSTM``); the state is ``(h, c)``.
 
-    Keyword-only options as :class:`RNN`, plus ``forget_bias`` (e.g. 1.0: the forget gate's bias).
+    Keyword-only options as :class:`RNN`, plus ``forget_bias`` (e.g. 1.0: the forget gate's bias)
+    and ``proj_size`` P (PyTorch's LSTM with projections, ``0 < P < H``): ``h = W_hr (o ⊙ tanh c)``
+    with ``weight_hr_l{k}`` ``(P, H)``, so ``h`` and ``out`` are P wide per direction (``out``
+    ``(B, T, D*P)``, ``h`` ``(L*D, B, P)``), ``c`` stays ``(L*D, B, H)`` and ``weight_hh`` is ``(4H, P)``.
     """
 
     def __init__(
@@ -477,10 +548,14 @@ class LSTM(Recurrent):
         init_hh: str = "pytorch",
         init_ih: str = "pytorch",
         forget_bias: float | None = None,
+        proj_size: int = 0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         super().__init__(LSTM_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed,
                          bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih,
-                         forget_bias=forget_bias)
+                         forget_bias=forget_bias, proj_size=proj_size, recurrent_dropout=recurrent_dropout,
+                         zoneout=zoneout)
 
 
 class GRU(Recurrent):
@@ -503,6 +578,8 @@ class GRU(Recurrent):
         weight_drop: float = 0.0,
         init_hh: str = "pytorch",
         init_ih: str = "pytorch",
+        zoneout: float = 0.0,
     ) -> None:
         super().__init__(GRU_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed,
-                         bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih)
+                         bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih,
+                         zoneout=zoneout)
