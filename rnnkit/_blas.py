@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,67 @@ def _bind() -> str:
 
 BLAS_LIBRARY: str = _bind()
 """Path of the BLAS library the compiled time loop calls ("" when it runs its own slower loop)."""
+
+
+def _numpy_blas_controls() -> tuple[Any, Any]:
+    """OpenBLAS's ``get_num_threads`` and ``set_num_threads_local`` in NumPy's BLAS (None where absent)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return None, None
+    for info in threadpool_info():
+        if info.get("user_api") != "blas" or info.get("internal_api") != "openblas":
+            continue
+        try:
+            lib = ctypes.CDLL(info["filepath"])
+        except OSError:
+            continue
+        get = set_local = None
+        for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
+            if hasattr(lib, name):
+                get = getattr(lib, name)
+                get.restype, get.argtypes = ctypes.c_int, []
+                break
+        if hasattr(lib, "openblas_set_num_threads_local"):
+            set_local = lib.openblas_set_num_threads_local
+            set_local.restype, set_local.argtypes = ctypes.c_int, [ctypes.c_int]
+        return get, set_local
+    return None, None
+
+
+_GET_THREADS, _SET_THREADS_LOCAL = _numpy_blas_controls()
+
+
+def blas_threads() -> int:
+    """NumPy's BLAS thread count now (what ``rnnkit.threads`` / threadpoolctl set); 1 when unknown.
+
+    A C call, cheap enough for every forward pass (``threadpool_info`` is not).
+    """
+    if _GET_THREADS is None:
+        return 1
+    return max(1, int(_GET_THREADS()))
+
+
+def can_split_threads() -> bool:
+    """Whether a thread can run its BLAS calls on one thread while others do the same (see :func:`one_blas_thread`)."""
+    return _SET_THREADS_LOCAL is not None
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run this thread's BLAS calls single-threaded (OpenBLAS's per-thread setting), then restore it.
+
+    Used by the worker threads that each run the time loop on one group of the batch: two threads
+    calling a two-threaded BLAS at once would fight over the same cores.
+    """
+    if _SET_THREADS_LOCAL is None:
+        yield
+        return
+    previous = _SET_THREADS_LOCAL(1)
+    try:
+        yield
+    finally:
+        _SET_THREADS_LOCAL(previous)
 
 
 def _external(name: str, scalar: Any) -> Any:

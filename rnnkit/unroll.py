@@ -17,6 +17,12 @@ Where the time goes, and why the loop looks the way it does:
 * The step caches are ``(T, rows, B)`` so each step's block is contiguous; the gradients of the
   pre-activations are written straight into the ``(G*H, T, B)`` arrays that the weight-gradient
   products read.
+* Threads split the batch, not the product: the sequences of a batch never interact, so with
+  NumPy's BLAS at k threads the loop runs on k groups of columns at once (:func:`batch_groups`),
+  each thread with a single-threaded BLAS and no synchronisation until the loop ends.  Two
+  per-step products of 16 columns side by side beat one of 32 on two threads, whose threads meet
+  at every step.  The input projection is then one multi-threaded GEMM up front, and the weight
+  gradients stay one multi-threaded GEMM each after the loop.
 * Variable lengths use the packed-sequence trick: the batch is sorted by length (longest first),
   so at step ``t`` the sequences still running are the first ``batch_sizes[t]`` columns and the
   step simply works on that prefix.  Finished sequences keep their last state; their outputs stay
@@ -25,13 +31,17 @@ Where the time goes, and why the loop looks the way it does:
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 
-from rnnkit._blas import gemm
+from rnnkit._blas import blas_threads, can_split_threads, gemm, one_blas_thread
 from rnnkit._types import Array, IntArray
 from rnnkit.cells import CellSpec, step_backward, step_forward
 from rnnkit.cells._spec import KERNEL_OPTIONS, empty_state, row
@@ -102,6 +112,66 @@ def _active(batch_sizes: IntArray | None, T: int, B: int) -> IntArray:
     return active
 
 
+_MIN_GROUP_COLUMNS = 8
+"""The fewest columns a thread's group of the batch gets: narrower per-step products waste the core."""
+
+_MAX_HOISTED_BYTES = 1 << 28
+"""Without a cache, the input projection of every step is computed up front (to split the batch) only below this."""
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                       thread_name_prefix="rnnkit-unroll")
+        return _POOL
+
+
+def batch_groups(B: int, batch_sizes: IntArray | None) -> list[tuple[int, int]]:
+    """How the time loop splits the batch over threads: one ``(start, stop)`` column range per thread.
+
+    The sequences of a batch never interact, so each thread can run the whole loop over its own
+    columns with a single-threaded BLAS: no synchronisation per step, and per-step products of
+    16 columns each run faster side by side than one product of 32 on two threads.  As many
+    groups as NumPy's BLAS has threads (:mod:`rnnkit.parallel` sets that), each at least
+    ``_MIN_GROUP_COLUMNS`` wide; with variable lengths the split balances the steps to run.
+    """
+    k = min(blas_threads(), B // _MIN_GROUP_COLUMNS)
+    if k <= 1 or not can_split_threads():
+        return [(0, B)]
+    steps = np.full(B, 1.0) if batch_sizes is None else \
+        (np.asarray(batch_sizes)[:, None] > np.arange(B)[None, :]).sum(axis=0).astype(float)
+    share = np.cumsum(steps) / max(float(steps.sum()), 1.0)
+    cuts = [0]
+    for g in range(1, k):
+        cut = int(np.searchsorted(share, g / k)) + 1
+        cuts.append(min(max(cut, cuts[-1] + 1), B - (k - g)))
+    cuts.append(B)
+    return list(itertools.pairwise(cuts))
+
+
+def _run_groups(loop: Any, args: tuple[Any, ...], groups: list[tuple[int, int]]) -> None:
+    """``loop(*args, g0, g1)`` for every group: the first in this thread, the others in the pool."""
+    if len(groups) == 1:
+        loop(*args, *groups[0])
+        return
+
+    def one(group: tuple[int, int]) -> None:
+        with one_blas_thread():
+            loop(*args, *group)
+
+    futures = [_pool().submit(one, group) for group in groups[1:]]
+    try:
+        one(groups[0])
+    finally:
+        for future in futures:
+            future.result()
+
+
 _EMPTY3: dict[np.dtype[Any], Array] = {
     np.dtype(np.float32): np.empty((0, 0, 0), np.float32),
     np.dtype(np.float64): np.empty((0, 0, 0)),
@@ -150,86 +220,103 @@ def _add(d, direct):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(**KERNEL_OPTIONS)
+def _group_count(active, t, g0, g1):  # type: ignore[no-untyped-def]
+    """How many of the columns ``g0 .. g1-1`` are still running at step ``t`` (a prefix of them)."""
+    return min(max(active[t] - g0, 0), g1 - g0)
+
+
+@numba.njit(**KERNEL_OPTIONS)
 def _forward_loop(kind, w_ih, w_hh, w_hr, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, active, final_h, final_c,
-                  keep_cache, rd, zh, zc, hm_buf, h_cell):  # type: ignore[no-untyped-def]
+                  keep_cache, rd, zh, zc, hm_buf, h_cell, g0, g1):  # type: ignore[no-untyped-def]
     """The time loop.  ``x2`` is the ``(I, T*B)`` input, ``hs2`` the ``(H, (T+1)*B)`` states (slot 0
     the initial one), ``cs`` the second state's slots, ``ca`` / ``cb`` the cache slots; every step
-    works on the first ``active[t]`` columns.  The masks (:class:`StepMasks`, empty when off):
-    ``rd`` multiplies ``h_{t-1}`` into ``hm_buf`` before the cell reads it; with zoneout (``zh``) the
-    cell writes ``h̃`` into ``h_cell``'s slot and the step's state is mixed from it (and ``c`` in place)."""
+    works on the running columns among ``g0 .. g1-1`` (a group of the batch: groups are independent,
+    so several threads can each run this loop on their own group at once).  ``xp_buf`` holds ``W_ih x``
+    for a chunk of steps, computed here (an empty ``w_ih``: it already holds all ``T*B`` columns).
+    The masks (:class:`StepMasks`, empty when off): ``rd`` multiplies ``h_{t-1}`` into ``hm_buf``
+    before the cell reads it; with zoneout (``zh``) the cell writes ``h̃`` into ``h_cell``'s slot and
+    the step's state is mixed from it (and ``c`` in place)."""
     B = final_h.shape[1]
     T = active.shape[0] - 1
     chunk = xp_buf.shape[1] // B
+    project_here = w_ih.shape[0] > 0
     zoning = zh.shape[0] > 0
     for t in range(T):
         j = t % chunk
-        if j == 0:  # W_ih x for the next chunk of steps, one matrix product
+        if project_here and j == 0:  # W_ih x for the next chunk of steps, one matrix product
             k = min(chunk, T - t)
             gemm(False, 1.0, w_ih, x2[:, t * B : (t + k) * B], 0.0, xp_buf[:, : k * B])
-        n = active[t]
+        n = _group_count(active, t, g0, g1)
+        if n == 0:  # every sequence of the group has ended (lengths are sorted: none restarts)
+            break
+        lo, hi = g0, g0 + n
         if keep_cache:
             s_prev, s_new, c_t = t, t + 1, t
         else:  # two rolling slots for c, one for the step cache
             s_prev, s_new, c_t = t % 2, 1 - t % 2, 0
-        h_prev = hs2[:, t * B : t * B + n]
-        h_new = hs2[:, (t + 1) * B : (t + 1) * B + n]
+        h_prev = hs2[:, t * B + lo : t * B + hi]
+        h_new = hs2[:, (t + 1) * B + lo : (t + 1) * B + hi]
         h_in = h_prev
         if rd.shape[0] > 0:  # recurrent dropout: the cell reads m ⊙ h_{t-1}
-            h_in = hm_buf[:, :n]
-            _masked(h_prev, rd[:, :n], h_in)
-        h_out = h_cell[c_t, :, :n] if zoning else h_new
-        step_forward(kind, xp_buf[:, j * B : j * B + n], b_x, b_in, w_hh, w_hr, h_in,
-                     cs[s_prev, :, :n], h_out, cs[s_new, :, :n], ca[c_t, :, :n], cb[c_t, :, :n])
+            h_in = hm_buf[:, lo:hi]
+            _masked(h_prev, rd[:, lo:hi], h_in)
+        h_out = h_cell[c_t, :, lo:hi] if zoning else h_new
+        step_forward(kind, xp_buf[:, j * B + lo : j * B + hi], b_x, b_in, w_hh, w_hr, h_in,
+                     cs[s_prev, :, lo:hi], h_out, cs[s_new, :, lo:hi], ca[c_t, :, lo:hi], cb[c_t, :, lo:hi])
         if zoning:
             z = t if zh.shape[0] > 1 else 0
             h_new[:, :] = h_out
-            _zone(h_prev, zh[z, :, :n], h_new)
+            _zone(h_prev, zh[z, :, lo:hi], h_new)
             if zc.shape[0] > 0:
-                _zone(cs[s_prev, :, :n], zc[z, :, :n], cs[s_new, :, :n])
-        m = active[t + 1]
-        if m < n:  # sequences m..n-1 ended with this step: hand over their final states
-            final_h[:, m:n] = h_new[:, m:n]
+                _zone(cs[s_prev, :, lo:hi], zc[z, :, lo:hi], cs[s_new, :, lo:hi])
+        m = g0 + _group_count(active, t + 1, g0, g1)
+        if m < hi:  # sequences m..hi-1 ended with this step: hand over their final states
+            final_h[:, m:hi] = hs2[:, (t + 1) * B + m : (t + 1) * B + hi]
             if final_c.shape[0] > 0:
-                final_c[:, m:n] = cs[s_new, :, m:n]
+                final_c[:, m:hi] = cs[s_new, :, m:hi]
 
 
 @numba.njit(**KERNEL_OPTIONS)
 def _backward_loop(kind, w_hh, w_hr, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, dH2,
-                   active, rd, zh, zc, h_cell, direct_h, direct_c):  # type: ignore[no-untyped-def]
+                   active, rd, zh, zc, h_cell, direct_h, direct_c, g0, g1):  # type: ignore[no-untyped-def]
     """BPTT: ``dh`` (``dc``) carry the state gradients from the last step to the first; each step's
     pre-activation gradients go into columns ``t*B ..`` of ``dA2`` / ``dAh2`` (zero past a sequence's end).
     With a projection each step's full ``dh`` is kept in ``dH2`` (``(P, T*B)``, else empty) for ``dW_hr``.
+    Only the columns ``g0 .. g1-1`` (one group of the batch) are touched, as in :func:`_forward_loop`.
     The masks as in :func:`_forward_loop`; ``direct_h`` / ``direct_c`` hold zoneout's direct path."""
     B = dh.shape[1]
     T = active.shape[0] - 1
     zoning = zh.shape[0] > 0
     for t in range(T - 1, -1, -1):
-        n = active[t]
+        n = _group_count(active, t, g0, g1)
+        lo, hi, end = g0, g0 + n, g1
+        if n < g1 - g0:  # steps past a sequence's end contribute nothing to the weight gradients
+            dA2[:, t * B + hi : t * B + end] = 0
+            dAh2[:, t * B + hi : t * B + end] = 0
+            if dH2.shape[0] > 0:
+                dH2[:, t * B + hi : t * B + end] = 0
+        if n == 0:
+            continue
         if d_out2.shape[0] > 0:
-            dh[:, :n] += d_out2[:, t * B : t * B + n]
-        h_out = hs2[:, (t + 1) * B : (t + 1) * B + n]
+            dh[:, lo:hi] += d_out2[:, t * B + lo : t * B + hi]
+        h_out = hs2[:, (t + 1) * B + lo : (t + 1) * B + hi]
         if zoning:  # split dh (dc) into the cell's share and the direct path to h_{t-1} (c_{t-1})
             z = t if zh.shape[0] > 1 else 0
-            _zone_backward(dh[:, :n], zh[z, :, :n], direct_h[:, :n])
+            _zone_backward(dh[:, lo:hi], zh[z, :, lo:hi], direct_h[:, lo:hi])
             if zc.shape[0] > 0:
-                _zone_backward(dc[:, :n], zc[z, :, :n], direct_c[:, :n])
-            h_out = h_cell[t, :, :n]
+                _zone_backward(dc[:, lo:hi], zc[z, :, lo:hi], direct_c[:, lo:hi])
+            h_out = h_cell[t, :, lo:hi]
         if dH2.shape[0] > 0:
-            dH2[:, t * B : t * B + n] = dh[:, :n]
-        step_backward(kind, dh[:, :n], dc[:, :n], hs2[:, t * B : t * B + n], cs[t, :, :n],
-                      h_out, ca[t, :, :n], cb[t, :, :n], w_hh, w_hr,
-                      dA2[:, t * B : t * B + n], dAh2[:, t * B : t * B + n])
+            dH2[:, t * B + lo : t * B + hi] = dh[:, lo:hi]
+        step_backward(kind, dh[:, lo:hi], dc[:, lo:hi], hs2[:, t * B + lo : t * B + hi], cs[t, :, lo:hi],
+                      h_out, ca[t, :, lo:hi], cb[t, :, lo:hi], w_hh, w_hr,
+                      dA2[:, t * B + lo : t * B + hi], dAh2[:, t * B + lo : t * B + hi])
         if rd.shape[0] > 0:  # the cell saw m ⊙ h_{t-1} (only through W_hh: RNN and LSTM)
-            _masked(dh[:, :n], rd[:, :n], dh[:, :n])
+            _masked(dh[:, lo:hi], rd[:, lo:hi], dh[:, lo:hi])
         if zoning:
-            _add(dh[:, :n], direct_h[:, :n])
+            _add(dh[:, lo:hi], direct_h[:, lo:hi])
             if zc.shape[0] > 0:
-                _add(dc[:, :n], direct_c[:, :n])
-        if n < B:  # steps past a sequence's end contribute nothing to the weight gradients
-            dA2[:, t * B + n : (t + 1) * B] = 0
-            dAh2[:, t * B + n : (t + 1) * B] = 0
-            if dH2.shape[0] > 0:
-                dH2[:, t * B + n : (t + 1) * B] = 0
+                _add(dc[:, lo:hi], direct_c[:, lo:hi])
 
 
 # Both transposing copies go time step by time step, and within a step feature by feature: a step's
@@ -317,8 +404,16 @@ def unroll_forward(
     # The input side of the gates for a chunk of steps at a time: one GEMM of about _CHUNK_COLUMNS
     # columns is as fast per column as one over all T*B, and its output, reused chunk after chunk,
     # stays in cache instead of being a fresh (G*H, T*B) array.
-    chunk = max(1, min(T, _CHUNK_COLUMNS // B))
-    xp_buf = np.empty((GH, chunk * B), dtype)
+    groups = batch_groups(B, batch_sizes)
+    if len(groups) > 1 and not keep_cache and GH * T * B * dtype.itemsize > _MAX_HOISTED_BYTES:
+        groups = [(0, B)]
+    w_ih = weights.w_ih
+    if len(groups) == 1:
+        chunk = max(1, min(T, _CHUNK_COLUMNS // B))
+        xp_buf = np.empty((GH, chunk * B), dtype)
+    else:  # the threads share one projection of every step, made up front by one (multi-threaded) GEMM
+        xp_buf = np.matmul(w_ih, x.reshape(I, T * B))
+        w_ih = empty_state(dtype)
 
     # h doubles as the layer's output, so it is laid out (H, T+1, B): the next layer's input
     # projection is then one GEMM on it, without a transpose.  Without a cache the other state
@@ -340,9 +435,9 @@ def unroll_forward(
     hm_buf = np.empty((P, B), dtype) if rd.shape[0] > 0 else empty_state(dtype)
     h_cell = np.zeros((T if keep_cache else 1, P, B), dtype) if zh.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
 
-    _forward_loop(cell.kind, weights.w_ih, weights.w_hh, w_hr, b_x, b_in, x.reshape(I, T * B),
-                  hs.reshape(P, (T + 1) * B), cs, ca, cb, xp_buf, _active(batch_sizes, T, B), final[0], final_c,
-                  keep_cache, rd, zh, zc, hm_buf, h_cell)
+    _run_groups(_forward_loop, (cell.kind, w_ih, weights.w_hh, w_hr, b_x, b_in, x.reshape(I, T * B),
+                                hs.reshape(P, (T + 1) * B), cs, ca, cb, xp_buf, _active(batch_sizes, T, B), final[0],
+                                final_c, keep_cache, rd, zh, zc, hm_buf, h_cell), groups)
 
     out = hs[:, 1:]
     states = (hs, cs) if len(state0) > 1 else (hs,)
@@ -390,9 +485,11 @@ def unroll_backward(
     direct_h = np.empty((P, B), dtype) if zh.shape[0] > 0 else empty_state(dtype)
     direct_c = np.empty((H, B), dtype) if zc.shape[0] > 0 else empty_state(dtype)
 
-    _backward_loop(cell.kind, weights.w_hh, w_hr, hs.reshape(P, (T + 1) * B), cs, ca, cb, d_out2, d_state[0], dc,
-                   dA.reshape(GH, T * B), dAh.reshape(GH, T * B), dH, _active(batch_sizes, T, B),
-                   rd, zh, zc, _EMPTY3[np.dtype(dtype)] if h_cell is None else h_cell, direct_h, direct_c)
+    _run_groups(_backward_loop, (cell.kind, weights.w_hh, w_hr, hs.reshape(P, (T + 1) * B), cs, ca, cb, d_out2,
+                                 d_state[0], dc, dA.reshape(GH, T * B), dAh.reshape(GH, T * B), dH,
+                                 _active(batch_sizes, T, B), rd, zh, zc,
+                                 _EMPTY3[np.dtype(dtype)] if h_cell is None else h_cell, direct_h, direct_c),
+                batch_groups(B, batch_sizes))
 
     # The sums over time of the per-step products, each as one GEMM over all T*B columns.
     dA2 = dA.reshape(GH, T * B)                     # views
