@@ -43,7 +43,8 @@ def _drop_stale_kernel_cache() -> None:
     the old code.  So every cached kernel is keyed on a hash of all of them together.
     """
     package = Path(__file__).resolve().parent
-    sources = sorted([package / "_blas.py", package / "unroll.py", *(package / "cells").glob("*.py")])
+    sources = sorted([package / "_blas.py", package / "_fpu.py", package / "unroll.py",
+                      *(package / "cells").glob("*.py")])
     try:
         digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sources)).hexdigest()
         stamp = package / "__pycache__" / "rnnkit-kernels.sha256"

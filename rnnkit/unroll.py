@@ -42,6 +42,7 @@ import numba
 import numpy as np
 
 from rnnkit._blas import blas_threads, can_split_threads, gemm, one_blas_thread
+from rnnkit._fpu import flush_subnormals, restore_subnormals
 from rnnkit._types import Array, IntArray
 from rnnkit.cells import CellSpec, step_backward, step_forward
 from rnnkit.cells._spec import KERNEL_OPTIONS, empty_state, row
@@ -241,6 +242,7 @@ def _forward_loop(kind, w_ih, w_hh, w_hr, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf
     chunk = xp_buf.shape[1] // B
     project_here = w_ih.shape[0] > 0
     zoning = zh.shape[0] > 0
+    fpu = flush_subnormals()  # vanishing gradients and saturated gates pass through subnormals: see rnnkit._fpu
     for t in range(T):
         j = t % chunk
         if project_here and j == 0:  # W_ih x for the next chunk of steps, one matrix product
@@ -274,6 +276,7 @@ def _forward_loop(kind, w_ih, w_hh, w_hr, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf
             final_h[:, m:hi] = hs2[:, (t + 1) * B + m : (t + 1) * B + hi]
             if final_c.shape[0] > 0:
                 final_c[:, m:hi] = cs[s_new, :, m:hi]
+    restore_subnormals(fpu)
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -287,6 +290,7 @@ def _backward_loop(kind, w_hh, w_hr, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2,
     B = dh.shape[1]
     T = active.shape[0] - 1
     zoning = zh.shape[0] > 0
+    fpu = flush_subnormals()
     for t in range(T - 1, -1, -1):
         n = _group_count(active, t, g0, g1)
         lo, hi, end = g0, g0 + n, g1
@@ -317,6 +321,7 @@ def _backward_loop(kind, w_hh, w_hr, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2,
             _add(dh[:, lo:hi], direct_h[:, lo:hi])
             if zc.shape[0] > 0:
                 _add(dc[:, lo:hi], direct_c[:, lo:hi])
+    restore_subnormals(fpu)
 
 
 # Both transposing copies go time step by time step, and within a step feature by feature: a step's
