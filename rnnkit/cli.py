@@ -109,9 +109,11 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
                      help=f"total steps to reach (default {DEFAULT_STEPS}; with only --minutes: no step limit)")
     opt.add_argument("--minutes", type=float, metavar="M", help="stop this session after M minutes")
     opt.add_argument("--seed", type=int, metavar="S", help=f"random seed (default {d.seed})")
-    reg = p.add_argument_group("regularization, initialisation and schedules (all off by default)")
+    reg = p.add_argument_group("regularization, initialisation and schedules (off by default, except --dropout and "
+                               "--weight-decay)")
     reg.add_argument("--dropout", type=float, metavar="P",
-                     help="dropout on the embedding output, between layers and before the head")
+                     help=f"dropout on the embedding output, between layers and before the head (default {d.dropout}; "
+                          "0: off)")
     reg.add_argument("--embed-dropout", type=float, metavar="P", help="drop whole characters' embedding rows")
     reg.add_argument("--weight-drop", type=float, metavar="P", help="DropConnect on the recurrent weights W_hh")
     reg.add_argument("--recurrent-dropout", type=float, metavar="P",
@@ -125,7 +127,8 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
     reg.add_argument("--init-ih", choices=INIT_IH, help=f"input weights' initializer (default {d.init_ih})")
     reg.add_argument("--forget-bias", type=float, metavar="B", help="LSTM forget-gate bias, e.g. 1")
     reg.add_argument("--weight-decay", type=float, metavar="WD",
-                     help="decoupled weight decay (AdamW; --optimizer adam becomes adamw)")
+                     help="decoupled weight decay (default 0.1 with adamw, the default optimizer; "
+                          "--optimizer adam with a weight decay becomes adamw)")
     reg.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                      help=f"cosine: decay to 0 over --steps; step: times --lr-gamma every --lr-step-size steps "
                           f"(default {d.lr_schedule})")
