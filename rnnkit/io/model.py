@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, LastStep, Linear, MeanPool, Sequential
+from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, LastStep, LayerNormLSTM, Linear, MeanPool, Sequential
 
 __all__ = ["BLOCKS", "BlockType", "describe", "load", "save"]
 
@@ -90,6 +90,8 @@ BLOCKS: dict[str, BlockType] = {
     "LSTM": BlockType(LSTM, {**_RECURRENT_OPTIONS, "forget_bias": OptionalFloat, "proj_size": int, **_IN_LOOP,
                              **_RECURRENT_DROPOUT}, defaults=_RECURRENT_DEFAULTS),
     "GRU": BlockType(GRU, {**_RECURRENT_OPTIONS, **_IN_LOOP}, defaults=_RECURRENT_DEFAULTS),
+    "LayerNormLSTM": BlockType(LayerNormLSTM, {**_RECURRENT_OPTIONS, "forget_bias": OptionalFloat, **_IN_LOOP,
+                                               **_RECURRENT_DROPOUT}, defaults=_RECURRENT_DEFAULTS),
     "LastStep": BlockType(LastStep, {"bidirectional": bool}, has_dtype=False),
     "MeanPool": BlockType(MeanPool, {}, has_dtype=False),
     "Dropout": BlockType(Dropout, {"p": float, "variational": bool}, has_dtype=False),
