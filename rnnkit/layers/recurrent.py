@@ -616,7 +616,8 @@ class LayerNormLSTM(Recurrent):
     ``init_ih``), every γ 1, β_c and b 0, the forget gate's part of b ``forget_bias`` (0 when None).
     The state is ``(h, c)``, each ``(L*D, B, H)``; shapes and the other options (``bias=False``:
     no ``bias_l{k}``, b fixed at 0; ``dropout``, ``weight_drop``, ``recurrent_dropout``,
-    ``zoneout``) as :class:`LSTM`.  There is no ``proj_size``.  torch and ONNX have no such
+    ``zoneout``) as :class:`LSTM`.  There is no ``proj_size`` (only 0 is accepted, so code written for
+    :class:`LSTM` runs unchanged without one).  torch and ONNX have no such
     module: :func:`rnnkit.interop.to_torch` and :func:`rnnkit.interop.export_onnx` refuse it.
     """
 
@@ -637,7 +638,11 @@ class LayerNormLSTM(Recurrent):
         forget_bias: float | None = None,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
+        proj_size: int = 0,
     ) -> None:
+        if proj_size != 0:
+            raise ValueError(f"proj_size is not available for the LayerNormLSTM (got {proj_size!r}): its output "
+                             "is o ⊙ tanh(LN(c)), with no projection; use LSTM(proj_size=...)")
         super().__init__(LNLSTM_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed,
                          bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih,
                          forget_bias=forget_bias, recurrent_dropout=recurrent_dropout, zoneout=zoneout)
@@ -651,8 +656,10 @@ class LayerNormLSTM(Recurrent):
                 s = self._suffix(layer, direction)
                 shapes[f"weight_ih{s}"] = (4 * H, in_size)
                 shapes[f"weight_hh{s}"] = (4 * H, H)
-                for name, where in param_slices(H).items():
-                    if name != "bias" or self.bias:
+                if self.bias:
+                    shapes[f"bias{s}"] = (4 * H,)
+                for name, where in param_slices(H).items():  # the gains and the cell's shift
+                    if name != "bias":
                         shapes[f"{name}{s}"] = (where.stop - where.start,)
         return shapes
 
