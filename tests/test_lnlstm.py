@@ -369,6 +369,19 @@ def test_inference_equals_no_dropout_and_float32_stays_finite_on_large_inputs() 
     assert np.isfinite(out).all() and np.isfinite(plain.backward(np.ones_like(out), None, cache)[0]).all()
 
 
+def test_backward_refuses_an_lstm_cache_and_a_changed_weight() -> None:
+    """The two layers share sizes and state shapes; a cache still belongs to its own layer and weights."""
+    x = np.random.default_rng(1).normal(size=(B, T, I))
+    lstm, ln = rnnkit.LSTM(I, H, dtype=np.float64), _layer()
+    out, _, lstm_cache = lstm.forward(x)
+    with pytest.raises(ValueError, match="another layer"):
+        ln.backward(out, None, lstm_cache)
+    _, _, cache = ln.forward(x)
+    ln.params["ln_c_bias_l0"] = ln.params["ln_c_bias_l0"] + 1.0  # replaced after the forward pass
+    with pytest.raises(ValueError, match="ln_c_bias_l0|replaced|changed"):
+        ln.backward(out, None, cache)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_save_load_round_trip(tmp_path: Path, dtype: Any) -> None:
     rnn = _layer(2, True, dtype=dtype, seed=4, dropout=0.1, zoneout=0.2, init_hh="orthogonal")
