@@ -328,6 +328,36 @@ def test_matches_torch_primitives(dtype: Any, shape: str) -> None:
         np.testing.assert_allclose(value, theirs[name], rtol=rtol, atol=atol * scale, err_msg=name)
 
 
+# --- threads: the batch split into groups that run the loop at once -------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_three_batch_groups_equal_one(dtype: Any) -> None:
+    """Each group of the batch adds its share of the gains' and biases' gradients into its own
+    accumulator (the groups run in threads at the same time): the sum equals one thread's."""
+    from test_batch_groups import _run, _split_available
+
+    if not _split_available():
+        pytest.skip("this BLAS cannot run single-threaded per thread")
+    batch = 27
+    layer = _layer(2, True, dtype=dtype, seed=12, recurrent_dropout=0.2, zoneout=0.1)
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(batch, T, I)).astype(dtype)
+    lengths = rng.integers(1, T + 1, size=batch)
+    state = _random_state(layer, batch, rng)
+    d_out = rng.normal(size=(batch, T, 2 * H)).astype(dtype)
+    with rnnkit.threads(3):
+        assert len(rnnkit.unroll.batch_groups(batch, None)) == 3  # the split really happens
+    one = _run(layer, x, state, lengths, 1, 14, d_out)
+    three = _run(layer, x, state, lengths, 3, 14, d_out)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == np.float64 else {"rtol": 2e-5, "atol": 2e-6}
+    for a, b in zip((three[0], *three[1], three[3]), (one[0], *one[1], one[3]), strict=True):
+        np.testing.assert_allclose(a, b, **tol)
+    assert three[2].keys() == one[2].keys()
+    for name in one[2]:
+        np.testing.assert_allclose(three[2][name], one[2][name], err_msg=name, **tol)
+
+
 # --- the layer's surface ---------------------------------------------------------------------------
 
 
