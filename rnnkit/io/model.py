@@ -77,7 +77,7 @@ _RECURRENT_OPTIONS: dict[str, Kind] = {
 _RECURRENT_DEFAULTS = frozenset({"bias", "dropout", "weight_drop", "init_hh", "init_ih", "forget_bias",
                                  "proj_size", "recurrent_dropout", "zoneout"})
 # Options inside the time loop (issue 10, phase 2): every recurrent layer has zoneout; recurrent
-# dropout is for the RNN and LSTM, proj_size for the LSTM.
+# dropout is for the RNN, LSTM and LayerNormLSTM, proj_size for the LSTM.
 _IN_LOOP: dict[str, Kind] = {"zoneout": float}
 _RECURRENT_DROPOUT: dict[str, Kind] = {"recurrent_dropout": float}
 
