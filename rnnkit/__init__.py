@@ -3,7 +3,8 @@
 The public API, by stratum (each imports only from the ones before it):
 
 * cells and the BPTT loop: :mod:`rnnkit.cells`, :mod:`rnnkit.unroll`;
-* layers: :class:`RNN`, :class:`LSTM`, :class:`GRU` (batch-first, PyTorch's names and layouts);
+* layers: :class:`RNN`, :class:`LSTM`, :class:`GRU` (batch-first, PyTorch's names and layouts) and the
+  layer-normalised :class:`LayerNormLSTM`;
 * the textbook API: :mod:`rnnkit.textbook` (``rnn_cell_forward``, ``lstm_backward``, ...);
 * models: :class:`Embedding`, :class:`Linear`, :class:`Dropout`, :class:`Sequential` (tied parameters),
   the pooling heads :class:`LastStep`, :class:`MeanPool`;
@@ -40,7 +41,8 @@ _EXPORTS = {
     "to_torch": "rnnkit.interop",
     "load": "rnnkit.io.model", "save": "rnnkit.io.model",
     "GRU": "rnnkit.layers", "LSTM": "rnnkit.layers", "RNN": "rnnkit.layers", "Embedding": "rnnkit.layers",
-    "Dropout": "rnnkit.layers", "LastStep": "rnnkit.layers", "Linear": "rnnkit.layers", "MeanPool": "rnnkit.layers",
+    "Dropout": "rnnkit.layers", "LastStep": "rnnkit.layers", "LayerNormLSTM": "rnnkit.layers",
+    "Linear": "rnnkit.layers", "MeanPool": "rnnkit.layers",
     "ModelState": "rnnkit.layers", "Sequential": "rnnkit.layers", "detach_state": "rnnkit.layers",
     "log_softmax": "rnnkit.losses", "mse": "rnnkit.losses", "softmax": "rnnkit.losses",
     "softmax_cross_entropy": "rnnkit.losses",
@@ -122,6 +124,7 @@ if TYPE_CHECKING:
         Dropout,
         Embedding,
         LastStep,
+        LayerNormLSTM,
         Linear,
         MeanPool,
         ModelState,
@@ -148,6 +151,7 @@ __all__ = [
     "Dropout",
     "Embedding",
     "LastStep",
+    "LayerNormLSTM",
     "Linear",
     "MeanPool",
     "Sequential",

@@ -89,7 +89,8 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--val-max-chars", type=int, metavar="N",
                       help=f"validate on at most N held-out characters, 0: all (default {d.val_max_chars:,})")
     model = p.add_argument_group("model")
-    model.add_argument("--cell", choices=tuple(CELLS), help=f"recurrent cell (default {d.cell})")
+    model.add_argument("--cell", choices=tuple(CELLS),
+                       help=f"recurrent cell, lnlstm: the layer-normalised LSTM (default {d.cell})")
     model.add_argument("--hidden", type=int, metavar="N", help=f"hidden units per layer (default {d.hidden})")
     model.add_argument("--layers", type=int, metavar="N", help=f"stacked recurrent layers (default {d.layers})")
     model.add_argument("--embed-dim", type=int, metavar="N", help=f"character embedding size (default {d.embed_dim})")
@@ -117,7 +118,8 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
     reg.add_argument("--embed-dropout", type=float, metavar="P", help="drop whole characters' embedding rows")
     reg.add_argument("--weight-drop", type=float, metavar="P", help="DropConnect on the recurrent weights W_hh")
     reg.add_argument("--recurrent-dropout", type=float, metavar="P",
-                     help="rnn/lstm: dropout on the h fed to W_hh, one mask per sequence (Keras's recurrent_dropout)")
+                     help="rnn/lstm/lnlstm: dropout on the h fed to W_hh, one mask per sequence (Keras's "
+                          "recurrent_dropout)")
     reg.add_argument("--zoneout", type=float, metavar="P",
                      help="zoneout: each unit keeps its previous state (h, and the LSTM's c) with probability P")
     reg.add_argument("--tie-weights", action="store_true",
@@ -125,7 +127,7 @@ def _train_parser(commands: argparse._SubParsersAction) -> None:
                           "or to --proj-size)")
     reg.add_argument("--init-hh", choices=INIT_HH, help=f"recurrent weights' initializer (default {d.init_hh})")
     reg.add_argument("--init-ih", choices=INIT_IH, help=f"input weights' initializer (default {d.init_ih})")
-    reg.add_argument("--forget-bias", type=float, metavar="B", help="LSTM forget-gate bias, e.g. 1")
+    reg.add_argument("--forget-bias", type=float, metavar="B", help="LSTM / lnlstm forget-gate bias, e.g. 1")
     reg.add_argument("--weight-decay", type=float, metavar="WD",
                      help="decoupled weight decay (default 0.1 with adamw, the default optimizer; "
                           "--optimizer adam with a weight decay becomes adamw)")

@@ -343,7 +343,7 @@ def _run_forward(cell: CellSpec, weights: Weights, x: Array, prev0: tuple[Array,
     h = np.empty((T + 1, n_a, m), dtype)
     h[0] = prev0[0]
     states = [h[1:], *(np.empty((T, n_a, m), dtype) for _ in prev0[1:])]
-    fields = [np.empty((T, rows * n_a, m), dtype) for rows in cell.cache_rows if rows]  # 0 rows: field unused
+    fields = [np.empty((T, rows, m), dtype) for rows in cell.cache_sizes(n_a) if rows]  # 0 rows: field unused
     news: list[tuple[Array, ...]] = list(zip(*states, strict=True))  # iterating a block gives its step views
     cores = [cell.cache_type(*views) for views in zip(*fields, strict=True)] if fields else [cell.cache_type()] * T
     prevs = [prev0, *news[:-1]]

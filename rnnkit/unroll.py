@@ -45,7 +45,7 @@ from rnnkit._blas import blas_threads, can_split_threads, gemm, one_blas_thread
 from rnnkit._fpu import flush_subnormals, restore_subnormals
 from rnnkit._types import Array, IntArray
 from rnnkit.cells import CellSpec, step_backward, step_forward
-from rnnkit.cells._spec import KERNEL_OPTIONS, empty_state, row
+from rnnkit.cells._spec import KERNEL_OPTIONS, empty_state, empty_vector, row
 
 _CHUNK_COLUMNS = 512
 """Columns (steps x batch) of one input-projection GEMM in the forward loop."""
@@ -59,6 +59,7 @@ class Weights(NamedTuple):
     b_ih: Array  # (G*H,)
     b_hh: Array  # (G*H,)
     w_hr: Array | None = None  # (P, H) the LSTM's output projection (proj_size P); then w_hh is (G*H, P)
+    p: Array | None = None     # the cell's extra parameters, packed 1-D in its own order (layer-norm gains ...)
 
 
 class StepMasks(NamedTuple):
@@ -82,7 +83,7 @@ class UnrollCache(NamedTuple):
 
     x: Array                     # (I, T, B) the input sequence
     states: tuple[Array, ...]    # h: (H, T+1, B) (P with a projection), slot 0 the initial state; c: (T+1, H, B)
-    steps: tuple[Array, Array]   # the cell's cache fields ca, cb, each (T, rows*H, B) (rows may be 0; cb
+    steps: tuple[Array, Array]   # the cell's cache fields ca, cb, each (T, rows, B) (CellSpec.cache_sizes; cb
                                  # has H more rows with a projection: the unprojected output)
     batch_sizes: IntArray | None  # (T,) sequences still running at each step; None: all of them
     masks: StepMasks | None = None  # the in-loop masks of the pass (None: none)
@@ -227,7 +228,7 @@ def _group_count(active, t, g0, g1):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _forward_loop(kind, w_ih, w_hh, w_hr, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, active, final_h, final_c,
+def _forward_loop(kind, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, active, final_h, final_c,
                   keep_cache, rd, zh, zc, hm_buf, h_cell, g0, g1):  # type: ignore[no-untyped-def]
     """The time loop.  ``x2`` is the ``(I, T*B)`` input, ``hs2`` the ``(H, (T+1)*B)`` states (slot 0
     the initial one), ``cs`` the second state's slots, ``ca`` / ``cb`` the cache slots; every step
@@ -263,7 +264,7 @@ def _forward_loop(kind, w_ih, w_hh, w_hr, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf
             h_in = hm_buf[:, lo:hi]
             _masked(h_prev, rd[:, lo:hi], h_in)
         h_out = h_cell[c_t, :, lo:hi] if zoning else h_new
-        step_forward(kind, xp_buf[:, j * B + lo : j * B + hi], b_x, b_in, w_hh, w_hr, h_in,
+        step_forward(kind, xp_buf[:, j * B + lo : j * B + hi], b_x, b_in, w_hh, w_hr, p, h_in,
                      cs[s_prev, :, lo:hi], h_out, cs[s_new, :, lo:hi], ca[c_t, :, lo:hi], cb[c_t, :, lo:hi])
         if zoning:
             z = t if zh.shape[0] > 1 else 0
@@ -280,16 +281,19 @@ def _forward_loop(kind, w_ih, w_hh, w_hr, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _backward_loop(kind, w_hh, w_hr, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, dH2,
+def _backward_loop(kind, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, dH2, dps, group_starts,
                    active, rd, zh, zc, h_cell, direct_h, direct_c, g0, g1):  # type: ignore[no-untyped-def]
     """BPTT: ``dh`` (``dc``) carry the state gradients from the last step to the first; each step's
     pre-activation gradients go into columns ``t*B ..`` of ``dA2`` / ``dAh2`` (zero past a sequence's end).
     With a projection each step's full ``dh`` is kept in ``dH2`` (``(P, T*B)``, else empty) for ``dW_hr``.
+    Each step adds its gradient of the cell's extra parameters ``p`` into this group's own row of
+    ``dps`` (the row of ``g0`` in ``group_starts``): groups run at once, so they never share one.
     Only the columns ``g0 .. g1-1`` (one group of the batch) are touched, as in :func:`_forward_loop`.
     The masks as in :func:`_forward_loop`; ``direct_h`` / ``direct_c`` hold zoneout's direct path."""
     B = dh.shape[1]
     T = active.shape[0] - 1
     zoning = zh.shape[0] > 0
+    dp = dps[np.searchsorted(group_starts, g0)]
     fpu = flush_subnormals()
     for t in range(T - 1, -1, -1):
         n = _group_count(active, t, g0, g1)
@@ -313,8 +317,8 @@ def _backward_loop(kind, w_hh, w_hr, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2,
         if dH2.shape[0] > 0:
             dH2[:, t * B + lo : t * B + hi] = dh[:, lo:hi]
         step_backward(kind, dh[:, lo:hi], dc[:, lo:hi], hs2[:, t * B + lo : t * B + hi], cs[t, :, lo:hi],
-                      h_out, ca[t, :, lo:hi], cb[t, :, lo:hi], w_hh, w_hr,
-                      dA2[:, t * B + lo : t * B + hi], dAh2[:, t * B + lo : t * B + hi])
+                      h_out, ca[t, :, lo:hi], cb[t, :, lo:hi], w_hh, w_hr, p,
+                      dA2[:, t * B + lo : t * B + hi], dAh2[:, t * B + lo : t * B + hi], dp)
         if rd.shape[0] > 0:  # the cell saw m ⊙ h_{t-1} (only through W_hh: RNN and LSTM)
             _masked(dh[:, lo:hi], rd[:, lo:hi], dh[:, lo:hi])
         if zoning:
@@ -403,6 +407,7 @@ def unroll_forward(
     H = GH // cell.num_gates                # the cell's size; P, the size of h, differs with a projection
     dtype = weights.w_hh.dtype
     w_hr = empty_state(dtype) if weights.w_hr is None else weights.w_hr
+    p = empty_vector(dtype) if weights.p is None else weights.p
     b_x, b_in = cell.split_bias(weights.b_ih, weights.b_hh)
     x = np.ascontiguousarray(x)
 
@@ -429,18 +434,19 @@ def unroll_forward(
     cs = np.empty((slots, H, B), dtype) if len(state0) > 1 else np.empty((slots, 0, 0), dtype)
     if len(state0) > 1:
         cs[0] = state0[1]
-    ca = np.empty((T if keep_cache else 1, cell.cache_rows[0] * H, B), dtype)
+    rows_a, rows_b = cell.cache_sizes(H)
+    ca = np.empty((T if keep_cache else 1, rows_a, B), dtype)
     if weights.w_hr is None:
-        cb = np.empty((T if keep_cache else 1, cell.cache_rows[1] * H, B), dtype)
+        cb = np.empty((T if keep_cache else 1, rows_b, B), dtype)
     else:  # the unprojected outputs too, zero past a sequence's end (dW_hr's product reads every column)
-        cb = np.zeros((T if keep_cache else 1, (cell.cache_rows[1] + 1) * H, B), dtype)
+        cb = np.zeros((T if keep_cache else 1, rows_b + H, B), dtype)
     final = [np.array(s, dtype=dtype, copy=True) for s in state0]
     final_c = final[1] if len(final) > 1 else empty_state(dtype)
     rd, zh, zc = _mask_arrays(masks, dtype)
     hm_buf = np.empty((P, B), dtype) if rd.shape[0] > 0 else empty_state(dtype)
     h_cell = np.zeros((T if keep_cache else 1, P, B), dtype) if zh.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
 
-    _run_groups(_forward_loop, (cell.kind, w_ih, weights.w_hh, w_hr, b_x, b_in, x.reshape(I, T * B),
+    _run_groups(_forward_loop, (cell.kind, w_ih, weights.w_hh, w_hr, p, b_x, b_in, x.reshape(I, T * B),
                                 hs.reshape(P, (T + 1) * B), cs, ca, cb, xp_buf, _active(batch_sizes, T, B), final[0],
                                 final_c, keep_cache, rd, zh, zc, hm_buf, h_cell), groups)
 
@@ -474,6 +480,7 @@ def unroll_backward(
     H = GH // cell.num_gates
     dtype = weights.w_hh.dtype
     w_hr = empty_state(dtype) if weights.w_hr is None else weights.w_hr
+    p = empty_vector(dtype) if weights.p is None else weights.p
     hs = states[0]
     cs = states[1] if len(states) > 1 else np.empty((1, 0, 0), dtype)
 
@@ -490,11 +497,16 @@ def unroll_backward(
     direct_h = np.empty((P, B), dtype) if zh.shape[0] > 0 else empty_state(dtype)
     direct_c = np.empty((H, B), dtype) if zc.shape[0] > 0 else empty_state(dtype)
 
-    _run_groups(_backward_loop, (cell.kind, weights.w_hh, w_hr, hs.reshape(P, (T + 1) * B), cs, ca, cb, d_out2,
-                                 d_state[0], dc, dA.reshape(GH, T * B), dAh.reshape(GH, T * B), dH,
-                                 _active(batch_sizes, T, B), rd, zh, zc,
+    # The gradient of the cell's extra parameters: one accumulator per group of the batch (the groups
+    # run in threads at once), each step adding its share; their sum is the gradient.
+    groups = batch_groups(B, batch_sizes)
+    dps = np.zeros((len(groups), p.shape[0]), dtype)
+    group_starts = np.array([g0 for g0, _ in groups], np.int64)
+    _run_groups(_backward_loop, (cell.kind, weights.w_hh, w_hr, p, hs.reshape(P, (T + 1) * B), cs, ca, cb, d_out2,
+                                 d_state[0], dc, dA.reshape(GH, T * B), dAh.reshape(GH, T * B), dH, dps,
+                                 group_starts, _active(batch_sizes, T, B), rd, zh, zc,
                                  _EMPTY3[np.dtype(dtype)] if h_cell is None else h_cell, direct_h, direct_c),
-                batch_groups(B, batch_sizes))
+                groups)
 
     # The sums over time of the per-step products, each as one GEMM over all T*B columns.
     dA2 = dA.reshape(GH, T * B)                     # views
@@ -511,6 +523,7 @@ def unroll_backward(
         b_ih=dA2.sum(axis=1),
         b_hh=dAh2.sum(axis=1),
         w_hr=d_w_hr,
+        p=None if weights.p is None else dps.sum(axis=0),
     )
     dx = (weights.w_ih.T @ dA2).reshape(I, T, B)
     return dx, tuple(d_state), grads

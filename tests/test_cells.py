@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, step_backward, step_forward
-from rnnkit.cells._spec import _tanh_float32, empty_state
+from rnnkit.cells._spec import _tanh_float32, empty_state, empty_vector
 
 TOL = {np.float64: 1e-12, np.float32: 2e-6}
 
@@ -35,13 +35,13 @@ def _close(a: np.ndarray, b: np.ndarray, dtype: type) -> None:
 def test_rnn_kernel_equals_numpy(dtype: type, relu: bool) -> None:
     c = _case(np.random.default_rng(0), 1, 7, 5, dtype)
     cell = RNN_RELU_CELL if relu else RNN_TANH_CELL
-    e = empty_state(np.dtype(dtype))
+    e, v = empty_state(np.dtype(dtype)), empty_vector(np.dtype(dtype))
     h = np.empty((7, 5), dtype)
-    step_forward(cell.kind, c["xp"], c["b_x"], c["b_x"][:0], c["w_hh"], e, c["h_prev"], e, h, e, e, e)
+    step_forward(cell.kind, c["xp"], c["b_x"], c["b_x"][:0], c["w_hh"], e, v, c["h_prev"], e, h, e, e, e)
     h_ref = oracle.rnn_forward(c["xp"] + c["b_x"][:, None], c["h_prev"], c["w_hh"], relu)
     _close(h, h_ref, dtype)
     dh, d_xp = c["dh"].copy(), np.empty((7, 5), dtype)
-    step_backward(cell.kind, dh, e, c["h_prev"], e, h, e, e, c["w_hh"], e, d_xp, d_xp)
+    step_backward(cell.kind, dh, e, c["h_prev"], e, h, e, e, c["w_hh"], e, v, d_xp, d_xp, v)
     dh_ref, da_ref = oracle.rnn_backward(c["dh"], h_ref, c["w_hh"], relu)
     _close(d_xp, da_ref, dtype)
     _close(dh, dh_ref, dtype)
@@ -50,15 +50,16 @@ def test_rnn_kernel_equals_numpy(dtype: type, relu: bool) -> None:
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_lstm_kernel_equals_numpy(dtype: type) -> None:
     c = _case(np.random.default_rng(1), 4, 6, 3, dtype)
-    e = empty_state(np.dtype(dtype))
+    e, v = empty_state(np.dtype(dtype)), empty_vector(np.dtype(dtype))
     h, cc, gates, tanh_c = (np.empty(s, dtype) for s in ((6, 3), (6, 3), (24, 3), (6, 3)))
-    step_forward(LSTM_CELL.kind, c["xp"], c["b_x"], c["b_x"][:0], c["w_hh"], e, c["h_prev"], c["c_prev"], h, cc,
-                 gates, tanh_c)
+    step_forward(LSTM_CELL.kind, c["xp"], c["b_x"], c["b_x"][:0], c["w_hh"], e, v, c["h_prev"], c["c_prev"], h,
+                 cc, gates, tanh_c)
     ref = oracle.lstm_forward(c["xp"] + c["b_x"][:, None], c["h_prev"], c["c_prev"], c["w_hh"])
     for got, want in zip((h, cc, gates, tanh_c), ref, strict=True):
         _close(got, want, dtype)
     dh, dc, d_xp = c["dh"].copy(), c["dc"].copy(), np.empty((24, 3), dtype)
-    step_backward(LSTM_CELL.kind, dh, dc, c["h_prev"], c["c_prev"], h, gates, tanh_c, c["w_hh"], e, d_xp, d_xp)
+    step_backward(LSTM_CELL.kind, dh, dc, c["h_prev"], c["c_prev"], h, gates, tanh_c, c["w_hh"], e, v, d_xp, d_xp,
+                  v)
     dh_ref, dc_ref, da_ref = oracle.lstm_backward(c["dh"], c["dc"], c["c_prev"], ref[2], ref[3], c["w_hh"])
     _close(d_xp, da_ref, dtype)
     _close(dh, dh_ref, dtype)
@@ -68,14 +69,14 @@ def test_lstm_kernel_equals_numpy(dtype: type) -> None:
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gru_kernel_equals_numpy(dtype: type) -> None:
     c = _case(np.random.default_rng(2), 3, 5, 4, dtype)
-    e = empty_state(np.dtype(dtype))
+    e, v = empty_state(np.dtype(dtype)), empty_vector(np.dtype(dtype))
     h, gates, hn = (np.empty(s, dtype) for s in ((5, 4), (15, 4), (5, 4)))
-    step_forward(GRU_CELL.kind, c["xp"], c["b_x"], c["b_hn"], c["w_hh"], e, c["h_prev"], e, h, e, gates, hn)
+    step_forward(GRU_CELL.kind, c["xp"], c["b_x"], c["b_hn"], c["w_hh"], e, v, c["h_prev"], e, h, e, gates, hn)
     ref = oracle.gru_forward(c["xp"] + c["b_x"][:, None], c["h_prev"], c["w_hh"], c["b_hn"])
     for got, want in zip((h, gates, hn), ref, strict=True):
         _close(got, want, dtype)
     dh, d_xp, d_hp = c["dh"].copy(), np.empty((15, 4), dtype), np.empty((15, 4), dtype)
-    step_backward(GRU_CELL.kind, dh, e, c["h_prev"], e, h, gates, hn, c["w_hh"], e, d_xp, d_hp)
+    step_backward(GRU_CELL.kind, dh, e, c["h_prev"], e, h, gates, hn, c["w_hh"], e, v, d_xp, d_hp, v)
     dh_ref, d_xp_ref, d_hp_ref = oracle.gru_backward(c["dh"], c["h_prev"], ref[1], ref[2], c["w_hh"])
     _close(d_xp, d_xp_ref, dtype)
     _close(d_hp, d_hp_ref, dtype)
@@ -88,17 +89,18 @@ def test_lstm_kernel_with_projection_equals_numpy(dtype: type) -> None:
     rng = np.random.default_rng(4)
     H, P, n = 6, 2, 3
     c = _case(rng, 4, H, n, dtype)
+    v = empty_vector(np.dtype(dtype))
     w_hh, w_hr = rng.uniform(-0.5, 0.5, (4 * H, P)).astype(dtype), rng.uniform(-0.5, 0.5, (P, H)).astype(dtype)
     h_prev, dh_in = rng.uniform(-0.8, 0.8, (P, n)).astype(dtype), rng.normal(size=(P, n)).astype(dtype)
     h, cc, gates, cache_b = (np.empty(s, dtype) for s in ((P, n), (H, n), (4 * H, n), (2 * H, n)))
-    step_forward(LSTM_CELL.kind, c["xp"], c["b_x"], c["b_x"][:0], w_hh, w_hr, h_prev, c["c_prev"], h, cc, gates,
-                 cache_b)
+    step_forward(LSTM_CELL.kind, c["xp"], c["b_x"], c["b_x"][:0], w_hh, w_hr, v, h_prev, c["c_prev"], h, cc,
+                 gates, cache_b)
     ref = oracle.lstm_forward(c["xp"] + c["b_x"][:, None], h_prev, c["c_prev"], w_hh)  # (ĥ, c, gates, tanh c)
     _close(h, w_hr @ ref[0], dtype)
     _close(cache_b[H:], ref[0], dtype)
     _close(cc, ref[1], dtype)
     dh, dc, d_xp = dh_in.copy(), c["dc"].copy(), np.empty((4 * H, n), dtype)
-    step_backward(LSTM_CELL.kind, dh, dc, h_prev, c["c_prev"], h, gates, cache_b, w_hh, w_hr, d_xp, d_xp)
+    step_backward(LSTM_CELL.kind, dh, dc, h_prev, c["c_prev"], h, gates, cache_b, w_hh, w_hr, v, d_xp, d_xp, v)
     dh_ref, dc_ref, da_ref = oracle.lstm_backward(w_hr.T @ dh_in, c["dc"], c["c_prev"], ref[2], ref[3], w_hh)
     _close(d_xp, da_ref, dtype)
     _close(dh, dh_ref, dtype)
@@ -108,10 +110,10 @@ def test_lstm_kernel_with_projection_equals_numpy(dtype: type) -> None:
 def test_kernels_work_on_a_prefix_of_columns() -> None:
     """The time loop hands a step the first n columns of wider arrays (strided rows): same result."""
     c = _case(np.random.default_rng(3), 4, 6, 8, np.float64)
-    e = empty_state(np.dtype(np.float64))
+    e, v = empty_state(np.dtype(np.float64)), empty_vector(np.dtype(np.float64))
     wide = [np.zeros(s) for s in ((6, 8), (6, 8), (24, 8), (6, 8))]
     n = 5
-    step_forward(LSTM_CELL.kind, c["xp"][:, :n], c["b_x"], c["b_x"][:0], c["w_hh"], e, c["h_prev"][:, :n],
+    step_forward(LSTM_CELL.kind, c["xp"][:, :n], c["b_x"], c["b_x"][:0], c["w_hh"], e, v, c["h_prev"][:, :n],
                  c["c_prev"][:, :n], *(a[:, :n] for a in wide))
     ref = oracle.lstm_forward(c["xp"][:, :n] + c["b_x"][:, None], c["h_prev"][:, :n], c["c_prev"][:, :n], c["w_hh"])
     for got, want in zip(wide, ref, strict=True):

@@ -2,6 +2,7 @@
 
 from rnnkit.cells._spec import CellSpec, step_backward, step_forward
 from rnnkit.cells.gru import GRU_CELL, GRUCache
+from rnnkit.cells.lnlstm import LNLSTM_CELL, LNLSTMCache
 from rnnkit.cells.lstm import LSTM_CELL, LSTMCache
 from rnnkit.cells.rnn import RNN_RELU_CELL, RNN_TANH_CELL, RNNCache
 
@@ -9,6 +10,8 @@ __all__ = [
     "CellSpec",
     "GRU_CELL",
     "GRUCache",
+    "LNLSTM_CELL",
+    "LNLSTMCache",
     "LSTM_CELL",
     "LSTMCache",
     "RNN_RELU_CELL",

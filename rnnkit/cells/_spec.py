@@ -6,22 +6,25 @@ pre-activations ``(G*H, n)``.  Every cell's kernels take the same arguments, so 
 drives them all; a cell ignores the ones it has no use for (an RNN has no ``c``), which the loop
 passes as empty arrays.
 
-``step_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb) -> None``
+``step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb) -> None``
     ``xp`` ``(G*H, n)`` is ``W_ih x`` for this step, computed for a chunk of steps by one matrix
     product outside the step; ``b_x`` ``(G*H,)`` the biases that add straight into the
     pre-activations, ``b_in`` the part that cannot (the GRU's ``b_hn``; empty otherwise).  The
     kernel computes ``W_hh h_prev`` itself (the product that cannot leave the time loop), writes the
     new states ``h`` (and ``c``) and the cache fields ``ca``, ``cb`` its backward needs.  ``w_hr``
     ``(P, H)`` is the LSTM's output projection (``proj_size`` P; then ``h`` is ``(P, n)`` and
-    ``w_hh`` ``(G*H, P)``), an empty array for every cell without one.
+    ``w_hh`` ``(G*H, P)``), an empty array for every cell without one.  ``p`` (1-D) holds the
+    cell's own extra parameters, packed in the cell's order (the layer-normalised LSTM's gains,
+    biases and shifts); empty for the cells without any.
 
-``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, d_xp, d_hp) -> None``
+``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp) -> None``
     ``dh`` (``dc``) hold ``∂L/∂h`` (``∂L/∂c``) of this step, ``dh`` already including this step's
     output gradient; the kernel overwrites them *in place* with the gradients for ``h_prev``
-    (``c_prev``).  It writes the gradient with respect to the pre-activations' input part into
-    ``d_xp`` and with respect to ``W_hh h_prev + b_hh`` into ``d_hp`` (the same array when the two
-    coincide).  Weight gradients are *not* formed per step: the loop forms them after the last step,
-    one matrix product each.
+    (``c_prev``).  It writes the gradient with respect to ``xp`` (the input part of the
+    pre-activations) into ``d_xp`` and with respect to ``W_hh h_prev + b_hh`` into ``d_hp`` (the
+    same array when the two coincide), and *adds* this step's gradient of ``p`` into ``dp`` (same
+    layout as ``p``; empty for the cells without extra parameters).  Weight gradients are *not*
+    formed per step: the loop forms them after the last step, one matrix product each.
 
 The kernels write only into the arrays they are given and keep nothing between calls: they are
 pure step functions in every sense that matters, and the time loop allocates nothing.
@@ -51,11 +54,20 @@ _EMPTY: dict[np.dtype[Any], Array] = {
     np.dtype(np.float32): np.empty((0, 0), np.float32),
     np.dtype(np.float64): np.empty((0, 0)),
 }
+_EMPTY_VECTOR: dict[np.dtype[Any], Array] = {
+    np.dtype(np.float32): np.empty(0, np.float32),
+    np.dtype(np.float64): np.empty(0),
+}
 
 
 def empty_state(dtype: np.dtype[Any]) -> Array:
     """A shared ``(0, 0)`` array, passed for the arguments a cell does not use (nothing can be written to it)."""
     return _EMPTY[np.dtype(dtype)]
+
+
+def empty_vector(dtype: np.dtype[Any]) -> Array:
+    """A shared ``(0,)`` array: the ``p`` and ``dp`` of a cell without extra parameters."""
+    return _EMPTY_VECTOR[np.dtype(dtype)]
 
 
 @dataclass(frozen=True)
@@ -78,31 +90,41 @@ class CellSpec:
     split_bias: Callable[[Array, Array], tuple[Array, Array]]
     """``(b_ih, b_hh) -> (b_x, b_in)``: the biases added into the pre-activations and the part kept inside."""
     options: dict[str, Any]
+    cache_extra_rows: tuple[int, int] = (0, 0)
+    """Rows of ``ca``, ``cb`` beyond :attr:`cache_rows` (per-sequence statistics: not a multiple of H)."""
+
+    def cache_sizes(self, H: int) -> tuple[int, int]:
+        """Rows of the cache fields ``ca``, ``cb`` for hidden size H."""
+        return (self.cache_rows[0] * H + self.cache_extra_rows[0], self.cache_rows[1] * H + self.cache_extra_rows[1])
 
     def forward(self, xp: Array, prev: tuple[Array, ...], new: tuple[Array, ...], cache: tuple[Array, ...],
-                w_hh: Array, b_in: Array) -> None:
+                w_hh: Array, b_in: Array, p: Array | None = None) -> None:
         """One step from Python (the textbook API): ``xp`` ``(G*H, n)`` already holds ``W_ih x + b_x``.
 
         ``prev`` / ``new`` are tuples of ``(H, n)`` states, ``cache`` the cell's cache fields
-        (:attr:`cache_type`), all written in place.  Arrays must have a contiguous last axis.
+        (:attr:`cache_type`), all written in place; ``p`` the cell's extra parameters (None: none).
+        Arrays must have a contiguous last axis.
         """
         h_prev, c_prev = _pair(prev, xp.dtype)
         h, c = _pair(new, xp.dtype)
         ca, cb = _pair(cache, xp.dtype)
         b_x = np.zeros(xp.shape[0], xp.dtype)
-        step_forward(self.kind, _unit(xp), b_x, _unit(b_in), _unit(w_hh), empty_state(xp.dtype), _unit(h_prev),
-                     _unit(c_prev), h, c, ca, cb)
+        step_forward(self.kind, _unit(xp), b_x, _unit(b_in), _unit(w_hh), empty_state(xp.dtype),
+                     empty_vector(xp.dtype) if p is None else p, _unit(h_prev), _unit(c_prev), h, c, ca, cb)
 
     def backward(self, d_state: tuple[Array, ...], prev: tuple[Array, ...], new: tuple[Array, ...],
-                 cache: tuple[Array, ...], w_hh: Array, d_xp: Array, d_hp: Array) -> None:
-        """One step's backward from Python: ``d_state`` is overwritten with the gradients for ``prev``."""
+                 cache: tuple[Array, ...], w_hh: Array, d_xp: Array, d_hp: Array, p: Array | None = None,
+                 dp: Array | None = None) -> None:
+        """One step's backward from Python: ``d_state`` is overwritten with the gradients for ``prev``;
+        this step's gradient of ``p`` is added into ``dp`` (both None for a cell without extra parameters)."""
         dtype = w_hh.dtype
         dh, dc = _pair(d_state, dtype)
         h_prev, c_prev = _pair(prev, dtype)
         h, _ = _pair(new, dtype)
         ca, cb = _pair(cache, dtype)
         step_backward(self.kind, dh, dc, _unit(h_prev), _unit(c_prev), _unit(h), _unit(ca), _unit(cb), _unit(w_hh),
-                      empty_state(dtype), d_xp, d_hp)
+                      empty_state(dtype), empty_vector(dtype) if p is None else p, d_xp, d_hp,
+                      empty_vector(dtype) if dp is None else dp)
 
 
 def _unit(a: Array) -> Array:

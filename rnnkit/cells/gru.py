@@ -47,7 +47,7 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
+def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
     """One GRU step (see the module docstring); ``c_prev`` and ``c`` are unused."""
     H, n = h.shape
     gemm(False, 1.0, w_hh, h_prev, 0.0, ca)                 # hp = W_hh h_prev
@@ -68,7 +68,7 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb):  # ty
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, d_xp, d_hp):  # type: ignore[no-untyped-def]
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp):  # type: ignore[no-untyped-def]
     """Backward of one GRU step: ``dh`` becomes the gradient for ``h_prev``."""
     H, n = dh.shape
     for j in range(H):

@@ -53,7 +53,7 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
+def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
     """One LSTM step (see the module docstring); ``b_in`` is unused, ``w_hr`` empty without projection."""
     H, n = c.shape
     project = w_hr.shape[0] > 0
@@ -83,7 +83,7 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb):  # ty
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, d_xp, d_hp):  # type: ignore[no-untyped-def]
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp):  # type: ignore[no-untyped-def]
     """Backward of one LSTM step: ``(dh, dc)`` become the gradients for ``(h_prev, c_prev)``."""
     H, n = dc.shape
     d_out = dh

@@ -34,7 +34,7 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def tanh_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
+def tanh_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
     """One RNN step with f = tanh; only ``h`` is written."""
     H, n = h.shape
     gemm(False, 1.0, w_hh, h_prev, 0.0, h)                  # a = W_hh h_prev
@@ -45,7 +45,7 @@ def tanh_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb):  # ty
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, d_xp, d_hp):  # type: ignore[no-untyped-def]
+def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp):  # type: ignore[no-untyped-def]
     """Backward of one tanh RNN step: ``dh`` becomes the gradient for ``h_prev``."""
     H, n = dh.shape
     for j in range(H):
@@ -56,7 +56,7 @@ def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, d_xp, d_hp):  #
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def relu_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
+def relu_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
     """One RNN step with f = relu; only ``h`` is written."""
     H, n = h.shape
     gemm(False, 1.0, w_hh, h_prev, 0.0, h)
@@ -68,7 +68,7 @@ def relu_forward(xp, b_x, b_in, w_hh, w_hr, h_prev, c_prev, h, c, ca, cb):  # ty
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def relu_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, d_xp, d_hp):  # type: ignore[no-untyped-def]
+def relu_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp):  # type: ignore[no-untyped-def]
     """Backward of one relu RNN step: ``dh`` becomes the gradient for ``h_prev``."""
     H, n = dh.shape
     for j in range(H):

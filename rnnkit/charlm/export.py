@@ -119,8 +119,11 @@ def export_model(config: ExportConfig) -> str:
             "max_item_length": json.dumps(max_item_length),
             "model": json.dumps(model.config.to_json()),
         }
-        export_onnx(net, out, with_lengths=config.with_lengths, with_state=config.with_state, opset=config.opset,
-                    dtype=config.dtype, metadata=metadata)
+        try:
+            export_onnx(net, out, with_lengths=config.with_lengths, with_state=config.with_state,
+                        opset=config.opset, dtype=config.dtype, metadata=metadata)
+        except TypeError as error:  # a model ONNX cannot hold (a layer-normalised LSTM, zoneout, proj_size)
+            raise ValueError(f"--format onnx: {error}") from None
         inputs = ["tokens", *(["lengths"] if config.with_lengths else []),
                   *(f"rnn.{s}0" for s in _state_names(model) if config.with_state)]
         outputs = ["out", *(f"rnn.{s}_n" for s in _state_names(model))]
@@ -129,7 +132,10 @@ def export_model(config: ExportConfig) -> str:
         save_weights(out, model, loaded.vocab, mode=mode, max_item_length=max_item_length)
         detail = "weights and architecture; rnnkit sample reads it"
     else:
-        module = to_torch(net)  # without torch, its ImportError says how to install it
+        try:
+            module = to_torch(net)  # without torch, its ImportError says how to install it
+        except TypeError as error:  # a model torch.nn cannot hold (a layer-normalised LSTM, zoneout)
+            raise ValueError(f"--format torch: {error}") from None
         import torch
 
         buffer = io.BytesIO()
@@ -141,4 +147,4 @@ def export_model(config: ExportConfig) -> str:
 
 
 def _state_names(model: CharLM) -> tuple[str, ...]:
-    return ("h", "c") if model.config.cell == "lstm" else ("h",)
+    return ("h", "c") if model.config.cell in ("lstm", "lnlstm") else ("h",)

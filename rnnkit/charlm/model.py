@@ -2,7 +2,8 @@
 
 :class:`CharLM` is a :class:`~rnnkit.layers.sequential.Sequential` of three named layers, so its
 parameters carry PyTorch-style dotted names (``embed.weight``, ``rnn.weight_ih_l0``, ...,
-``head.weight``, ``head.bias``) and its state is ``{"rnn": h}`` (``{"rnn": (h, c)}`` for an LSTM),
+``head.weight``, ``head.bias``) and its state is ``{"rnn": h}`` (``{"rnn": (h, c)}`` for an LSTM or
+layer-normalised LSTM),
 carried from one chunk of text to the next.  It adds what a language model needs on top:
 
 * :meth:`CharLM.loss_and_grads` -- one batch's mean cross-entropy in **nats** per character and
@@ -32,11 +33,11 @@ import numpy as np
 from rnnkit import Array, Grads, IntArray, Params
 from rnnkit.charlm.data import Batch, Vocab
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint
-from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, Linear, ModelState, Sequential
+from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, LayerNormLSTM, Linear, ModelState, Sequential
 from rnnkit.layers.init import INIT_HH, INIT_IH
 from rnnkit.losses import log_softmax, softmax_cross_entropy
 
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "lnlstm": LayerNormLSTM}
 """The recurrent layer of each ``cell`` name (``rnn`` is the tanh Elman RNN)."""
 
 DTYPES = ("float32", "float64")
@@ -87,7 +88,7 @@ class ModelConfig:
     tie_weights: bool = False         # head.weight is embed.weight (needs embed_dim == hidden)
     init_hh: str = "pytorch"          # "pytorch" or "orthogonal"
     init_ih: str = "pytorch"          # "pytorch" or "xavier"
-    forget_bias: float | None = None  # LSTM only: the forget gate's bias
+    forget_bias: float | None = None  # LSTM and LN-LSTM only: the forget gate's bias
     proj_size: int = 0                # LSTM only: h projected to this size (PyTorch's proj_size); 0: none
     recurrent_dropout: float = 0.0    # RNN/LSTM: dropout on the h fed to W_hh, one mask per sequence
     zoneout: float = 0.0              # each unit keeps its previous state with this probability per step
@@ -123,7 +124,7 @@ class ModelConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.forget_bias is not None:
-            if self.cell != "lstm":
+            if self.cell not in ("lstm", "lnlstm"):
                 raise ValueError(f"forget_bias is an LSTM option (its forget gate), not one of a {self.cell}")
             if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)) or not \
                     math.isfinite(self.forget_bias):
@@ -210,7 +211,9 @@ def count_parameters(config: ModelConfig) -> int:
     V, E, H, L, G = config.vocab_size, config.embed_dim, config.hidden, config.layers, _gates(config.cell)
     P = config.output_size  # h's width (proj_size with a projection, whose weight_hr_l{k} is (P, H))
     projection = P * H if config.proj_size else 0
-    recurrent = G * H * (E + P + 2) + projection + (L - 1) * (G * H * (P + P + 2) + projection)
+    # Per layer: b_ih and b_hh; the LN-LSTM's b, γ_x, γ_h (4H each) and γ_c, β_c (H each) instead.
+    vectors = 14 * H if config.cell == "lnlstm" else 2 * G * H
+    recurrent = G * H * (E + P) + vectors + projection + (L - 1) * (G * H * (P + P) + vectors + projection)
     return V * E + recurrent + V * P + V
 
 
@@ -224,7 +227,7 @@ def check_declared_sizes(config: ModelConfig, tensors: Mapping[str, Any]) -> Non
     """
     V, E, H, L, G = config.vocab_size, config.embed_dim, config.hidden, config.layers, _gates(config.cell)
     P = config.output_size  # the width of h: proj_size with a projection (then weight_hr_l{k} is (P, H))
-    per_layer = 5 if config.proj_size else 4
+    per_layer = 7 if config.cell == "lnlstm" else 5 if config.proj_size else 4
     recurrent = sorted(name for name in tensors if name.startswith("rnn."))
     if len(recurrent) != per_layer * L:
         raise ValueError(f"the checkpoint declares {L} recurrent layer(s) ({per_layer * L} rnn.* tensors) but holds "
@@ -235,8 +238,13 @@ def check_declared_sizes(config: ModelConfig, tensors: Mapping[str, Any]) -> Non
     for layer in range(L):
         expected[f"rnn.weight_ih_l{layer}"] = (G * H, E if layer == 0 else P)
         expected[f"rnn.weight_hh_l{layer}"] = (G * H, P)
-        expected[f"rnn.bias_ih_l{layer}"] = (G * H,)
-        expected[f"rnn.bias_hh_l{layer}"] = (G * H,)
+        if config.cell == "lnlstm":
+            for name, size in (("bias", G * H), ("ln_ih_weight", G * H), ("ln_hh_weight", G * H),
+                               ("ln_c_weight", H), ("ln_c_bias", H)):
+                expected[f"rnn.{name}_l{layer}"] = (size,)
+        else:
+            expected[f"rnn.bias_ih_l{layer}"] = (G * H,)
+            expected[f"rnn.bias_hh_l{layer}"] = (G * H,)
         if config.proj_size:
             expected[f"rnn.weight_hr_l{layer}"] = (P, H)
     missing, unknown = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
@@ -417,7 +425,7 @@ def state_from_json(data: Any, model: CharLM) -> ModelState | None:
     """
     if data is None:
         return None
-    parts = 2 if model.config.cell == "lstm" else 1
+    parts = 2 if model.config.cell in ("lstm", "lnlstm") else 1
     if not isinstance(data, Mapping) or set(data) != set(model.net.recurrent):
         raise ValueError(f"the stored hidden state must be a dict over the layers {list(model.net.recurrent)}")
     state: ModelState = {}

@@ -222,7 +222,7 @@ class TrainConfig:
 
     data: str | None = None          # UTF-8 text file; None: the built-in corpus (pydoc_data.topics)
     mode: str = "stream"             # "stream": one long text; "lines": each line its own sequence
-    cell: str = "lstm"               # "lstm", "gru" or "rnn" (tanh)
+    cell: str = "lstm"               # "lstm", "gru", "rnn" (tanh) or "lnlstm" (layer-normalised LSTM)
     hidden: int = 256                # hidden units per layer
     layers: int = 1                  # stacked recurrent layers
     embed_dim: int = 64              # size of the character embedding

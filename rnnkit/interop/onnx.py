@@ -34,7 +34,19 @@ from typing import Any
 import numpy as np
 
 from rnnkit.io.checkpoint import atomic_write_bytes
-from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, LastStep, Linear, MeanPool, Recurrent, Sequential
+from rnnkit.layers import (
+    GRU,
+    LSTM,
+    RNN,
+    Dropout,
+    Embedding,
+    LastStep,
+    LayerNormLSTM,
+    Linear,
+    MeanPool,
+    Recurrent,
+    Sequential,
+)
 from rnnkit.layers._checks import check_dtype
 
 DEFAULT_OPSET = 17
@@ -298,6 +310,9 @@ def _handler(block: Any) -> OnnxHandler:
     for handler in HANDLERS:
         if isinstance(block, handler.rnnkit_types):
             return handler
+    if isinstance(block, LayerNormLSTM):
+        raise TypeError("cannot export LayerNormLSTM to ONNX: ONNX's LSTM operator has no layer normalisation "
+                        "(save it with rnnkit.save instead)")
     supported = ", ".join(cls.__name__ for h in HANDLERS for cls in h.rnnkit_types)
     raise TypeError(f"cannot export {type(block).__name__} to ONNX; supported blocks: {supported}")
 

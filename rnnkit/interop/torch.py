@@ -51,7 +51,19 @@ from typing import Any
 import numpy as np
 
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint, load_tensors
-from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, LastStep, Linear, MeanPool, Recurrent, Sequential
+from rnnkit.layers import (
+    GRU,
+    LSTM,
+    RNN,
+    Dropout,
+    Embedding,
+    LastStep,
+    LayerNormLSTM,
+    Linear,
+    MeanPool,
+    Recurrent,
+    Sequential,
+)
 
 _DTYPES = ("float32", "float64")
 
@@ -251,6 +263,9 @@ def _block_to_torch(block: Any, torch: Any) -> Any:
         module = handler.to_torch(block, torch)
         _copy_into_torch(module, block.params, torch)
         return module
+    if isinstance(block, LayerNormLSTM):
+        raise TypeError("cannot convert LayerNormLSTM to PyTorch: torch.nn has no layer-normalised LSTM "
+                        "(save it with rnnkit.save instead)")
     raise TypeError(f"cannot convert {type(block).__name__} to PyTorch; supported: {_supported()}")
 
 

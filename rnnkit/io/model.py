@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from rnnkit.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, LastStep, Linear, MeanPool, Sequential
+from rnnkit.layers import GRU, LSTM, RNN, Dropout, Embedding, LastStep, LayerNormLSTM, Linear, MeanPool, Sequential
 
 __all__ = ["BLOCKS", "BlockType", "describe", "load", "save"]
 
@@ -77,7 +77,7 @@ _RECURRENT_OPTIONS: dict[str, Kind] = {
 _RECURRENT_DEFAULTS = frozenset({"bias", "dropout", "weight_drop", "init_hh", "init_ih", "forget_bias",
                                  "proj_size", "recurrent_dropout", "zoneout"})
 # Options inside the time loop (issue 10, phase 2): every recurrent layer has zoneout; recurrent
-# dropout is for the RNN and LSTM, proj_size for the LSTM.
+# dropout is for the RNN, LSTM and LayerNormLSTM, proj_size for the LSTM.
 _IN_LOOP: dict[str, Kind] = {"zoneout": float}
 _RECURRENT_DROPOUT: dict[str, Kind] = {"recurrent_dropout": float}
 
@@ -90,6 +90,8 @@ BLOCKS: dict[str, BlockType] = {
     "LSTM": BlockType(LSTM, {**_RECURRENT_OPTIONS, "forget_bias": OptionalFloat, "proj_size": int, **_IN_LOOP,
                              **_RECURRENT_DROPOUT}, defaults=_RECURRENT_DEFAULTS),
     "GRU": BlockType(GRU, {**_RECURRENT_OPTIONS, **_IN_LOOP}, defaults=_RECURRENT_DEFAULTS),
+    "LayerNormLSTM": BlockType(LayerNormLSTM, {**_RECURRENT_OPTIONS, "forget_bias": OptionalFloat, **_IN_LOOP,
+                                               **_RECURRENT_DROPOUT}, defaults=_RECURRENT_DEFAULTS),
     "LastStep": BlockType(LastStep, {"bidirectional": bool}, has_dtype=False),
     "MeanPool": BlockType(MeanPool, {}, has_dtype=False),
     "Dropout": BlockType(Dropout, {"p": float, "variational": bool}, has_dtype=False),

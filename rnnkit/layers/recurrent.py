@@ -1,4 +1,5 @@
-"""Batch-first recurrent layers with PyTorch's names and layouts: :class:`RNN`, :class:`LSTM`, :class:`GRU`.
+"""Batch-first recurrent layers with PyTorch's names and layouts: :class:`RNN`, :class:`LSTM`, :class:`GRU`,
+and the layer-normalised LSTM :class:`LayerNormLSTM` (PyTorch-style names; torch has no such module).
 
 A layer is a cell (:mod:`rnnkit.cells`) run by the one time loop (:mod:`rnnkit.unroll`); stacking
 and bidirectionality are composition of that loop:
@@ -39,7 +40,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnkit._types import Array, Grads, IntArray, Params
-from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec
+from rnnkit.cells import GRU_CELL, LNLSTM_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec
+from rnnkit.cells.lnlstm import param_slices
 from rnnkit.layers import init
 from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
 from rnnkit.layers._versions import WeightVersion, check_version, weight_version
@@ -140,7 +142,7 @@ class Recurrent:
         self.init_hh = init.check_choice("init_hh", init_hh, init.INIT_HH)
         self.init_ih = init.check_choice("init_ih", init_ih, init.INIT_IH)
         if forget_bias is not None:
-            if cell.name != "lstm":
+            if cell.name not in ("lstm", "lnlstm"):
                 raise ValueError(f"forget_bias is an LSTM option (the forget gate), not one of {cell.name}")
             if not self.bias:
                 raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
@@ -227,9 +229,25 @@ class Recurrent:
                 masks.w_hh.append(dropout_mask(rng, w_hh.shape, self.weight_drop, self.dtype))
             w_hh = w_hh * masks.w_hh[layer * self.num_directions + direction]
         w_hr = p[f"weight_hr{s}"] if self.proj_size else None
+        b_ih, b_hh, cell_params = self._cell_params(s)
+        return Weights(p[f"weight_ih{s}"], w_hh, b_ih, b_hh, w_hr, cell_params)
+
+    def _cell_params(self, s: str) -> tuple[Array, Array, Array | None]:
+        """The unit's ``b_ih``, ``b_hh`` (zeros without bias) and the cell's packed extra parameters (None: none)."""
         if not self.bias:
-            return Weights(p[f"weight_ih{s}"], w_hh, self._zero_bias, self._zero_bias, w_hr)
-        return Weights(p[f"weight_ih{s}"], w_hh, p[f"bias_ih{s}"], p[f"bias_hh{s}"], w_hr)
+            return self._zero_bias, self._zero_bias, None
+        return self.params[f"bias_ih{s}"], self.params[f"bias_hh{s}"], None
+
+    def _unit_grads(self, s: str, g: Weights, w_hh_mask: Array | None) -> Grads:
+        """One unit's gradients under the parameters' names (``backward`` keeps those in :attr:`params`).
+
+        ``w_hh_mask``: the weight-drop mask the loop's ``W_hh`` carried (None: none).
+        """
+        grads = {f"weight_ih{s}": g.w_ih, f"weight_hh{s}": g.w_hh if w_hh_mask is None else g.w_hh * w_hh_mask,
+                 f"bias_ih{s}": g.b_ih, f"bias_hh{s}": g.b_hh}
+        if g.w_hr is not None:
+            grads[f"weight_hr{s}"] = g.w_hr
+        return grads
 
     def _step_masks(self, T: int, B: int, training: bool, rng: np.random.Generator | None) -> StepMasks | None:
         """One unit's in-loop masks: recurrent dropout's ``(P, B)`` and zoneout's ``(T, ., B)`` when
@@ -468,13 +486,9 @@ class Recurrent:
                     dx = self._reverse(dx, rev_index)
                 d_in = dx if d_in is None else d_in + dx
                 d_states0[u] = d_s0
-                s = self._suffix(layer, direction)
-                grads[f"weight_ih{s}"], grads[f"weight_hh{s}"] = g.w_ih, g.w_hh
-                if masks is not None and masks.w_hh:  # the loop saw W_hh ⊙ M: dL/dW_hh = dL/d(W_hh ⊙ M) ⊙ M
-                    grads[f"weight_hh{s}"] = g.w_hh * masks.w_hh[u]
-                grads[f"bias_ih{s}"], grads[f"bias_hh{s}"] = g.b_ih, g.b_hh
-                if g.w_hr is not None:
-                    grads[f"weight_hr{s}"] = g.w_hr
+                # Under weight drop the loop saw W_hh ⊙ M: dL/dW_hh = dL/d(W_hh ⊙ M) ⊙ M.
+                w_hh_mask = masks.w_hh[u] if masks is not None and masks.w_hh else None
+                grads.update(self._unit_grads(self._suffix(layer, direction), g, w_hh_mask))
             d_layer = d_in
         assert d_layer is not None
         return _to_batch_first(d_layer, inv), self._pack_state(d_states0, inv), {k: grads[k] for k in self.params}
@@ -583,3 +597,96 @@ class GRU(Recurrent):
         super().__init__(GRU_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed,
                          bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih,
                          zoneout=zoneout)
+
+
+class LayerNormLSTM(Recurrent):
+    """The layer-normalised LSTM (Ba, Kiros & Hinton 2016; haste's ``LayerNormLSTM``), gates i, f, g, o.
+
+    Each step normalises both halves of the pre-activations and the cell state over their features,
+    per sequence (:mod:`rnnkit.cells.lnlstm` has the equations)::
+
+        a = γ_x ⊙ LN(W_ih x) + γ_h ⊙ LN(W_hh h_prev) + b        i, f, g, o = σ, σ, tanh, σ of a
+        c = f ⊙ c_prev + i ⊙ g                                   h = o ⊙ tanh(γ_c ⊙ LN(c) + β_c)
+
+    Parameters per layer ``k`` (``_reverse`` appended for the reverse direction): ``weight_ih_l{k}``
+    ``(4H, I)`` and ``weight_hh_l{k}`` ``(4H, H)`` as ``torch.nn.LSTM``'s; ``bias_l{k}`` ``(4H,)`` = b
+    (one bias: separate input and hidden biases would be cancelled by the normalisation);
+    ``ln_ih_weight_l{k}`` = γ_x, ``ln_hh_weight_l{k}`` = γ_h ``(4H,)``, ``ln_c_weight_l{k}`` = γ_c and
+    ``ln_c_bias_l{k}`` = β_c ``(H,)``.  Initialisation: the weights as :class:`LSTM`'s (``init_hh``,
+    ``init_ih``), every γ 1, β_c and b 0, the forget gate's part of b ``forget_bias`` (0 when None).
+    The state is ``(h, c)``, each ``(L*D, B, H)``; shapes and the other options (``bias=False``:
+    no ``bias_l{k}``, b fixed at 0; ``dropout``, ``weight_drop``, ``recurrent_dropout``,
+    ``zoneout``) as :class:`LSTM`.  There is no ``proj_size`` (only 0 is accepted, so code written for
+    :class:`LSTM` runs unchanged without one).  torch and ONNX have no such
+    module: :func:`rnnkit.interop.to_torch` and :func:`rnnkit.interop.export_onnx` refuse it.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: int | None = None,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        init_hh: str = "pytorch",
+        init_ih: str = "pytorch",
+        forget_bias: float | None = None,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        proj_size: int = 0,
+    ) -> None:
+        if proj_size != 0:
+            raise ValueError(f"proj_size is not available for the LayerNormLSTM (got {proj_size!r}): its output "
+                             "is o ⊙ tanh(LN(c)), with no projection; use LSTM(proj_size=...)")
+        super().__init__(LNLSTM_CELL, input_size, hidden_size, num_layers, bidirectional, dtype, seed,
+                         bias=bias, dropout=dropout, weight_drop=weight_drop, init_hh=init_hh, init_ih=init_ih,
+                         forget_bias=forget_bias, recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+
+    def _param_shapes(self) -> dict[str, tuple[int, ...]]:
+        H = self.hidden_size
+        shapes: dict[str, tuple[int, ...]] = {}
+        for layer in range(self.num_layers):
+            in_size = self.input_size if layer == 0 else self.num_directions * H
+            for direction in range(self.num_directions):
+                s = self._suffix(layer, direction)
+                shapes[f"weight_ih{s}"] = (4 * H, in_size)
+                shapes[f"weight_hh{s}"] = (4 * H, H)
+                if self.bias:
+                    shapes[f"bias{s}"] = (4 * H,)
+                for name, where in param_slices(H).items():  # the gains and the cell's shift
+                    if name != "bias":
+                        shapes[f"{name}{s}"] = (where.stop - where.start,)
+        return shapes
+
+    def _init_params(self, rng: np.random.Generator) -> Params:
+        params = super()._init_params(rng)  # the weights (and draws for the rest, overwritten here)
+        H = self.hidden_size
+        for name, value in params.items():
+            if name.startswith("ln_") and "_weight" in name:
+                value[:] = 1.0                                  # every gain γ starts at 1
+            elif name.startswith(("ln_c_bias", "bias")):
+                value[:] = 0.0
+                if name.startswith("bias") and self.forget_bias is not None:
+                    value[H : 2 * H] = self.forget_bias         # gate order i, f, g, o
+        return params
+
+    def _cell_params(self, s: str) -> tuple[Array, Array, Array | None]:
+        """Zero ``b_ih``, ``b_hh`` (b follows the normalisation) and ``p``, packed as the kernels read it."""
+        H = self.hidden_size
+        packed = np.zeros(14 * H, self.dtype)
+        for name, where in param_slices(H).items():
+            if name != "bias" or self.bias:
+                packed[where] = self.params[f"{name}{s}"]
+        return self._zero_bias, self._zero_bias, packed
+
+    def _unit_grads(self, s: str, g: Weights, w_hh_mask: Array | None) -> Grads:
+        grads = super()._unit_grads(s, g, w_hh_mask)  # the weights (its bias entries are not parameters here)
+        assert g.p is not None
+        for name, where in param_slices(self.hidden_size).items():
+            grads[f"{name}{s}"] = g.p[where]
+        return grads
