@@ -69,8 +69,10 @@ def test_safetensors_is_weights_only_and_samples_the_same_text(run, tmp_path, ca
     architecture = document["architecture"]  # rnnkit.save's architecture document
     assert architecture["type"] == "Sequential" and architecture["tied"] == {}
     blocks = architecture["layers"]
-    assert [(name, b["type"]) for name, b in blocks] == [("embed", "Embedding"), ("rnn", "GRU"), ("head", "Linear")]
-    assert blocks[1][1]["num_layers"] == 2 and blocks[1][1]["hidden_size"] == 16
+    assert [(name, b["type"]) for name, b in blocks] == [("embed", "Embedding"), ("drop_in", "Dropout"), ("rnn", "GRU"),
+                                                         ("drop_out", "Dropout"), ("head", "Linear")]  # --dropout 0.3
+    assert blocks[1][1]["p"] == blocks[3][1]["p"] == 0.3
+    assert blocks[2][1]["num_layers"] == 2 and blocks[2][1]["hidden_size"] == 16
     assert architecture == describe(load_model(run).model.net)
     assert sorted(load_state_dict_file(out)) == sorted(load_model(run).model.params)
 
@@ -102,6 +104,7 @@ def test_torch_state_dict_loads_into_the_converted_module(run, tmp_path, capsys)
             parameter.zero_()
     module.load_state_dict(state_dict)
     tokens = np.array([[1, 2, 3, 0, 4]])
+    module.eval()  # the run has dropout (the default): compare inference with inference
     with torch.no_grad():
         logits, _ = module(torch.from_numpy(tokens))
     np.testing.assert_allclose(logits.numpy(), net.forward(tokens)[0], rtol=0, atol=1e-6)
