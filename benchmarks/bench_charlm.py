@@ -36,9 +36,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import cpu_name  # noqa: E402
+
 from rnnkit.charlm.data import StreamBatches, Vocab, load_text, split_stream, unigram_bits_per_char  # noqa: E402
 from rnnkit.charlm.model import CharLM  # noqa: E402
-from rnnkit.charlm.train import TrainConfig, train  # noqa: E402
+from rnnkit.charlm.train import TrainConfig, make_optimizer, train  # noqa: E402
 
 try:
     import torch
@@ -47,7 +50,8 @@ except ImportError:  # pragma: no cover - the benchmark needs its peer
 
 
 def run_rnnkit(config: TrainConfig) -> dict[str, float]:
-    result = train(config, progress=False, log=open(Path(config.out) / "log.txt", "w"))  # noqa: SIM115
+    with open(Path(config.out).parent / "rnnkit-log.txt", "w") as log:  # beside the run directory, not in it
+        result = train(config, progress=False, log=log)
     records = [json.loads(line) for line in (Path(config.out) / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "train"]
     return {
@@ -91,17 +95,23 @@ def _detach(state):
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
+def _torch_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer rnnkit's make_optimizer(config) builds, in torch."""
+    if config.optimizer == "adamw":
+        decay = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, **decay)
+    if config.optimizer != "adam":
+        raise SystemExit(f"bench_charlm.py compares adam and adamw only, not {config.optimizer}")
+    return torch.optim.Adam(model.parameters(), lr=config.lr)
+
+
 def run_torch(config: TrainConfig, train_batches: StreamBatches, val_batches: StreamBatches,
               initial: dict[str, np.ndarray], vocab_size: int) -> dict[str, float]:
     model = TorchCharLM(vocab_size, config)
     with torch.no_grad():
         for name, value in initial.items():
             model.get_parameter(name).copy_(torch.from_numpy(value))
-    if config.optimizer == "adamw":
-        decay = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, **decay)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = _torch_optimizer(model, config)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def evaluate() -> float:
@@ -158,8 +168,9 @@ def speed(config: TrainConfig, train_ids: np.ndarray, vocab_size: int, threads: 
     with torch.no_grad():
         for name, value in model.state_dict().items():
             peer.get_parameter(name).copy_(torch.from_numpy(value))
-    optimizer = rnnkit.Adam(lr=config.lr)
-    peer_optimizer = torch.optim.Adam(peer.parameters(), lr=config.lr)
+    optimizer = make_optimizer(config)
+    peer_optimizer = _torch_optimizer(peer, config)
+    rng = np.random.default_rng(config.seed)  # rnnkit's dropout masks (torch draws its own)
     loss_fn = torch.nn.CrossEntropyLoss()
     batches = StreamBatches(train_ids, config.batch_size, config.seq_len)
     ours: dict[str, Any] = {"index": 0, "state": None}
@@ -168,7 +179,7 @@ def speed(config: TrainConfig, train_ids: np.ndarray, vocab_size: int, threads: 
     def rk_step() -> None:  # what the trainer's step does: loss and gradients, clip, update
         batch = batches.get(ours["index"] % len(batches))
         ours["index"] += 1
-        _, grads, ours["state"] = model.loss_and_grads(batch, ours["state"])
+        _, grads, ours["state"] = model.loss_and_grads(batch, ours["state"], rng)
         clip_grad_norm(grads, config.clip)
         optimizer.step(model.params, grads)
 
@@ -187,7 +198,8 @@ def speed(config: TrainConfig, train_ids: np.ndarray, vocab_size: int, threads: 
     chars = config.batch_size * config.seq_len
     print(header("char-LM training speed, default model (rnnkit vs torch, same weights and batches)",
                  f"torch {torch.__version__}; {threads} threads each; {config.cell} {config.hidden}, embed "
-                 f"{config.embed_dim}, batch {config.batch_size} x {config.seq_len}, Adam, clip {config.clip}"))
+                 f"{config.embed_dim}, batch {config.batch_size} x {config.seq_len}, {config.optimizer} "
+                 f"(weight decay {config.weight_decay}), dropout {config.dropout}, clip {config.clip}"))
     try:
         pair = harness.compare(rk_step, pt_step)
     except Busy as busy:
@@ -205,7 +217,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training time for each side (default 10)")
     parser.add_argument("--speed", action="store_true",
                         help="only measure training speed (chars/s) with the fair harness, no training run")
-    parser.add_argument("--threads", type=int, default=2, help="threads for both sides with --speed (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for both sides (default 2)")
     parser.add_argument("--pairs", type=int, default=9, help="quiet pairs of blocks with --speed (default 9)")
     defaults = TrainConfig()
     for flag, kind in (("cell", str), ("hidden", int), ("layers", int), ("embed-dim", int), ("lr", float),
@@ -216,13 +228,14 @@ def main() -> None:
                             help=f"TrainConfig.{name} (default {getattr(defaults, name)})")
     parser.add_argument("--tie-weights", action="store_true", help="TrainConfig.tie_weights")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     options = {name: getattr(args, name) for name in ("cell", "hidden", "layers", "embed_dim", "lr", "dropout",
                                                       "embed_dropout", "weight_drop", "weight_decay", "seed",
                                                       "tie_weights")}
 
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(steps=None, minutes=args.minutes, sample_every=0, out=out, **options)
+        config = TrainConfig(steps=None, minutes=args.minutes, sample_every=0, out=str(Path(out) / "run"),
+                             threads=args.threads, **options)
         text = load_text(config.data)
         vocab = Vocab.from_text(text)
         train_ids, val_ids = split_stream(vocab.encode(text), config.val_fraction)
@@ -232,7 +245,7 @@ def main() -> None:
             return
         initial = CharLM(config.model_config(len(vocab)), seed=config.seed).state_dict()
 
-        print(f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        print(f"{cpu_name()}; numpy {np.__version__}, torch {torch.__version__}; {args.threads} threads each, "
               f"python {platform.python_version()}, {platform.machine()}")
         print(f"built-in corpus: {len(train_ids)} training / {len(val_ids)} validation characters, "
               f"vocabulary {len(vocab)}; model {config.cell} hidden {config.hidden} x {config.layers}, "
