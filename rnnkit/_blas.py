@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,7 +126,7 @@ BLAS_LIBRARY: str = _bind()
 
 
 def _numpy_blas_controls() -> tuple[Any, Any]:
-    """OpenBLAS's ``get_num_threads`` and ``set_num_threads_local`` in NumPy's BLAS (None where absent)."""
+    """OpenBLAS's ``get_num_threads`` and ``set_num_threads`` in NumPy's BLAS (None where absent)."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
@@ -137,20 +138,20 @@ def _numpy_blas_controls() -> tuple[Any, Any]:
             lib = ctypes.CDLL(info["filepath"])
         except OSError:
             continue
-        get = set_local = None
-        for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
-            if hasattr(lib, name):
-                get = getattr(lib, name)
+        get = set_ = None
+        for prefix, suffix in (("scipy_", "64_"), ("", "64_"), ("", "")):
+            if hasattr(lib, f"{prefix}openblas_get_num_threads{suffix}"):
+                get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+                set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
                 get.restype, get.argtypes = ctypes.c_int, []
+                set_.restype, set_.argtypes = None, [ctypes.c_int]
                 break
-        if hasattr(lib, "openblas_set_num_threads_local"):
-            set_local = lib.openblas_set_num_threads_local
-            set_local.restype, set_local.argtypes = ctypes.c_int, [ctypes.c_int]
-        return get, set_local
+        return get, set_
     return None, None
 
 
-_GET_THREADS, _SET_THREADS_LOCAL = _numpy_blas_controls()
+_GET_THREADS, _SET_THREADS = _numpy_blas_controls()
+_THREADS_LOCK = threading.Lock()
 
 
 def blas_threads() -> int:
@@ -164,25 +165,30 @@ def blas_threads() -> int:
 
 
 def can_split_threads() -> bool:
-    """Whether a thread can run its BLAS calls on one thread while others do the same (see :func:`one_blas_thread`)."""
-    return _SET_THREADS_LOCAL is not None
+    """Whether rnnkit can make NumPy's BLAS single-threaded for a while (see :func:`single_threaded_blas`)."""
+    return _SET_THREADS is not None
 
 
 @contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Run this thread's BLAS calls single-threaded (OpenBLAS's per-thread setting), then restore it.
+def single_threaded_blas() -> Iterator[None]:
+    """NumPy's BLAS on one thread (process-wide) for the duration, then back to its previous count.
 
-    Used by the worker threads that each run the time loop on one group of the batch: two threads
-    calling a two-threaded BLAS at once would fight over the same cores.
+    The time loop's worker threads each run their own group of the batch and call the BLAS at every
+    step; a multi-threaded OpenBLAS would serialise those concurrent calls on its one thread server.
+    (OpenBLAS's per-thread ``openblas_set_num_threads_local`` acts only in its OpenMP builds, not in
+    the pthreads build NumPy ships.)  Lowering the count keeps OpenBLAS's threads parked, so setting
+    it back costs nothing.
     """
-    if _SET_THREADS_LOCAL is None:
+    if _SET_THREADS is None or _GET_THREADS is None:
         yield
         return
-    previous = _SET_THREADS_LOCAL(1)
-    try:
-        yield
-    finally:
-        _SET_THREADS_LOCAL(previous)
+    with _THREADS_LOCK:
+        previous = int(_GET_THREADS())
+        _SET_THREADS(1)
+        try:
+            yield
+        finally:
+            _SET_THREADS(previous)
 
 
 def _external(name: str, scalar: Any) -> Any:

@@ -1,12 +1,12 @@
 """How many threads rnnkit's matrix products use: one small policy, with an override.
 
-One number sets all of rnnkit's parallelism: NumPy's BLAS thread count.  The bulk products use that
-many BLAS threads; the compiled time loop splits the batch into that many groups of columns and
-runs each group in its own thread with a single-threaded BLAS (:func:`rnnkit.unroll.batch_groups`).
-A recurrent network makes many *small* products — one per time step, ``(G*H, H) @ (H, B)`` — and a
-BLAS thread pool would synchronise its threads on every one of them; on a busy machine (another
-process on the other core) each product then waits for a thread that is not running, and training
-can slow down several times over.
+One number sets all of rnnkit's parallelism: NumPy's BLAS thread count (the compiled time loop
+calls NumPy's BLAS for its per-step product; with ``RNNKIT_SPLIT_BATCH=1`` it splits the batch over
+that many threads instead, see :data:`rnnkit.unroll.SPLIT_BATCH`).  A recurrent network makes many
+*small* products — one per time step, ``(G*H, H) @ (H, B)`` — and a BLAS thread pool synchronises
+its threads on every one of them.  On an idle machine two threads make such a product faster; on a
+busy one (another process on the other core) each product waits for a thread that is not running,
+and training can slow down several times over.
 
 The policy (:func:`default_threads`): use every core that other processes leave idle when the call
 is made (judged by the number of runnable tasks the kernel reports, sampled a few times), and never

@@ -17,12 +17,9 @@ Where the time goes, and why the loop looks the way it does:
 * The step caches are ``(T, rows, B)`` so each step's block is contiguous; the gradients of the
   pre-activations are written straight into the ``(G*H, T, B)`` arrays that the weight-gradient
   products read.
-* Threads split the batch, not the product: the sequences of a batch never interact, so with
-  NumPy's BLAS at k threads the loop runs on k groups of columns at once (:func:`batch_groups`),
-  each thread with a single-threaded BLAS and no synchronisation until the loop ends.  Two
-  per-step products of 16 columns side by side beat one of 32 on two threads, whose threads meet
-  at every step.  The input projection is then one multi-threaded GEMM up front, and the weight
-  gradients stay one multi-threaded GEMM each after the loop.
+* Threads: by default the per-step products use NumPy's BLAS threads.  The loop can instead split
+  the batch into groups of columns, each run by its own thread with a single-threaded BLAS
+  (:func:`batch_groups`, ``RNNKIT_SPLIT_BATCH=1``); measured on two vCPUs it was slower, so it is off.
 * Variable lengths use the packed-sequence trick: the batch is sorted by length (longest first),
   so at step ``t`` the sequences still running are the first ``batch_sizes[t]`` columns and the
   step simply works on that prefix.  Finished sequences keep their last state; their outputs stay
@@ -41,7 +38,7 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-from rnnkit._blas import blas_threads, can_split_threads, gemm, one_blas_thread
+from rnnkit._blas import blas_threads, can_split_threads, gemm, single_threaded_blas
 from rnnkit._fpu import flush_subnormals, restore_subnormals
 from rnnkit._types import Array, IntArray
 from rnnkit.cells import CellSpec, step_backward, step_forward
@@ -114,8 +111,29 @@ def _active(batch_sizes: IntArray | None, T: int, B: int) -> IntArray:
     return active
 
 
+_CACHE_LINE = 64
+
+
+def _aligned(shape: tuple[int, ...], dtype: Any, zero: bool = False) -> Array:
+    """A new C-contiguous array whose first element starts a cache line.
+
+    With rows of a multiple of 64 bytes (B = 32 in float32, say) every row then starts a cache line,
+    and the batch groups (cut at multiples of 64 bytes, see :func:`batch_groups`) never write into
+    the same cache line from two threads -- which would bounce it between the cores at every step.
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    raw = np.zeros(size * dtype.itemsize + _CACHE_LINE, np.uint8) if zero else \
+        np.empty(size * dtype.itemsize + _CACHE_LINE, np.uint8)
+    start = -raw.ctypes.data % _CACHE_LINE
+    return raw[start : start + size * dtype.itemsize].view(dtype).reshape(shape)
+
+
 _MIN_GROUP_COLUMNS = 8
 """The fewest columns a thread's group of the batch gets: narrower per-step products waste the core."""
+
+_ALIGN_COLUMNS = _CACHE_LINE // 4
+"""Group cuts fall on multiples of this many columns where they can (a cache line of float32)."""
 
 _MAX_HOISTED_BYTES = 1 << 28
 """Without a cache, the input projection of every step is computed up front (to split the batch) only below this."""
@@ -133,17 +151,28 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+SPLIT_BATCH: bool = os.environ.get("RNNKIT_SPLIT_BATCH", "").strip() == "1"
+"""Whether the time loop splits the batch over threads (off unless ``RNNKIT_SPLIT_BATCH=1``).
+
+Measured on the 2-vCPU Intel Xeon of benchmarks/README.md, splitting lost everywhere: LSTM training
+steps 1.3-1.4 times slower than one group with NumPy's two-threaded OpenBLAS per step (B=32 and
+B=128, H=128 and 256).  OpenBLAS copies all of ``W_hh`` into its packed form on every call, so a
+product of 16 columns costs two thirds of one of 32, and two such products side by side contend for
+the cores' caches.  It is kept, tested, for machines with more and larger cores, where independent
+groups may scale better than a BLAS pool that meets at every step's small product."""
+
+
 def batch_groups(B: int, batch_sizes: IntArray | None) -> list[tuple[int, int]]:
     """How the time loop splits the batch over threads: one ``(start, stop)`` column range per thread.
 
-    The sequences of a batch never interact, so each thread can run the whole loop over its own
-    columns with a single-threaded BLAS: no synchronisation per step, and per-step products of
-    16 columns each run faster side by side than one product of 32 on two threads.  As many
-    groups as NumPy's BLAS has threads (:mod:`rnnkit.parallel` sets that), each at least
-    ``_MIN_GROUP_COLUMNS`` wide; with variable lengths the split balances the steps to run.
+    One group (no split) unless :data:`SPLIT_BATCH` is on.  The sequences of a batch never interact,
+    so each thread can run the whole loop over its own columns with a single-threaded BLAS and no
+    synchronisation per step.  As many groups as NumPy's BLAS has threads (:mod:`rnnkit.parallel`
+    sets that), each at least ``_MIN_GROUP_COLUMNS`` wide; with variable lengths the split balances
+    the steps to run.
     """
     k = min(blas_threads(), B // _MIN_GROUP_COLUMNS)
-    if k <= 1 or not can_split_threads():
+    if not SPLIT_BATCH or k <= 1 or not can_split_threads():
         return [(0, B)]
     steps = np.full(B, 1.0) if batch_sizes is None else \
         (np.asarray(batch_sizes)[:, None] > np.arange(B)[None, :]).sum(axis=0).astype(float)
@@ -151,27 +180,29 @@ def batch_groups(B: int, batch_sizes: IntArray | None) -> list[tuple[int, int]]:
     cuts = [0]
     for g in range(1, k):
         cut = int(np.searchsorted(share, g / k)) + 1
+        # A cut at a multiple of 16 columns (64 bytes of float32) keeps each thread's writes in its
+        # own cache lines (the arrays are cache-line aligned); taken when it leaves both sides wide enough.
+        rounded = _ALIGN_COLUMNS * round(cut / _ALIGN_COLUMNS)
+        if cuts[-1] + _MIN_GROUP_COLUMNS <= rounded <= B - (k - g) * _MIN_GROUP_COLUMNS:
+            cut = rounded
         cuts.append(min(max(cut, cuts[-1] + 1), B - (k - g)))
     cuts.append(B)
     return list(itertools.pairwise(cuts))
 
 
 def _run_groups(loop: Any, args: tuple[Any, ...], groups: list[tuple[int, int]]) -> None:
-    """``loop(*args, g0, g1)`` for every group: the first in this thread, the others in the pool."""
+    """``loop(*args, g0, g1)`` for every group: the first in this thread, the others in the pool,
+    with a single-threaded BLAS meanwhile (each thread makes its own per-step products)."""
     if len(groups) == 1:
         loop(*args, *groups[0])
         return
-
-    def one(group: tuple[int, int]) -> None:
-        with one_blas_thread():
-            loop(*args, *group)
-
-    futures = [_pool().submit(one, group) for group in groups[1:]]
-    try:
-        one(groups[0])
-    finally:
-        for future in futures:
-            future.result()
+    with single_threaded_blas():
+        futures = [_pool().submit(loop, *args, *group) for group in groups[1:]]
+        try:
+            loop(*args, *groups[0])
+        finally:
+            for future in futures:
+                future.result()
 
 
 _EMPTY3: dict[np.dtype[Any], Array] = {
@@ -429,22 +460,24 @@ def unroll_forward(
     # projection is then one GEMM on it, without a transpose.  Without a cache the other state
     # only needs two slots (previous and new) and the step cache one.
     slots = T + 1 if keep_cache else 2
-    hs = np.zeros((P, T + 1, B), dtype)
+    hs = _aligned((P, T + 1, B), dtype, zero=True)
     hs[:, 0] = state0[0]
-    cs = np.empty((slots, H, B), dtype) if len(state0) > 1 else np.empty((slots, 0, 0), dtype)
+    cs = _aligned((slots, H, B), dtype) if len(state0) > 1 else np.empty((slots, 0, 0), dtype)
     if len(state0) > 1:
         cs[0] = state0[1]
     rows_a, rows_b = cell.cache_sizes(H)
-    ca = np.empty((T if keep_cache else 1, rows_a, B), dtype)
+    ca = _aligned((T if keep_cache else 1, rows_a, B), dtype)
     if weights.w_hr is None:
-        cb = np.empty((T if keep_cache else 1, rows_b, B), dtype)
+        cb = _aligned((T if keep_cache else 1, rows_b, B), dtype)
     else:  # the unprojected outputs too, zero past a sequence's end (dW_hr's product reads every column)
-        cb = np.zeros((T if keep_cache else 1, rows_b + H, B), dtype)
-    final = [np.array(s, dtype=dtype, copy=True) for s in state0]
+        cb = _aligned((T if keep_cache else 1, rows_b + H, B), dtype, zero=True)
+    final = [_aligned(np.shape(s), dtype) for s in state0]
+    for kept, s in zip(final, state0, strict=True):
+        kept[...] = s
     final_c = final[1] if len(final) > 1 else empty_state(dtype)
     rd, zh, zc = _mask_arrays(masks, dtype)
-    hm_buf = np.empty((P, B), dtype) if rd.shape[0] > 0 else empty_state(dtype)
-    h_cell = np.zeros((T if keep_cache else 1, P, B), dtype) if zh.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
+    hm_buf = _aligned((P, B), dtype) if rd.shape[0] > 0 else empty_state(dtype)
+    h_cell = _aligned((T if keep_cache else 1, P, B), dtype, zero=True) if zh.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
 
     _run_groups(_forward_loop, (cell.kind, w_ih, weights.w_hh, w_hr, p, b_x, b_in, x.reshape(I, T * B),
                                 hs.reshape(P, (T + 1) * B), cs, ca, cb, xp_buf, _active(batch_sizes, T, B), final[0],
@@ -484,18 +517,18 @@ def unroll_backward(
     hs = states[0]
     cs = states[1] if len(states) > 1 else np.empty((1, 0, 0), dtype)
 
-    d_state = [
-        np.zeros((size, B), dtype) if d_final is None or d is None else np.array(d, dtype=dtype, copy=True)
-        for size, d in zip((P, H), d_final if d_final is not None else [None] * len(states), strict=False)
-    ]
-    dA = np.empty((GH, T, B), dtype)
-    dAh = np.empty((GH, T, B), dtype) if cell.separate_hidden_grad else dA
+    d_state = [_aligned((size, B), dtype, zero=True) for size in (P, H)[: len(states)]]
+    for carried, d in zip(d_state, d_final if d_final is not None else [None] * len(states), strict=False):
+        if d is not None:
+            carried[...] = d
+    dA = _aligned((GH, T, B), dtype)
+    dAh = _aligned((GH, T, B), dtype) if cell.separate_hidden_grad else dA
     d_out2 = empty_state(dtype) if d_out is None else np.ascontiguousarray(d_out, dtype=dtype).reshape(P, T * B)
     dc = d_state[1] if len(d_state) > 1 else empty_state(dtype)
-    dH = empty_state(dtype) if weights.w_hr is None else np.empty((P, T * B), dtype)
+    dH = empty_state(dtype) if weights.w_hr is None else _aligned((P, T * B), dtype)
     rd, zh, zc = _mask_arrays(masks, dtype)
-    direct_h = np.empty((P, B), dtype) if zh.shape[0] > 0 else empty_state(dtype)
-    direct_c = np.empty((H, B), dtype) if zc.shape[0] > 0 else empty_state(dtype)
+    direct_h = _aligned((P, B), dtype) if zh.shape[0] > 0 else empty_state(dtype)
+    direct_c = _aligned((H, B), dtype) if zc.shape[0] > 0 else empty_state(dtype)
 
     # The gradient of the cell's extra parameters: one accumulator per group of the batch (the groups
     # run in threads at once), each step adding its share; their sum is the gradient.

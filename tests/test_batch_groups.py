@@ -1,4 +1,4 @@
-"""The time loop split over threads by groups of the batch (rnnkit.unroll.batch_groups).
+"""The time loop split over threads by groups of the batch (rnnkit.unroll.batch_groups, RNNKIT_SPLIT_BATCH=1).
 
 Sequences never interact, so running the loop on column groups in parallel threads must give the
 same outputs, final states and gradients as one thread over the whole batch: checked here for every
@@ -16,6 +16,18 @@ import rnnkit
 from rnnkit.unroll import batch_groups
 
 KINDS = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
+
+
+@pytest.fixture(autouse=True)
+def split_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split is off by default (rnnkit.unroll.SPLIT_BATCH, see its docstring): on for these tests."""
+    monkeypatch.setattr(rnnkit.unroll, "SPLIT_BATCH", True)
+
+
+def test_the_split_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rnnkit.unroll, "SPLIT_BATCH", False)
+    with rnnkit.threads(2):
+        assert batch_groups(64, None) == [(0, 64)]
 B, T, I, H = 27, 7, 5, 6
 
 

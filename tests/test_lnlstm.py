@@ -332,10 +332,12 @@ def test_matches_torch_primitives(dtype: Any, shape: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_three_batch_groups_equal_one(dtype: Any) -> None:
+def test_three_batch_groups_equal_one(dtype: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each group of the batch adds its share of the gains' and biases' gradients into its own
     accumulator (the groups run in threads at the same time): the sum equals one thread's."""
     from test_batch_groups import _run, _split_available
+
+    monkeypatch.setattr(rnnkit.unroll, "SPLIT_BATCH", True)  # off by default
 
     if not _split_available():
         pytest.skip("this BLAS cannot run single-threaded per thread")
