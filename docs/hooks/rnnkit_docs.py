@@ -193,7 +193,8 @@ def on_config(config: Any) -> Any:
 
 
 def on_files(files: Any, config: Any) -> Any:
-    """Add MathJax's browser files (pip-installed, offline) to the site under ``assets/mathjax/``."""
+    """Add MathJax's browser files (pip-installed, offline) to the site under ``assets/mathjax/``, and
+    the task suite's pictures under ``tasks_out/``."""
     import mathjax  # django-static-mathjax: MathJax 3 as static files, no Django needed to import it
     from mkdocs.structure.files import File
 
@@ -204,6 +205,11 @@ def on_files(files: Any, config: Any) -> Any:
         relative = path.relative_to(root).as_posix()
         if path.is_file() and (relative == "tex-svg.js" or relative.startswith("input/tex/extensions/")):
             files.append(File.generated(config, f"assets/mathjax/{relative}", abs_src_path=str(path)))
+    # The long-lag tasks' pictures live beside benchmarks/README.md (GitHub shows them there);
+    # performance.md includes that file, so its relative links need the pictures at the same place.
+    tasks = Path(config["docs_dir"]).resolve().parent / "benchmarks" / "tasks_out"
+    for path in sorted(tasks.glob("*.png")):
+        files.append(File.generated(config, f"tasks_out/{path.name}", abs_src_path=str(path)))
     return files
 
 
