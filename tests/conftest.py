@@ -9,6 +9,7 @@ PyTorch do not need it.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,15 @@ import pytest
 
 from rnnkit import GRU, LSTM, RNN
 from rnnkit.layers import Recurrent
+
+# The stop-signal tests play a user at a terminal (Ctrl-C, a closed terminal).  A test run started in
+# the background (`make test &` in a non-interactive shell) or under nohup inherits SIGINT / SIGHUP
+# *ignored*, which rnnkit's trainer rightly respects -- and which child processes inherit too -- so
+# those tests would see no signal at all.  Give this process, and through it the children, the
+# terminal's dispositions.
+for _signum, _handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGHUP, signal.SIG_DFL)):
+    if signal.getsignal(_signum) is signal.SIG_IGN:
+        signal.signal(_signum, _handler)
 
 LAYER_KINDS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 """The four layer kinds: RNN with tanh, RNN with relu, LSTM, GRU."""
