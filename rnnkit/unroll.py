@@ -550,11 +550,12 @@ def unroll_backward(
     d_w_hr = None
     if weights.w_hr is not None:                    # dW_hr = Σ_t dh_t ĥ_tᵀ, ĥ the cache's second half
         d_w_hr = dH @ np.ascontiguousarray(cb[:, H:].transpose(1, 0, 2)).reshape(H, T * B).T
+    b_ih = dA2.sum(axis=1)
     grads = Weights(
         w_ih=dA2 @ x.reshape(I, T * B).T,
         w_hh=dAh2 @ h_prev.T,
-        b_ih=dA2.sum(axis=1),
-        b_hh=dAh2.sum(axis=1),
+        b_ih=b_ih,
+        b_hh=b_ih.copy() if dAh is dA else dAh2.sum(axis=1),  # one sum when the two gradients coincide
         w_hr=d_w_hr,
         p=None if weights.p is None else dps.sum(axis=0),
     )
