@@ -63,19 +63,24 @@ def _drop_stale_kernel_cache() -> None:
 _drop_stale_kernel_cache()
 
 
-def _blas_functions() -> tuple[int, int, str] | None:
-    """Addresses of ``cblas_sgemm`` / ``cblas_dgemm`` (64-bit ints) in NumPy's BLAS, and its path."""
+def _numpy_blas_libraries() -> Iterator[tuple[dict[str, Any], Any]]:
+    """``(threadpoolctl's info, the loaded library)`` for each BLAS library NumPy's process holds."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return None
+        return
     for info in threadpool_info():
         if info.get("user_api") != "blas":
             continue
         try:
-            lib = ctypes.CDLL(info["filepath"])
+            yield info, ctypes.CDLL(info["filepath"])
         except OSError:
             continue
+
+
+def _blas_functions() -> tuple[int, int, str] | None:
+    """Addresses of ``cblas_sgemm`` / ``cblas_dgemm`` (64-bit ints) in NumPy's BLAS, and its path."""
+    for info, lib in _numpy_blas_libraries():
         for prefix, suffix in (("scipy_", "64_"), ("", "64_")):
             try:
                 s = getattr(lib, f"{prefix}cblas_sgemm{suffix}")
@@ -127,26 +132,17 @@ BLAS_LIBRARY: str = _bind()
 
 def _numpy_blas_controls() -> tuple[Any, Any]:
     """OpenBLAS's ``get_num_threads`` and ``set_num_threads`` in NumPy's BLAS (None where absent)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return None, None
-    for info in threadpool_info():
-        if info.get("user_api") != "blas" or info.get("internal_api") != "openblas":
+    for info, lib in _numpy_blas_libraries():
+        if info.get("internal_api") != "openblas":
             continue
-        try:
-            lib = ctypes.CDLL(info["filepath"])
-        except OSError:
-            continue
-        get = set_ = None
         for prefix, suffix in (("scipy_", "64_"), ("", "64_"), ("", "")):
             if hasattr(lib, f"{prefix}openblas_get_num_threads{suffix}"):
                 get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
                 set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
                 get.restype, get.argtypes = ctypes.c_int, []
                 set_.restype, set_.argtypes = None, [ctypes.c_int]
-                break
-        return get, set_
+                return get, set_
+        return None, None
     return None, None
 
 
