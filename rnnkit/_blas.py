@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ import numba
 import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
+
+from rnnkit._tiles import MAX_COLUMNS, MIN_COLUMNS, tile_gemm
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -44,7 +49,8 @@ def _drop_stale_kernel_cache() -> None:
     the old code.  So every cached kernel is keyed on a hash of all of them together.
     """
     package = Path(__file__).resolve().parent
-    sources = sorted([package / "_blas.py", package / "_fpu.py", package / "unroll.py",
+    sources = sorted([package / "_blas.py", package / "_fpu.py", package / "_sync.py", package / "_tiles.py",
+                      package / "unroll.py",
                       *(package / "cells").glob("*.py")])
     try:
         digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sources)).hexdigest()
@@ -187,6 +193,80 @@ def single_threaded_blas() -> Iterator[None]:
             _SET_THREADS(previous)
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+
+
+def worker_pool(workers: int = 1) -> ThreadPoolExecutor:
+    """rnnkit's worker threads: at least ``workers`` of them, and one fewer than the cores (the
+    calling thread takes a share too).
+
+    Idle workers sleep on a queue; they never spin, so they cost nothing between calls.  Tasks that
+    wait for each other (the time loop's parts meet at a barrier every step) need a worker each at
+    once, hence the minimum: the pool is replaced by a larger one when a call needs more.
+    """
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        size = max(workers, (os.cpu_count() or 2) - 1, 1)
+        if _POOL is None or _POOL_SIZE < size:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL, _POOL_SIZE = ThreadPoolExecutor(max_workers=size, thread_name_prefix="rnnkit"), size
+        return _POOL
+
+
+def run_in_threads(tasks: list[Callable[[], Any]]) -> None:
+    """Run every task at once, the first in this thread and the others in :func:`worker_pool`, with
+    NumPy's BLAS single-threaded meanwhile (each task makes its own products); return when all are done."""
+    if len(tasks) == 1:
+        with single_threaded_blas():
+            tasks[0]()
+        return
+    with single_threaded_blas():
+        pool = worker_pool(len(tasks) - 1)
+        futures = [pool.submit(task) for task in tasks[1:]]
+        try:
+            tasks[0]()
+        finally:
+            for future in futures:
+                future.result()
+
+
+_MIN_SPLIT_PRODUCT = 1 << 22
+"""Flops below which :func:`matmul` makes one call (handing work to a thread costs some 20-50 µs)."""
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` for 2-D float arrays, the work shared by rnnkit's threads (NumPy's BLAS thread count).
+
+    The result's rows (or its columns, when it has fewer rows than columns) are cut into one block
+    per thread, and each thread makes its block with one *single-threaded* BLAS call.  Why not let
+    the BLAS use its own threads: after a multi-threaded call OpenBLAS's idle threads keep spinning
+    for a while, taking a core from the time loop's threads that run next (measured: the loop split
+    over two threads ran 2-3 times slower right after one such call).  Every product rnnkit makes
+    outside the compiled loop goes through here, so OpenBLAS's own threads never wake.
+    """
+    M, K = a.shape
+    N = b.shape[1]
+    out = np.empty((M, N), np.result_type(a, b))
+    k = blas_threads() if can_split_threads() else 1
+    if k <= 1 or 2 * M * N * K < _MIN_SPLIT_PRODUCT or max(M, N) < 2 * k:
+        with single_threaded_blas():
+            np.matmul(a, b, out=out)
+        return out
+    by_rows = M >= N
+    cuts = np.linspace(0, M if by_rows else N, k + 1).round().astype(int)
+
+    def block(lo: int, hi: int) -> Callable[[], Any]:
+        if by_rows:
+            return lambda: np.matmul(a[lo:hi], b, out=out[lo:hi])
+        return lambda: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
+    run_in_threads([block(int(lo), int(hi)) for lo, hi in itertools.pairwise(cuts)])
+    return out
+
+
 def _external(name: str, scalar: Any) -> Any:
     i32, i64, vp = types.int32, types.int64, types.voidptr
     return types.ExternalFunction(name, types.void(i32, i32, i32, i64, i64, i64, scalar, vp, i64, vp, i64,
@@ -232,6 +312,9 @@ def _gemm_impl(trans_a, alpha, A, Bm, beta, C):  # type: ignore[no-untyped-def] 
         M, N = C.shape
         K = Bm.shape[0]
         if M == 0 or N == 0:
+            return
+        if MIN_COLUMNS <= N <= MAX_COLUMNS:  # a thin product: the per-step one (see rnnkit._tiles)
+            tile_gemm(trans_a, scalar(alpha), A, Bm, scalar(beta), C)
             return
         call(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _NO_TRANS, M, N, K, scalar(alpha), _data(A),
              max(A.strides[0] // size, A.shape[1]), _data(Bm), max(Bm.strides[0] // size, N), scalar(beta),

@@ -28,23 +28,24 @@ Where the time goes, and why the loop looks the way it does:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 
-from rnnkit._blas import blas_threads, can_split_threads, gemm, single_threaded_blas
+from rnnkit._blas import blas_threads, can_split_threads, gemm, matmul, run_in_threads
 from rnnkit._fpu import flush_subnormals, restore_subnormals
+from rnnkit._sync import barrier, new_counter
+from rnnkit._tiles import tile_gemm
 from rnnkit._types import Array, IntArray
 from rnnkit.cells import CellSpec, step_backward, step_forward
 from rnnkit.cells._spec import KERNEL_OPTIONS, empty_state, empty_vector, row
 
-_CHUNK_COLUMNS = 512
+_CHUNK_COLUMNS = 128
 """Columns (steps x batch) of one input-projection GEMM in the forward loop."""
 
 
@@ -129,27 +130,23 @@ def _aligned(shape: tuple[int, ...], dtype: Any, zero: bool = False) -> Array:
     return raw[start : start + size * dtype.itemsize].view(dtype).reshape(shape)
 
 
+def _padded_rows(shape: tuple[int, ...], dtype: Any) -> Array:
+    """A new array of ``shape`` whose rows (last axis) lie a cache line further apart than their length.
+
+    A step reads one short block from every row of such an array; with rows a power of two bytes
+    long (T*B float32 columns often are) those blocks would all fall into the same few cache sets
+    and evict each other.  One spare cache line per row staggers them.
+    """
+    dtype = np.dtype(dtype)
+    pad = _CACHE_LINE // dtype.itemsize
+    return _aligned((*shape[:-1], shape[-1] + pad), dtype)[..., : shape[-1]]
+
+
 _MIN_GROUP_COLUMNS = 8
 """The fewest columns a thread's group of the batch gets: narrower per-step products waste the core."""
 
 _ALIGN_COLUMNS = _CACHE_LINE // 4
 """Group cuts fall on multiples of this many columns where they can (a cache line of float32)."""
-
-_MAX_HOISTED_BYTES = 1 << 28
-"""Without a cache, the input projection of every step is computed up front (to split the batch) only below this."""
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
-                                       thread_name_prefix="rnnkit-unroll")
-        return _POOL
-
 
 SPLIT_BATCH: bool = os.environ.get("RNNKIT_SPLIT_BATCH", "").strip() == "1"
 """Whether the time loop splits the batch over threads (off unless ``RNNKIT_SPLIT_BATCH=1``).
@@ -190,19 +187,56 @@ def batch_groups(B: int, batch_sizes: IntArray | None) -> list[tuple[int, int]]:
     return list(itertools.pairwise(cuts))
 
 
-def _run_groups(loop: Any, args: tuple[Any, ...], groups: list[tuple[int, int]]) -> None:
-    """``loop(*args, g0, g1)`` for every group: the first in this thread, the others in the pool,
-    with a single-threaded BLAS meanwhile (each thread makes its own per-step products)."""
-    if len(groups) == 1:
-        loop(*args, *groups[0])
-        return
-    with single_threaded_blas():
-        futures = [_pool().submit(loop, *args, *group) for group in groups[1:]]
-        try:
-            loop(*args, *groups[0])
-        finally:
-            for future in futures:
-                future.result()
+SPLIT_UNITS: bool = os.environ.get("RNNKIT_SPLIT_UNITS", "1").strip() != "0"
+"""Whether the time loop splits a layer's hidden units over threads (on unless ``RNNKIT_SPLIT_UNITS=0``).
+
+Each thread computes its share of the units -- their rows of every gate's matrix product (a
+``(G*H/k, H) @ (H, B)`` product with the register-tile kernel) and their gate arithmetic -- and the
+threads meet at a spinning barrier after every step (:mod:`rnnkit._sync`), since the next step needs
+every unit's state.  Each thread reads only its own rows of ``W_hh``, which then stay in that core's
+cache.  See :func:`plan_parts` for when it applies."""
+
+_MIN_SPLIT_FLOPS = 1 << 20
+"""A step's recurrent product must be at least this many flops for a split over units (else the
+barrier and the start of the threads cost more than the second core saves)."""
+
+_MIN_PART_UNITS = 16
+"""The fewest hidden units a thread's part of a split gets."""
+
+
+def plan_parts(cell: CellSpec, H: int, B: int, batch_sizes: IntArray | None,
+               projected: bool = False) -> list[tuple[int, int, int, int]]:
+    """How the time loop's work is split over threads: one ``(g0, g1, u0, u1)`` per thread, the
+    columns ``g0 .. g1-1`` of the batch and the hidden units ``u0 .. u1-1`` it computes.
+
+    With NumPy's BLAS allowed k >= 2 threads (:mod:`rnnkit.parallel` sets that), the units are
+    split k ways (:data:`SPLIT_UNITS`) when the cell allows it (not with a projection or a layer
+    norm, which couple the units within a step), every part gets at least ``_MIN_PART_UNITS``
+    units and a step is large enough (``_MIN_SPLIT_FLOPS``); cuts fall on multiples of 8 units (the
+    tile kernel's rows) where they can.  Otherwise the batch groups of :func:`batch_groups` (one
+    group unless :data:`SPLIT_BATCH`), each with every unit.
+    """
+    k = min(blas_threads(), H // _MIN_PART_UNITS)
+    flops = 2 * cell.num_gates * H * H * B
+    if SPLIT_UNITS and k > 1 and cell.splits_units and not projected and flops >= _MIN_SPLIT_FLOPS \
+            and can_split_threads():
+        cuts = [0]
+        for i in range(1, k):
+            cut = round(H * i / k)
+            rounded = 8 * round(cut / 8)
+            cuts.append(rounded if cuts[-1] + _MIN_PART_UNITS <= rounded <= H - (k - i) * _MIN_PART_UNITS else cut)
+        cuts.append(H)
+        return [(0, B, u0, u1) for u0, u1 in itertools.pairwise(cuts)]
+    return [(g0, g1, 0, H) for g0, g1 in batch_groups(B, batch_sizes)]
+
+
+def _run_parts(loop: Any, args: tuple[Any, ...], parts: list[tuple[int, int, int, int]]) -> None:
+    """``loop(*args, sync, parties, part, g0, g1, u0, u1)`` for every part: the first in this thread,
+    the others in the pool, with a single-threaded BLAS meanwhile (each thread makes its own products)."""
+    splits_units = len(parts) > 1 and parts[0][3] - parts[0][2] < parts[-1][3]
+    parties = len(parts) if splits_units else 1
+    sync = new_counter()
+    run_in_threads([functools.partial(loop, *args, sync, parties, i, *part) for i, part in enumerate(parts)])
 
 
 _EMPTY3: dict[np.dtype[Any], Array] = {
@@ -210,6 +244,10 @@ _EMPTY3: dict[np.dtype[Any], Array] = {
     np.dtype(np.float64): np.empty((0, 0, 0)),
 }
 """Shared empty 3-D arrays: the zoneout arguments of the compiled loops when zoneout is off."""
+_EMPTY4: dict[np.dtype[Any], Array] = {
+    np.dtype(np.float32): np.empty((0, 0, 0, 0), np.float32),
+    np.dtype(np.float64): np.empty((0, 0, 0, 0)),
+}
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -220,6 +258,16 @@ def _masked(src, mask, out):  # type: ignore[no-untyped-def]
         s, m, o = row(src, f), row(mask, f), row(out, f)
         for b in range(n):
             o[b] = s[b] * m[b]
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def _copy(src, out):  # type: ignore[no-untyped-def]
+    """``out = src`` over ``out``'s columns."""
+    F, n = out.shape
+    for f in range(F):
+        s, o = row(src, f), row(out, f)
+        for b in range(n):
+            o[b] = s[b]
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -259,27 +307,63 @@ def _group_count(active, t, g0, g1):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _forward_loop(kind, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, cb, xp_buf, active, final_h, final_c,
-                  keep_cache, rd, zh, zc, hm_buf, h_cell, g0, g1):  # type: ignore[no-untyped-def]
-    """The time loop.  ``x2`` is the ``(I, T*B)`` input, ``hs2`` the ``(H, (T+1)*B)`` states (slot 0
-    the initial one), ``cs`` the second state's slots, ``ca`` / ``cb`` the cache slots; every step
-    works on the running columns among ``g0 .. g1-1`` (a group of the batch: groups are independent,
-    so several threads can each run this loop on their own group at once).  ``xp_buf`` holds ``W_ih x``
-    for a chunk of steps, computed here (an empty ``w_ih``: it already holds all ``T*B`` columns).
-    The masks (:class:`StepMasks`, empty when off): ``rd`` multiplies ``h_{t-1}`` into ``hm_buf``
-    before the cell reads it; with zoneout (``zh``) the cell writes ``h̃`` into ``h_cell``'s slot and
-    the step's state is mixed from it (and ``c`` in place)."""
+def _project(w_ih, G, H, u0, u1, x_chunk, out, threaded):  # type: ignore[no-untyped-def]
+    """``out = W_ih x_chunk`` for the gate rows of units ``u0 .. u1-1``, one product per gate block.
+
+    With several threads at once it is the register-tile kernel, never NumPy's BLAS: a BLAS thread
+    pool that another thread is also calling, or that spins waiting for work, stalls them all.
+    """
+    if u0 == 0 and u1 == H:
+        if threaded:
+            tile_gemm(False, 1.0, w_ih, x_chunk, 0.0, out)
+        else:
+            gemm(False, 1.0, w_ih, x_chunk, 0.0, out)
+    else:
+        for g in range(G):
+            tile_gemm(False, 1.0, w_ih[g * H + u0 : g * H + u1], x_chunk, 0.0, out[g * H + u0 : g * H + u1])
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, cb, xp_bufs, xg_bufs, hm_bufs,
+                  group_starts, active, final_h, final_c, keep_cache, rd, zh, zc, h_cell, sync, parties, part,
+                  g0, g1, u0, u1):  # type: ignore[no-untyped-def]
+    """The time loop.  ``x2`` is the ``(I, T*B)`` input, ``hs2`` the ``(P, (T+1)*B)`` states (slot 0
+    the initial one), ``cs`` the second state's slots, ``ca`` / ``cb`` the cache slots.
+
+    One call runs one *part* of the work: the running columns among ``g0 .. g1-1`` (a group of the
+    batch) and the hidden units ``u0 .. u1-1``.  Parts that split the batch never interact, so
+    several threads can run theirs at once with no synchronisation; parts that split the units
+    (``parties`` > 1 of them, all with the whole batch) need every unit's ``h_{t-1}``, so they meet
+    at a :func:`rnnkit._sync.barrier` on ``sync`` after every step.  ``part`` numbers this call's
+    own buffers: ``hm_bufs[part]`` (``(P, B)``), the copy of ``h_{t-1}`` the cell reads (its rows lie
+    B apart rather than ``(T+1)*B``, which the step's matrix product reads far faster), multiplied by
+    the recurrent-dropout mask ``rd`` on the way when there is one.
+    ``W_ih x`` is made here, a chunk of steps at a time, one matrix product per chunk, into the
+    group's ``xp_bufs[g]`` (``(G*H, chunk*(g1-g0))``, ``g`` the group's place in ``group_starts``):
+    it is then still in cache when the steps read it.  The product reads the chunk's inputs from
+    ``xg_bufs[g]``, where the loop gathers the group's columns first.
+    With zoneout (``zh``) the cell writes ``h̃`` into ``h_cell``'s slot and the step's state is
+    mixed from it (and ``c`` in place)."""
     B = final_h.shape[1]
     T = active.shape[0] - 1
-    chunk = xp_buf.shape[1] // B
-    project_here = w_ih.shape[0] > 0
+    h0, h1 = (u0, u1) if parties > 1 else (0, hs2.shape[0])  # this part's rows of h (P of them with a projection)
+    width = g1 - g0
+    group = np.searchsorted(group_starts, g0)
+    xp_buf, xg_buf, h_in_buf = xp_bufs[group], xg_bufs[group], hm_bufs[part]
+    chunk = xp_buf.shape[1] // width
+    threaded = parties > 1 or width < B
     zoning = zh.shape[0] > 0
     fpu = flush_subnormals()  # vanishing gradients and saturated gates pass through subnormals: see rnnkit._fpu
     for t in range(T):
         j = t % chunk
-        if project_here and j == 0:  # W_ih x for the next chunk of steps, one matrix product
+        if j == 0:  # W_ih x for this part's columns and gate rows of the next chunk of steps
             k = min(chunk, T - t)
-            gemm(False, 1.0, w_ih, x2[:, t * B : (t + k) * B], 0.0, xp_buf[:, : k * B])
+            # The chunk's inputs are gathered into a block of their own first: the rows of x2 lie
+            # T*B apart (often a power of two bytes), so read in place they would evict each other.
+            x_chunk = xg_buf[:, : k * width]
+            for s in range(k):
+                _copy(x2[:, (t + s) * B + g0 : (t + s) * B + g1], x_chunk[:, s * width : (s + 1) * width])
+            _project(w_ih, G, H, u0, u1, x_chunk, xp_buf[:, : k * width], threaded)
         n = _group_count(active, t, g0, g1)
         if n == 0:  # every sequence of the group has ended (lengths are sorted: none restarts)
             break
@@ -290,72 +374,98 @@ def _forward_loop(kind, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, cb, xp_
             s_prev, s_new, c_t = t % 2, 1 - t % 2, 0
         h_prev = hs2[:, t * B + lo : t * B + hi]
         h_new = hs2[:, (t + 1) * B + lo : (t + 1) * B + hi]
-        h_in = h_prev
+        h_in = h_in_buf[:, lo:hi]
         if rd.shape[0] > 0:  # recurrent dropout: the cell reads m ⊙ h_{t-1}
-            h_in = hm_buf[:, lo:hi]
             _masked(h_prev, rd[:, lo:hi], h_in)
+        else:
+            _copy(h_prev, h_in)
         h_out = h_cell[c_t, :, lo:hi] if zoning else h_new
-        step_forward(kind, xp_buf[:, j * B + lo : j * B + hi], b_x, b_in, w_hh, w_hr, p, h_in,
-                     cs[s_prev, :, lo:hi], h_out, cs[s_new, :, lo:hi], ca[c_t, :, lo:hi], cb[c_t, :, lo:hi])
+        step_forward(kind, xp_buf[:, j * width : j * width + n], b_x, b_in, w_hh, w_hr, p, h_in,
+                     cs[s_prev, :, lo:hi], h_out, cs[s_new, :, lo:hi], ca[c_t, :, lo:hi], cb[c_t, :, lo:hi], u0, u1)
         if zoning:
             z = t if zh.shape[0] > 1 else 0
-            h_new[:, :] = h_out
-            _zone(h_prev, zh[z, :, lo:hi], h_new)
+            h_new[h0:h1, :] = h_out[h0:h1]
+            _zone(h_prev[h0:h1], zh[z, h0:h1, lo:hi], h_new[h0:h1])
             if zc.shape[0] > 0:
-                _zone(cs[s_prev, :, lo:hi], zc[z, :, lo:hi], cs[s_new, :, lo:hi])
+                _zone(cs[s_prev, u0:u1, lo:hi], zc[z, u0:u1, lo:hi], cs[s_new, u0:u1, lo:hi])
         m = g0 + _group_count(active, t + 1, g0, g1)
         if m < hi:  # sequences m..hi-1 ended with this step: hand over their final states
-            final_h[:, m:hi] = hs2[:, (t + 1) * B + m : (t + 1) * B + hi]
+            final_h[h0:h1, m:hi] = hs2[h0:h1, (t + 1) * B + m : (t + 1) * B + hi]
             if final_c.shape[0] > 0:
-                final_c[:, m:hi] = cs[s_new, :, m:hi]
+                final_c[u0:u1, m:hi] = cs[s_new, u0:u1, m:hi]
+        if parties > 1:  # the next step reads every unit's new state
+            barrier(sync, parties, t + 1)
     restore_subnormals(fpu)
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _backward_loop(kind, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, dH2, dps, group_starts,
-                   active, rd, zh, zc, h_cell, direct_h, direct_c, g0, g1):  # type: ignore[no-untyped-def]
-    """BPTT: ``dh`` (``dc``) carry the state gradients from the last step to the first; each step's
-    pre-activation gradients go into columns ``t*B ..`` of ``dA2`` / ``dAh2`` (zero past a sequence's end).
+def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, dH2, dps, da_buf, dah_buf,
+                   partials, group_starts, active, rd, zh, zc, h_cell, direct_h, direct_c, sync, parties, part,
+                   g0, g1, u0, u1):  # type: ignore[no-untyped-def]
+    """BPTT for one part (see :func:`_forward_loop`): ``dh`` (``dc``) carry the state gradients from
+    the last step to the first; each step's pre-activation gradients go into columns ``t*B ..`` of
+    ``dA2`` / ``dAh2`` (zero past a sequence's end).  The cell writes them first into the ``(G*H, B)``
+    blocks ``da_buf`` / ``dah_buf`` (the same array when ``dA2`` is ``dAh2``), which its matrix
+    product then reads, and the loop copies them on (rows ``T*B`` apart: see :func:`_forward_loop`).
     With a projection each step's full ``dh`` is kept in ``dH2`` (``(P, T*B)``, else empty) for ``dW_hr``.
-    Each step adds its gradient of the cell's extra parameters ``p`` into this group's own row of
-    ``dps`` (the row of ``g0`` in ``group_starts``): groups run at once, so they never share one.
-    Only the columns ``g0 .. g1-1`` (one group of the batch) are touched, as in :func:`_forward_loop`.
+    Each step adds its gradient of the cell's extra parameters ``p`` into this part's own row of
+    ``dps``: parts run at once, so they never share one.
+    Parts that split the units each get their units' share of ``dh_{t-1}`` from the cell, in their
+    ``partials[part, t % 2]``; after the step's barrier each part adds up every part's share for its
+    own units (two slots, so that a part never overwrites a share another is still reading).
     The masks as in :func:`_forward_loop`; ``direct_h`` / ``direct_c`` hold zoneout's direct path."""
     B = dh.shape[1]
     T = active.shape[0] - 1
+    h0, h1 = (u0, u1) if parties > 1 else (0, dh.shape[0])  # this part's rows of h (P of them with a projection)
     zoning = zh.shape[0] > 0
-    dp = dps[np.searchsorted(group_starts, g0)]
+    separate = dAh2.ctypes.data != dA2.ctypes.data
+    dp = dps[part]
     fpu = flush_subnormals()
     for t in range(T - 1, -1, -1):
         n = _group_count(active, t, g0, g1)
         lo, hi, end = g0, g0 + n, g1
         if n < g1 - g0:  # steps past a sequence's end contribute nothing to the weight gradients
-            dA2[:, t * B + hi : t * B + end] = 0
-            dAh2[:, t * B + hi : t * B + end] = 0
+            for g in range(G):
+                dA2[g * H + u0 : g * H + u1, t * B + hi : t * B + end] = 0
+                dAh2[g * H + u0 : g * H + u1, t * B + hi : t * B + end] = 0
             if dH2.shape[0] > 0:
                 dH2[:, t * B + hi : t * B + end] = 0
         if n == 0:
+            if parties > 1:
+                barrier(sync, parties, T - t)
             continue
         if d_out2.shape[0] > 0:
-            dh[:, lo:hi] += d_out2[:, t * B + lo : t * B + hi]
+            dh[h0:h1, lo:hi] += d_out2[h0:h1, t * B + lo : t * B + hi]
         h_out = hs2[:, (t + 1) * B + lo : (t + 1) * B + hi]
         if zoning:  # split dh (dc) into the cell's share and the direct path to h_{t-1} (c_{t-1})
             z = t if zh.shape[0] > 1 else 0
-            _zone_backward(dh[:, lo:hi], zh[z, :, lo:hi], direct_h[:, lo:hi])
+            _zone_backward(dh[h0:h1, lo:hi], zh[z, h0:h1, lo:hi], direct_h[h0:h1, lo:hi])
             if zc.shape[0] > 0:
-                _zone_backward(dc[:, lo:hi], zc[z, :, lo:hi], direct_c[:, lo:hi])
+                _zone_backward(dc[u0:u1, lo:hi], zc[z, u0:u1, lo:hi], direct_c[u0:u1, lo:hi])
             h_out = h_cell[t, :, lo:hi]
         if dH2.shape[0] > 0:
             dH2[:, t * B + lo : t * B + hi] = dh[:, lo:hi]
+        dh_prev = partials[part, t % 2, :, lo:hi] if parties > 1 else dh[:, lo:hi]
         step_backward(kind, dh[:, lo:hi], dc[:, lo:hi], hs2[:, t * B + lo : t * B + hi], cs[t, :, lo:hi],
-                      h_out, ca[t, :, lo:hi], cb[t, :, lo:hi], w_hh, w_hr, p,
-                      dA2[:, t * B + lo : t * B + hi], dAh2[:, t * B + lo : t * B + hi], dp)
+                      h_out, ca[t, :, lo:hi], cb[t, :, lo:hi], w_hh, w_hr, p, da_buf[:, lo:hi], dah_buf[:, lo:hi], dp,
+                      u0, u1, dh_prev)
+        for g in range(G):
+            r0, r1 = g * H + u0, g * H + u1
+            _copy(da_buf[r0:r1, lo:hi], dA2[r0:r1, t * B + lo : t * B + hi])
+            if separate:
+                _copy(dah_buf[r0:r1, lo:hi], dAh2[r0:r1, t * B + lo : t * B + hi])
+        if parties > 1:  # every part's share of dh_{t-1} is written: add them up for this part's units
+            barrier(sync, parties, T - t)
+            own = dh[u0:u1, lo:hi]
+            _copy(partials[0, t % 2, u0:u1, lo:hi], own)
+            for other in range(1, parties):
+                _add(own, partials[other, t % 2, u0:u1, lo:hi])
         if rd.shape[0] > 0:  # the cell saw m ⊙ h_{t-1} (only through W_hh: RNN and LSTM)
-            _masked(dh[:, lo:hi], rd[:, lo:hi], dh[:, lo:hi])
+            _masked(dh[h0:h1, lo:hi], rd[h0:h1, lo:hi], dh[h0:h1, lo:hi])
         if zoning:
-            _add(dh[:, lo:hi], direct_h[:, lo:hi])
+            _add(dh[h0:h1, lo:hi], direct_h[h0:h1, lo:hi])
             if zc.shape[0] > 0:
-                _add(dc[:, lo:hi], direct_c[:, lo:hi])
+                _add(dc[u0:u1, lo:hi], direct_c[u0:u1, lo:hi])
     restore_subnormals(fpu)
 
 
@@ -442,19 +552,17 @@ def unroll_forward(
     b_x, b_in = cell.split_bias(weights.b_ih, weights.b_hh)
     x = np.ascontiguousarray(x)
 
-    # The input side of the gates for a chunk of steps at a time: one GEMM of about _CHUNK_COLUMNS
-    # columns is as fast per column as one over all T*B, and its output, reused chunk after chunk,
-    # stays in cache instead of being a fresh (G*H, T*B) array.
-    groups = batch_groups(B, batch_sizes)
-    if len(groups) > 1 and not keep_cache and GH * T * B * dtype.itemsize > _MAX_HOISTED_BYTES:
-        groups = [(0, B)]
-    w_ih = weights.w_ih
-    if len(groups) == 1:
-        chunk = max(1, min(T, _CHUNK_COLUMNS // B))
-        xp_buf = np.empty((GH, chunk * B), dtype)
-    else:  # the threads share one projection of every step, made up front by one (multi-threaded) GEMM
-        xp_buf = np.matmul(w_ih, x.reshape(I, T * B))
-        w_ih = empty_state(dtype)
+    # The input side of the gates for a chunk of steps at a time (inside the loop, per group of the
+    # batch): one GEMM of about _CHUNK_COLUMNS columns is as fast per column as one over all T*B,
+    # and its output, reused chunk after chunk, stays in cache instead of being a fresh (G*H, T*B)
+    # array that every step would read a line from per row.
+    parts = plan_parts(cell, H, B, batch_sizes, projected=weights.w_hr is not None)
+    groups = sorted({(g0, g1) for g0, g1, _, _ in parts})
+    width = max(g1 - g0 for g0, g1 in groups)
+    chunk = max(1, min(T, _CHUNK_COLUMNS // width))
+    xp_bufs = _padded_rows((len(groups), GH, chunk * width), dtype)
+    xg_bufs = _aligned((len(groups), I, chunk * width), dtype)
+    group_starts = np.array([g0 for g0, _ in groups], np.int64)
 
     # h doubles as the layer's output, so it is laid out (H, T+1, B): the next layer's input
     # projection is then one GEMM on it, without a transpose.  Without a cache the other state
@@ -476,12 +584,13 @@ def unroll_forward(
         kept[...] = s
     final_c = final[1] if len(final) > 1 else empty_state(dtype)
     rd, zh, zc = _mask_arrays(masks, dtype)
-    hm_buf = _aligned((P, B), dtype) if rd.shape[0] > 0 else empty_state(dtype)
+    hm_bufs = _aligned((len(parts), P, B), dtype)
     h_cell = _aligned((T if keep_cache else 1, P, B), dtype, zero=True) if zh.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
 
-    _run_groups(_forward_loop, (cell.kind, w_ih, weights.w_hh, w_hr, p, b_x, b_in, x.reshape(I, T * B),
-                                hs.reshape(P, (T + 1) * B), cs, ca, cb, xp_buf, _active(batch_sizes, T, B), final[0],
-                                final_c, keep_cache, rd, zh, zc, hm_buf, h_cell), groups)
+    _run_parts(_forward_loop, (cell.kind, cell.num_gates, H, weights.w_ih, weights.w_hh, w_hr, p, b_x, b_in,
+                               x.reshape(I, T * B), hs.reshape(P, (T + 1) * B), cs, ca, cb, xp_bufs, xg_bufs, hm_bufs,
+                               group_starts, _active(batch_sizes, T, B), final[0], final_c, keep_cache, rd, zh, zc,
+                               h_cell), parts)
 
     out = hs[:, 1:]
     states = (hs, cs) if len(state0) > 1 else (hs,)
@@ -530,16 +639,18 @@ def unroll_backward(
     direct_h = _aligned((P, B), dtype) if zh.shape[0] > 0 else empty_state(dtype)
     direct_c = _aligned((H, B), dtype) if zc.shape[0] > 0 else empty_state(dtype)
 
-    # The gradient of the cell's extra parameters: one accumulator per group of the batch (the groups
-    # run in threads at once), each step adding its share; their sum is the gradient.
-    groups = batch_groups(B, batch_sizes)
-    dps = np.zeros((len(groups), p.shape[0]), dtype)
-    group_starts = np.array([g0 for g0, _ in groups], np.int64)
-    _run_groups(_backward_loop, (cell.kind, weights.w_hh, w_hr, p, hs.reshape(P, (T + 1) * B), cs, ca, cb, d_out2,
-                                 d_state[0], dc, dA.reshape(GH, T * B), dAh.reshape(GH, T * B), dH, dps,
-                                 group_starts, _active(batch_sizes, T, B), rd, zh, zc,
-                                 _EMPTY3[np.dtype(dtype)] if h_cell is None else h_cell, direct_h, direct_c),
-                groups)
+    da_buf = _aligned((GH, B), dtype)
+    dah_buf = _aligned((GH, B), dtype) if cell.separate_hidden_grad else da_buf
+    # The gradient of the cell's extra parameters: one accumulator per part (the parts run in
+    # threads at once), each step adding its share; their sum is the gradient.
+    parts = plan_parts(cell, H, B, batch_sizes, projected=weights.w_hr is not None)
+    dps = np.zeros((len(parts), p.shape[0]), dtype)
+    group_starts = np.array(sorted({g0 for g0, _, _, _ in parts}), np.int64)
+    partials = _aligned((len(parts), 2, P, B), dtype) if len(parts) > 1 else _EMPTY4[np.dtype(dtype)]
+    _run_parts(_backward_loop, (cell.kind, cell.num_gates, H, weights.w_hh, w_hr, p, hs.reshape(P, (T + 1) * B), cs,
+                                ca, cb, d_out2, d_state[0], dc, dA.reshape(GH, T * B), dAh.reshape(GH, T * B), dH, dps,
+                                da_buf, dah_buf, partials, group_starts, _active(batch_sizes, T, B), rd, zh, zc,
+                                _EMPTY3[np.dtype(dtype)] if h_cell is None else h_cell, direct_h, direct_c), parts)
 
     # The sums over time of the per-step products, each as one GEMM over all T*B columns.
     dA2 = dA.reshape(GH, T * B)                     # views
@@ -549,15 +660,15 @@ def unroll_backward(
         h_prev = (hs[:, :T] * rd[:, None, :]).reshape(P, T * B)
     d_w_hr = None
     if weights.w_hr is not None:                    # dW_hr = Σ_t dh_t ĥ_tᵀ, ĥ the cache's second half
-        d_w_hr = dH @ np.ascontiguousarray(cb[:, H:].transpose(1, 0, 2)).reshape(H, T * B).T
+        d_w_hr = matmul(dH, np.ascontiguousarray(cb[:, H:].transpose(1, 0, 2)).reshape(H, T * B).T)
     b_ih = dA2.sum(axis=1)
     grads = Weights(
-        w_ih=dA2 @ x.reshape(I, T * B).T,
-        w_hh=dAh2 @ h_prev.T,
+        w_ih=matmul(dA2, x.reshape(I, T * B).T),
+        w_hh=matmul(dAh2, h_prev.T),
         b_ih=b_ih,
         b_hh=b_ih.copy() if dAh is dA else dAh2.sum(axis=1),  # one sum when the two gradients coincide
         w_hr=d_w_hr,
         p=None if weights.p is None else dps.sum(axis=0),
     )
-    dx = (weights.w_ih.T @ dA2).reshape(I, T, B)
+    dx = matmul(weights.w_ih.T, dA2).reshape(I, T, B)
     return dx, tuple(d_state), grads

@@ -37,11 +37,11 @@ def test_rnn_kernel_equals_numpy(dtype: type, relu: bool) -> None:
     cell = RNN_RELU_CELL if relu else RNN_TANH_CELL
     e, v = empty_state(np.dtype(dtype)), empty_vector(np.dtype(dtype))
     h = np.empty((7, 5), dtype)
-    step_forward(cell.kind, c["xp"], c["b_x"], c["b_x"][:0], c["w_hh"], e, v, c["h_prev"], e, h, e, e, e)
+    step_forward(cell.kind, c["xp"], c["b_x"], c["b_x"][:0], c["w_hh"], e, v, c["h_prev"], e, h, e, e, e, 0, 7)
     h_ref = oracle.rnn_forward(c["xp"] + c["b_x"][:, None], c["h_prev"], c["w_hh"], relu)
     _close(h, h_ref, dtype)
     dh, d_xp = c["dh"].copy(), np.empty((7, 5), dtype)
-    step_backward(cell.kind, dh, e, c["h_prev"], e, h, e, e, c["w_hh"], e, v, d_xp, d_xp, v)
+    step_backward(cell.kind, dh, e, c["h_prev"], e, h, e, e, c["w_hh"], e, v, d_xp, d_xp, v, 0, 7, dh)
     dh_ref, da_ref = oracle.rnn_backward(c["dh"], h_ref, c["w_hh"], relu)
     _close(d_xp, da_ref, dtype)
     _close(dh, dh_ref, dtype)
@@ -53,13 +53,13 @@ def test_lstm_kernel_equals_numpy(dtype: type) -> None:
     e, v = empty_state(np.dtype(dtype)), empty_vector(np.dtype(dtype))
     h, cc, gates, tanh_c = (np.empty(s, dtype) for s in ((6, 3), (6, 3), (24, 3), (6, 3)))
     step_forward(LSTM_CELL.kind, c["xp"], c["b_x"], c["b_x"][:0], c["w_hh"], e, v, c["h_prev"], c["c_prev"], h,
-                 cc, gates, tanh_c)
+                 cc, gates, tanh_c, 0, 6)
     ref = oracle.lstm_forward(c["xp"] + c["b_x"][:, None], c["h_prev"], c["c_prev"], c["w_hh"])
     for got, want in zip((h, cc, gates, tanh_c), ref, strict=True):
         _close(got, want, dtype)
     dh, dc, d_xp = c["dh"].copy(), c["dc"].copy(), np.empty((24, 3), dtype)
     step_backward(LSTM_CELL.kind, dh, dc, c["h_prev"], c["c_prev"], h, gates, tanh_c, c["w_hh"], e, v, d_xp, d_xp,
-                  v)
+                  v, 0, 6, dh)
     dh_ref, dc_ref, da_ref = oracle.lstm_backward(c["dh"], c["dc"], c["c_prev"], ref[2], ref[3], c["w_hh"])
     _close(d_xp, da_ref, dtype)
     _close(dh, dh_ref, dtype)
@@ -71,12 +71,12 @@ def test_gru_kernel_equals_numpy(dtype: type) -> None:
     c = _case(np.random.default_rng(2), 3, 5, 4, dtype)
     e, v = empty_state(np.dtype(dtype)), empty_vector(np.dtype(dtype))
     h, gates, hn = (np.empty(s, dtype) for s in ((5, 4), (15, 4), (5, 4)))
-    step_forward(GRU_CELL.kind, c["xp"], c["b_x"], c["b_hn"], c["w_hh"], e, v, c["h_prev"], e, h, e, gates, hn)
+    step_forward(GRU_CELL.kind, c["xp"], c["b_x"], c["b_hn"], c["w_hh"], e, v, c["h_prev"], e, h, e, gates, hn, 0, 5)
     ref = oracle.gru_forward(c["xp"] + c["b_x"][:, None], c["h_prev"], c["w_hh"], c["b_hn"])
     for got, want in zip((h, gates, hn), ref, strict=True):
         _close(got, want, dtype)
     dh, d_xp, d_hp = c["dh"].copy(), np.empty((15, 4), dtype), np.empty((15, 4), dtype)
-    step_backward(GRU_CELL.kind, dh, e, c["h_prev"], e, h, gates, hn, c["w_hh"], e, v, d_xp, d_hp, v)
+    step_backward(GRU_CELL.kind, dh, e, c["h_prev"], e, h, gates, hn, c["w_hh"], e, v, d_xp, d_hp, v, 0, 5, dh)
     dh_ref, d_xp_ref, d_hp_ref = oracle.gru_backward(c["dh"], c["h_prev"], ref[1], ref[2], c["w_hh"])
     _close(d_xp, d_xp_ref, dtype)
     _close(d_hp, d_hp_ref, dtype)
@@ -94,13 +94,14 @@ def test_lstm_kernel_with_projection_equals_numpy(dtype: type) -> None:
     h_prev, dh_in = rng.uniform(-0.8, 0.8, (P, n)).astype(dtype), rng.normal(size=(P, n)).astype(dtype)
     h, cc, gates, cache_b = (np.empty(s, dtype) for s in ((P, n), (H, n), (4 * H, n), (2 * H, n)))
     step_forward(LSTM_CELL.kind, c["xp"], c["b_x"], c["b_x"][:0], w_hh, w_hr, v, h_prev, c["c_prev"], h, cc,
-                 gates, cache_b)
+                 gates, cache_b, 0, H)
     ref = oracle.lstm_forward(c["xp"] + c["b_x"][:, None], h_prev, c["c_prev"], w_hh)  # (ĥ, c, gates, tanh c)
     _close(h, w_hr @ ref[0], dtype)
     _close(cache_b[H:], ref[0], dtype)
     _close(cc, ref[1], dtype)
     dh, dc, d_xp = dh_in.copy(), c["dc"].copy(), np.empty((4 * H, n), dtype)
-    step_backward(LSTM_CELL.kind, dh, dc, h_prev, c["c_prev"], h, gates, cache_b, w_hh, w_hr, v, d_xp, d_xp, v)
+    step_backward(LSTM_CELL.kind, dh, dc, h_prev, c["c_prev"], h, gates, cache_b, w_hh, w_hr, v, d_xp, d_xp, v, 0, H,
+                  dh)
     dh_ref, dc_ref, da_ref = oracle.lstm_backward(w_hr.T @ dh_in, c["dc"], c["c_prev"], ref[2], ref[3], w_hh)
     _close(d_xp, da_ref, dtype)
     _close(dh, dh_ref, dtype)
@@ -114,11 +115,57 @@ def test_kernels_work_on_a_prefix_of_columns() -> None:
     wide = [np.zeros(s) for s in ((6, 8), (6, 8), (24, 8), (6, 8))]
     n = 5
     step_forward(LSTM_CELL.kind, c["xp"][:, :n], c["b_x"], c["b_x"][:0], c["w_hh"], e, v, c["h_prev"][:, :n],
-                 c["c_prev"][:, :n], *(a[:, :n] for a in wide))
+                 c["c_prev"][:, :n], *(a[:, :n] for a in wide), 0, 6)
     ref = oracle.lstm_forward(c["xp"][:, :n] + c["b_x"][:, None], c["h_prev"][:, :n], c["c_prev"][:, :n], c["w_hh"])
     for got, want in zip(wide, ref, strict=True):
         _close(got[:, :n], want, np.float64)
         assert not got[:, n:].any()  # nothing written past the active columns
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru"])
+def test_kernels_by_ranges_of_units_equal_the_whole_step(name: str, dtype: type) -> None:
+    """Threads that split the units each call the kernels on their range (rnnkit.unroll.plan_parts):
+    the ranges together give the whole step, forward, and backward once their dh_prev shares are added."""
+    cell = {"rnn_tanh": RNN_TANH_CELL, "lstm": LSTM_CELL, "gru": GRU_CELL}[name]
+    G, H, n = cell.num_gates, 13, 4
+    c = _case(np.random.default_rng(5), G, H, n, dtype)
+    e, v = empty_state(np.dtype(dtype)), empty_vector(np.dtype(dtype))
+    rows_a, rows_b = cell.cache_sizes(H)
+    b_in = c["b_hn"] if name == "gru" else c["b_x"][:0]
+
+    def states() -> list[np.ndarray]:  # h, c, ca, cb (the unused ones empty)
+        return [np.zeros((H, n), dtype), np.zeros((H, n), dtype) if name == "lstm" else e,
+                np.zeros((rows_a, n), dtype) if rows_a else e, np.zeros((rows_b, n), dtype) if rows_b else e]
+
+    whole, split = states(), states()
+    c_prev = c["c_prev"] if name == "lstm" else e
+    step_forward(cell.kind, c["xp"], c["b_x"], b_in, c["w_hh"], e, v, c["h_prev"], c_prev, *whole, 0, H)
+    ranges = [(0, 5), (5, 6), (6, H)]
+    for u0, u1 in ranges:
+        step_forward(cell.kind, c["xp"], c["b_x"], b_in, c["w_hh"], e, v, c["h_prev"], c_prev, *split, u0, u1)
+    for got, want in zip(split, whole, strict=True):
+        _close(got, want, dtype)
+
+    h, _, ca, cb = whole
+    d_xp, d_hp = np.zeros((G * H, n), dtype), np.zeros((G * H, n), dtype)
+    dh, dc = c["dh"].copy(), c["dc"].copy() if name == "lstm" else e
+    step_backward(cell.kind, dh, dc, c["h_prev"], c_prev, h, ca, cb, c["w_hh"], e, v, d_xp,
+                  d_hp if name == "gru" else d_xp, v, 0, H, dh)
+    s_xp, s_hp = np.zeros((G * H, n), dtype), np.zeros((G * H, n), dtype)
+    s_dh, s_dc = c["dh"].copy(), c["dc"].copy() if name == "lstm" else e
+    total = np.zeros((H, n), dtype)
+    for u0, u1 in ranges:
+        share = np.full((H, n), np.nan, dtype)  # every row is written
+        step_backward(cell.kind, s_dh, s_dc, c["h_prev"], c_prev, h, ca, cb, c["w_hh"], e, v, s_xp,
+                      s_hp if name == "gru" else s_xp, v, u0, u1, share)
+        total += share
+    _close(s_xp, d_xp, dtype)
+    _close(total, dh, dtype)
+    if name == "lstm":
+        _close(s_dc, dc, dtype)
+    if name == "gru":
+        _close(s_hp, d_hp, dtype)
 
 
 @settings(max_examples=60, deadline=None)

@@ -81,11 +81,11 @@ def _run_kernels(c: dict[str, Any], hidden: int, n: int, dtype: Any) -> dict[str
     rows_a, rows_b = LNLSTM_CELL.cache_sizes(hidden)
     h, cc, ca, cb = (np.empty(s, dtype) for s in ((hidden, n), (hidden, n), (rows_a, n), (rows_b, n)))
     step_forward(LNLSTM_CELL.kind, c["xp"], np.zeros(G, dtype), np.zeros(0, dtype), c["w_hh"], e, c["p"],
-                 c["h_prev"], c["c_prev"], h, cc, ca, cb)
+                 c["h_prev"], c["c_prev"], h, cc, ca, cb, 0, hidden)
     dh, dc, d_xp, d_hp = c["dh"].copy(), c["dc"].copy(), np.empty((G, n), dtype), np.empty((G, n), dtype)
     dp = np.full(14 * hidden, 0.25, dtype)  # the kernel adds its step's share to what is there
     step_backward(LNLSTM_CELL.kind, dh, dc, c["h_prev"], c["c_prev"], h, ca, cb, c["w_hh"], e, c["p"], d_xp, d_hp,
-                  dp)
+                  dp, 0, hidden, dh)
     return {"h": h, "c": cc, "ca": ca, "cb": cb, "dh": dh, "dc": dc, "d_xp": d_xp, "d_hp": d_hp, "dp": dp - 0.25}
 
 
@@ -144,11 +144,11 @@ def test_kernels_work_on_a_prefix_of_columns() -> None:
     rows_a, rows_b = LNLSTM_CELL.cache_sizes(hidden)
     h, cc, ca, cb = (np.zeros((rows, wide)) for rows in (hidden, hidden, rows_a, rows_b))
     step_forward(LNLSTM_CELL.kind, c["xp"][:, :n], np.zeros(G), np.zeros(0), c["w_hh"], e, c["p"],
-                 c["h_prev"][:, :n], c["c_prev"][:, :n], h[:, :n], cc[:, :n], ca[:, :n], cb[:, :n])
+                 c["h_prev"][:, :n], c["c_prev"][:, :n], h[:, :n], cc[:, :n], ca[:, :n], cb[:, :n], 0, hidden)
     dh, dc, d_xp, d_hp = c["dh"].copy(), c["dc"].copy(), np.zeros((G, wide)), np.zeros((G, wide))
     dp = np.zeros(14 * hidden)
     step_backward(LNLSTM_CELL.kind, dh[:, :n], dc[:, :n], c["h_prev"][:, :n], c["c_prev"][:, :n], h[:, :n],
-                  ca[:, :n], cb[:, :n], c["w_hh"], e, c["p"], d_xp[:, :n], d_hp[:, :n], dp)
+                  ca[:, :n], cb[:, :n], c["w_hh"], e, c["p"], d_xp[:, :n], d_hp[:, :n], dp, 0, hidden, dh[:, :n])
     for a in (h, cc, ca, cb, d_xp, d_hp):
         assert not a[:, n:].any()
     np.testing.assert_array_equal(dh[:, n:], c["dh"][:, n:])

@@ -6,7 +6,7 @@ pre-activations ``(G*H, n)``.  Every cell's kernels take the same arguments, so 
 drives them all; a cell ignores the ones it has no use for (an RNN has no ``c``), which the loop
 passes as empty arrays.
 
-``step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb) -> None``
+``step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1) -> None``
     ``xp`` ``(G*H, n)`` is ``W_ih x`` for this step, computed for a chunk of steps by one matrix
     product outside the step; ``b_x`` ``(G*H,)`` the biases that add straight into the
     pre-activations, ``b_in`` the part that cannot (the GRU's ``b_hn``; empty otherwise).  The
@@ -15,15 +15,23 @@ passes as empty arrays.
     ``(P, H)`` is the LSTM's output projection (``proj_size`` P; then ``h`` is ``(P, n)`` and
     ``w_hh`` ``(G*H, P)``), an empty array for every cell without one.  ``p`` (1-D) holds the
     cell's own extra parameters, packed in the cell's order (the layer-normalised LSTM's gains,
-    biases and shifts); empty for the cells without any.
+    biases and shifts); empty for the cells without any.  The call computes hidden units
+    ``u0 .. u1-1`` only (their rows of every gate, state and cache field; every array is passed
+    whole): threads that split a layer's units each make one call per step, and ``(0, H)`` is the
+    whole step.  Cells whose units are coupled within a step (a projection, a layer norm) are only
+    ever called with ``(0, H)``.
 
-``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp) -> None``
+``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev) -> None``
     ``dh`` (``dc``) hold ``∂L/∂h`` (``∂L/∂c``) of this step, ``dh`` already including this step's
-    output gradient; the kernel overwrites them *in place* with the gradients for ``h_prev``
-    (``c_prev``).  It writes the gradient with respect to ``xp`` (the input part of the
-    pre-activations) into ``d_xp`` and with respect to ``W_hh h_prev + b_hh`` into ``d_hp`` (the
-    same array when the two coincide), and *adds* this step's gradient of ``p`` into ``dp`` (same
-    layout as ``p``; empty for the cells without extra parameters).  Weight gradients are *not*
+    output gradient; the kernel overwrites ``dc`` *in place* with the gradient for ``c_prev`` and
+    writes into ``dh_prev`` (``(P, n)``, every row) this call's share of the gradient for
+    ``h_prev``: ``W_hhᵀ`` times its units' gate gradients, plus any direct path of its own units.
+    ``dh_prev`` is ``dh`` itself when the call covers every unit ``(0, H)``; threads that split the
+    units each write their own ``dh_prev`` and add the shares up after the step.  The kernel writes
+    the gradient with respect to ``xp`` (the input part of the pre-activations) into ``d_xp`` and
+    with respect to ``W_hh h_prev + b_hh`` into ``d_hp`` (the same array when the two coincide),
+    for its units' rows, and *adds* this step's gradient of ``p`` into ``dp`` (same layout as ``p``;
+    empty for the cells without extra parameters).  Weight gradients are *not*
     formed per step: the loop forms them after the last step, one matrix product each.
 
 The kernels write only into the arrays they are given and keep nothing between calls: they are
@@ -48,6 +56,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import NativeValue, intrinsic, models, overload, register_model, typeof_impl, unbox
 
+from rnnkit._blas import gemm
 from rnnkit._types import Array
 
 _EMPTY: dict[np.dtype[Any], Array] = {
@@ -92,6 +101,9 @@ class CellSpec:
     options: dict[str, Any]
     cache_extra_rows: tuple[int, int] = (0, 0)
     """Rows of ``ca``, ``cb`` beyond :attr:`cache_rows` (per-sequence statistics: not a multiple of H)."""
+    splits_units: bool = True
+    """Whether a step can be computed a range of hidden units at a time (False: the units are coupled
+    within a step, as by a layer norm, so the kernels always get all of them)."""
 
     def cache_sizes(self, H: int) -> tuple[int, int]:
         """Rows of the cache fields ``ca``, ``cb`` for hidden size H."""
@@ -109,8 +121,9 @@ class CellSpec:
         h, c = _pair(new, xp.dtype)
         ca, cb = _pair(cache, xp.dtype)
         b_x = np.zeros(xp.shape[0], xp.dtype)
+        units = xp.shape[0] // self.num_gates
         step_forward(self.kind, _unit(xp), b_x, _unit(b_in), _unit(w_hh), empty_state(xp.dtype),
-                     empty_vector(xp.dtype) if p is None else p, _unit(h_prev), _unit(c_prev), h, c, ca, cb)
+                     empty_vector(xp.dtype) if p is None else p, _unit(h_prev), _unit(c_prev), h, c, ca, cb, 0, units)
 
     def backward(self, d_state: tuple[Array, ...], prev: tuple[Array, ...], new: tuple[Array, ...],
                  cache: tuple[Array, ...], w_hh: Array, d_xp: Array, d_hp: Array, p: Array | None = None,
@@ -122,9 +135,10 @@ class CellSpec:
         h_prev, c_prev = _pair(prev, dtype)
         h, _ = _pair(new, dtype)
         ca, cb = _pair(cache, dtype)
+        units = w_hh.shape[0] // self.num_gates
         step_backward(self.kind, dh, dc, _unit(h_prev), _unit(c_prev), _unit(h), _unit(ca), _unit(cb), _unit(w_hh),
                       empty_state(dtype), empty_vector(dtype) if p is None else p, d_xp, d_hp,
-                      empty_vector(dtype) if dp is None else dp)
+                      empty_vector(dtype) if dp is None else dp, 0, units, dh)
 
 
 def _unit(a: Array) -> Array:
@@ -304,3 +318,28 @@ def _sigmoid_impl(x):  # type: ignore[no-untyped-def]
 
         return impl32
     return lambda x: 0.5 * math.tanh(0.5 * x) + 0.5
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def gates_product(w, G, H, u0, u1, x, out):  # type: ignore[no-untyped-def]
+    """``out[g*H + j] = (w @ x)[g*H + j]`` for every gate ``g`` and unit ``j`` in ``u0 .. u1-1``.
+
+    One matrix product when the units are all of them, else one per gate (the rows of a gate's
+    units are contiguous in PyTorch's gate-stacked layout).
+    """
+    if u0 == 0 and u1 == H:
+        gemm(False, 1.0, w, x, 0.0, out)
+    else:
+        for g in range(G):
+            gemm(False, 1.0, w[g * H + u0 : g * H + u1], x, 0.0, out[g * H + u0 : g * H + u1])
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def gates_product_t(w, G, H, u0, u1, d, beta, out):  # type: ignore[no-untyped-def]
+    """``out = beta * out + Σ_g w[rows]ᵀ d[rows]``, the rows those of gate ``g`` for units ``u0 .. u1-1``:
+    the share of ``W_hhᵀ d`` that comes from these units' gates (the whole of it for ``(0, H)``)."""
+    if u0 == 0 and u1 == H:
+        gemm(True, 1.0, w, d, beta, out)
+    else:
+        for g in range(G):
+            gemm(True, 1.0, w[g * H + u0 : g * H + u1], d[g * H + u0 : g * H + u1], beta if g == 0 else 1.0, out)

@@ -26,9 +26,18 @@ from typing import NamedTuple
 
 import numba
 
-from rnnkit._blas import gemm
 from rnnkit._types import Array
-from rnnkit.cells._spec import KERNEL_OPTIONS, ONE, CellSpec, register, row, sigmoid, tanh
+from rnnkit.cells._spec import (
+    KERNEL_OPTIONS,
+    ONE,
+    CellSpec,
+    gates_product,
+    gates_product_t,
+    register,
+    row,
+    sigmoid,
+    tanh,
+)
 
 
 class GRUCache(NamedTuple):
@@ -47,15 +56,16 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
-    """One GRU step (see the module docstring); ``c_prev`` and ``c`` are unused."""
+def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
+    """One GRU step for units ``u0 .. u1-1`` (see the module docstring); ``c_prev`` and ``c`` are unused."""
     H, n = h.shape
-    gemm(False, 1.0, w_hh, h_prev, 0.0, ca)                 # hp = W_hh h_prev
-    for r in range(2 * H):                                  # r, z = σ(xp + b_x + hp): one short loop per row
-        a, x, bias = row(ca, r), row(xp, r), b_x[r]
-        for b in range(n):
-            a[b] = sigmoid(x[b] + bias + a[b])
-    for j in range(H):
+    gates_product(w_hh, 3, H, u0, u1, h_prev, ca)           # hp = W_hh h_prev
+    for gate in range(2):                                   # r, z = σ(xp + b_x + hp): one short loop per row
+        for r in range(gate * H + u0, gate * H + u1):
+            a, x, bias = row(ca, r), row(xp, r), b_x[r]
+            for b in range(n):
+                a[b] = sigmoid(x[b] + bias + a[b])
+    for j in range(u0, u1):
         r_j, z_j, a_n = row(ca, j), row(ca, H + j), row(ca, 2 * H + j)
         x_n, b_n, b_hn = row(xp, 2 * H + j), b_x[2 * H + j], b_in[j]
         h_prev_j, hn_j, h_j = row(h_prev, j), row(cb, j), row(h, j)
@@ -68,10 +78,11 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  #
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp):  # type: ignore[no-untyped-def]
-    """Backward of one GRU step: ``dh`` becomes the gradient for ``h_prev``."""
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+    """Backward of one GRU step for units ``u0 .. u1-1``: ``dh_prev`` receives their share of the
+    gradient for ``h_prev`` (the direct path ``z ⊙ dh`` of these units, and ``W_hhᵀ d_hp``)."""
     H, n = dh.shape
-    for j in range(H):
+    for j in range(u0, u1):
         g_r, g_z, g_n, hn_j = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(cb, j)
         dx_r, dx_z, dx_n = row(d_xp, j), row(d_xp, H + j), row(d_xp, 2 * H + j)
         dp_r, dp_z, dp_n = row(d_hp, j), row(d_hp, H + j), row(d_hp, 2 * H + j)
@@ -83,8 +94,15 @@ def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, 
             da_r = da_n * hn_j[b] * r * (ONE - r)
             dx_r[b], dx_z[b], dx_n[b] = da_r, da_z, da_n
             dp_r[b], dp_z[b], dp_n[b] = da_r, da_z, da_n * r
-            dh_j[b] = z * dh_
-    gemm(True, 1.0, w_hh, d_hp, 1.0, dh)                    # dh_prev = z ⊙ dh + W_hhᵀ d_hp
+            dh_j[b] = z * dh_                                   # the direct path, kept in dh meanwhile
+    if dh_prev.shape[0] == dh.shape[0] and dh_prev.ctypes.data == dh.ctypes.data:
+        gates_product_t(w_hh, 3, H, u0, u1, d_hp, 1.0, dh)      # dh_prev = z ⊙ dh + W_hhᵀ d_hp
+    else:
+        gates_product_t(w_hh, 3, H, u0, u1, d_hp, 0.0, dh_prev)
+        for j in range(u0, u1):
+            out, direct = row(dh_prev, j), row(dh, j)
+            for b in range(n):
+                out[b] += direct[b]
 
 
 KIND = register(3, step_forward, step_backward)

@@ -136,8 +136,9 @@ def _normalise(src, dst, r):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
-    """One layer-normalised LSTM step (see the module docstring); ``b_x``, ``b_in``, ``w_hr`` are unused."""
+def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
+    """One layer-normalised LSTM step (see the module docstring); ``b_x``, ``b_in``, ``w_hr`` are unused.
+    Always all units (``u0, u1 = 0, H``): the layer norms couple them within the step."""
     H, n = c.shape
     G = 4 * H
     x_hat, h_hat, c_hat = ca[G : 2 * G], ca[2 * G : 3 * G], cb[:H]
@@ -169,9 +170,10 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  #
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp):  # type: ignore[no-untyped-def]
-    """Backward of one layer-normalised LSTM step: ``(dh, dc)`` become the gradients for ``(h_prev, c_prev)``,
-    this step's gradients of ``p`` are added into ``dp``."""
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+    """Backward of one layer-normalised LSTM step (all units): ``dc`` becomes the gradient for ``c_prev``,
+    ``dh_prev`` (``dh`` itself in the time loop) the one for ``h_prev``; this step's gradients of ``p``
+    are added into ``dp``."""
     H, n = dc.shape
     G = 4 * H
     x_hat, h_hat, c_hat = ca[G : 2 * G], ca[2 * G : 3 * G], cb[:H]
@@ -240,7 +242,7 @@ def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, 
             d = da[b]
             dhp[b] = r_h[b] * (g_h * d - w2[b] - hh[b] * w3[b])
             da[b] = r_x[b] * (g_x * d - w0[b] - xh[b] * w1[b])
-    gemm(True, 1.0, w_hh, d_hp, 0.0, dh)                    # dh_prev = W_hhᵀ d_hp
+    gemm(True, 1.0, w_hh, d_hp, 0.0, dh_prev)               # dh_prev = W_hhᵀ d_hp
 
 
 KIND = register(4, step_forward, step_backward)
@@ -256,4 +258,5 @@ LNLSTM_CELL = CellSpec(
     split_bias=split_bias,
     options={},
     cache_extra_rows=(0, 7),
+    splits_units=False,
 )

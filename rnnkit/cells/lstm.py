@@ -37,7 +37,17 @@ import numba
 
 from rnnkit._blas import gemm
 from rnnkit._types import Array
-from rnnkit.cells._spec import KERNEL_OPTIONS, ONE, CellSpec, register, row, sigmoid, tanh
+from rnnkit.cells._spec import (
+    KERNEL_OPTIONS,
+    ONE,
+    CellSpec,
+    gates_product,
+    gates_product_t,
+    register,
+    row,
+    sigmoid,
+    tanh,
+)
 
 
 class LSTMCache(NamedTuple):
@@ -53,23 +63,25 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
-    """One LSTM step (see the module docstring); ``b_in`` is unused, ``w_hr`` empty without projection."""
+def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
+    """One LSTM step for units ``u0 .. u1-1`` (see the module docstring); ``b_in`` is unused,
+    ``w_hr`` empty without projection (with one, always all units)."""
     H, n = c.shape
     project = w_hr.shape[0] > 0
     out = cb[H:] if project else h                          # ĥ: the cache's second half, or h itself
-    gemm(False, 1.0, w_hh, h_prev, 0.0, ca)                 # a = W_hh h_prev
+    gates_product(w_hh, 4, H, u0, u1, h_prev, ca)           # a = W_hh h_prev
     # Two passes, each a loop over few rows, which the compiler vectorises fully (one pass over
     # all eleven rows a unit touches is slower: too many possibly-overlapping rows to check).
-    for r in range(4 * H):                                  # i, f, g, o = σ, σ, tanh, σ of a + xp + b_x
-        a, x, bias = row(ca, r), row(xp, r), b_x[r]
-        if 2 * H <= r < 3 * H:
-            for b in range(n):
-                a[b] = tanh(a[b] + x[b] + bias)
-        else:
-            for b in range(n):
-                a[b] = sigmoid(a[b] + x[b] + bias)
-    for j in range(H):
+    for gate in range(4):                                   # i, f, g, o = σ, σ, tanh, σ of a + xp + b_x
+        for r in range(gate * H + u0, gate * H + u1):
+            a, x, bias = row(ca, r), row(xp, r), b_x[r]
+            if gate == 2:
+                for b in range(n):
+                    a[b] = tanh(a[b] + x[b] + bias)
+            else:
+                for b in range(n):
+                    a[b] = sigmoid(a[b] + x[b] + bias)
+    for j in range(u0, u1):
         i, f, g, o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
         c_prev_j, c_j, tanh_c_j, h_j = row(c_prev, j), row(c, j), row(cb, j), row(out, j)
         for b in range(n):
@@ -83,14 +95,15 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  #
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp):  # type: ignore[no-untyped-def]
-    """Backward of one LSTM step: ``(dh, dc)`` become the gradients for ``(h_prev, c_prev)``."""
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+    """Backward of one LSTM step for units ``u0 .. u1-1``: ``dc`` becomes the gradient for ``c_prev``,
+    ``dh_prev`` receives these units' share of the gradient for ``h_prev``."""
     H, n = dc.shape
     d_out = dh
     if w_hr.shape[0] > 0:  # dĥ = W_hrᵀ dh, written where d_o goes (each entry is read before d_o overwrites it)
         d_out = d_xp[3 * H :]
         gemm(True, 1.0, w_hr, dh, 0.0, d_out)
-    for j in range(H):                                      # the gradients of the gates' outputs
+    for j in range(u0, u1):                                 # the gradients of the gates' outputs
         i, f, g, o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
         d_i, d_f, d_g, d_o = row(d_xp, j), row(d_xp, H + j), row(d_xp, 2 * H + j), row(d_xp, 3 * H + j)
         dh_j, dc_j, c_prev_j, tanh_c_j = row(d_out, j), row(dc, j), row(c_prev, j), row(cb, j)
@@ -102,15 +115,16 @@ def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, 
             d_g[b] = dc_ * i[b]
             d_o[b] = dh_j[b] * tanh_c
             dc_j[b] = dc_ * f[b]                                # dc_prev = dc ⊙ f
-    for r in range(4 * H):                                  # through the nonlinearities: σ' = y(1-y), tanh' = 1-y²
-        d, y = row(d_xp, r), row(ca, r)
-        if 2 * H <= r < 3 * H:
-            for b in range(n):
-                d[b] *= ONE - y[b] * y[b]
-        else:
-            for b in range(n):
-                d[b] *= y[b] * (ONE - y[b])
-    gemm(True, 1.0, w_hh, d_xp, 0.0, dh)                    # dh_prev = W_hhᵀ da
+    for gate in range(4):                                   # through the nonlinearities: σ' = y(1-y), tanh' = 1-y²
+        for r in range(gate * H + u0, gate * H + u1):
+            d, y = row(d_xp, r), row(ca, r)
+            if gate == 2:
+                for b in range(n):
+                    d[b] *= ONE - y[b] * y[b]
+            else:
+                for b in range(n):
+                    d[b] *= y[b] * (ONE - y[b])
+    gates_product_t(w_hh, 4, H, u0, u1, d_xp, 0.0, dh_prev)    # dh_prev = W_hhᵀ da
 
 
 KIND = register(2, step_forward, step_backward)

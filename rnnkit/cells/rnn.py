@@ -19,9 +19,19 @@ from typing import NamedTuple
 
 import numba
 
-from rnnkit._blas import gemm
 from rnnkit._types import Array
-from rnnkit.cells._spec import KERNEL_OPTIONS, ONE, ZERO, CellKind, CellSpec, register, row, tanh
+from rnnkit.cells._spec import (
+    KERNEL_OPTIONS,
+    ONE,
+    ZERO,
+    CellKind,
+    CellSpec,
+    gates_product,
+    gates_product_t,
+    register,
+    row,
+    tanh,
+)
 
 
 class RNNCache(NamedTuple):
@@ -34,33 +44,33 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def tanh_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
-    """One RNN step with f = tanh; only ``h`` is written."""
+def tanh_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
+    """One RNN step with f = tanh for units ``u0 .. u1-1``; only ``h`` is written."""
     H, n = h.shape
-    gemm(False, 1.0, w_hh, h_prev, 0.0, h)                  # a = W_hh h_prev
-    for j in range(H):
+    gates_product(w_hh, 1, H, u0, u1, h_prev, h)            # a = W_hh h_prev
+    for j in range(u0, u1):
         h_j, x_j, b_j = row(h, j), row(xp, j), b_x[j]
         for b in range(n):
             h_j[b] = tanh(h_j[b] + x_j[b] + b_j)
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp):  # type: ignore[no-untyped-def]
-    """Backward of one tanh RNN step: ``dh`` becomes the gradient for ``h_prev``."""
+def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+    """Backward of one tanh RNN step for units ``u0 .. u1-1``: their share of the gradient for ``h_prev``."""
     H, n = dh.shape
-    for j in range(H):
+    for j in range(u0, u1):
         d_j, dh_j, h_j = row(d_xp, j), row(dh, j), row(h, j)
         for b in range(n):
             d_j[b] = dh_j[b] * (ONE - h_j[b] * h_j[b])
-    gemm(True, 1.0, w_hh, d_xp, 0.0, dh)                    # dh_prev = W_hhᵀ da
+    gates_product_t(w_hh, 1, H, u0, u1, d_xp, 0.0, dh_prev)   # dh_prev = W_hhᵀ da
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def relu_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  # type: ignore[no-untyped-def]
-    """One RNN step with f = relu; only ``h`` is written."""
+def relu_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
+    """One RNN step with f = relu for units ``u0 .. u1-1``; only ``h`` is written."""
     H, n = h.shape
-    gemm(False, 1.0, w_hh, h_prev, 0.0, h)
-    for j in range(H):
+    gates_product(w_hh, 1, H, u0, u1, h_prev, h)
+    for j in range(u0, u1):
         h_j, x_j, b_j = row(h, j), row(xp, j), b_x[j]
         for b in range(n):
             a = h_j[b] + x_j[b] + b_j
@@ -68,14 +78,14 @@ def relu_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb):  #
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def relu_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp):  # type: ignore[no-untyped-def]
-    """Backward of one relu RNN step: ``dh`` becomes the gradient for ``h_prev``."""
+def relu_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+    """Backward of one relu RNN step for units ``u0 .. u1-1``: their share of the gradient for ``h_prev``."""
     H, n = dh.shape
-    for j in range(H):
+    for j in range(u0, u1):
         d_j, dh_j, h_j = row(d_xp, j), row(dh, j), row(h, j)
         for b in range(n):
             d_j[b] = dh_j[b] if h_j[b] > ZERO else ZERO
-    gemm(True, 1.0, w_hh, d_xp, 0.0, dh)
+    gates_product_t(w_hh, 1, H, u0, u1, d_xp, 0.0, dh_prev)
 
 
 TANH_KIND = register(0, tanh_forward, tanh_backward)

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rnnkit._blas import matmul
 from rnnkit._types import Array, Grads, Params
 from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
 from rnnkit.layers._versions import WeightVersion, check_version, weight_version
@@ -75,8 +76,8 @@ class Linear:
             raise ValueError(f"x has shape {x.shape}, expected (..., {self.in_features}) (in_features)")
         # The cache keeps its own copy: the caller may reuse x before backward.
         x = x.copy()
-        # One GEMM over every position: (N, in) @ (in, out).
-        out = x.reshape(-1, self.in_features) @ self.params["weight"].T
+        # One GEMM over every position: (N, in) @ (in, out), shared by rnnkit's threads.
+        out = matmul(x.reshape(-1, self.in_features), self.params["weight"].T)
         out += self.params["bias"]
         return out.reshape(*x.shape[:-1], self.out_features), LinearCache(x, weight_version(self, self.params))
 
@@ -100,8 +101,8 @@ class Linear:
             raise ValueError(f"d_out has shape {d_out.shape}, expected {expected} (the shape of out)")
         d2 = d_out.reshape(-1, self.out_features)
         x2 = x.reshape(-1, self.in_features)
-        grads = {"weight": d2.T @ x2, "bias": d2.sum(axis=0)}
-        dx = (d2 @ self.params["weight"]).reshape(x.shape)
+        grads = {"weight": matmul(d2.T, x2), "bias": d2.sum(axis=0)}
+        dx = matmul(d2, self.params["weight"]).reshape(x.shape)
         return dx, grads
 
     __call__ = forward

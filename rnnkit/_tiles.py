@@ -1,0 +1,321 @@
+"""The per-step matrix product, as a register-tiled kernel that reads both operands where they lie.
+
+Each step of the time loop multiplies a fixed weight matrix by a thin block of the batch:
+``W_hh h_prev`` is ``(G*H, K) @ (K, n)`` with ``n`` the batch (or one thread's share of it), and
+the backward's ``W_hhᵀ da`` the same shape transposed.  A general BLAS routine copies both operands
+into its packed layouts on every call; for these thin products that copy costs as much as the
+arithmetic (measured: OpenBLAS takes 150 µs for ``(1024, 256) @ (256, 32)`` on one core, this kernel
+under 100 µs).  Here nothing is copied, because the feature-major layout already is the packed one:
+
+* a row ``k`` of the right operand (``h_prev[k, :n]``) is contiguous: it loads as one or two vectors;
+* an entry of the left operand (``W[m, k]``) is broadcast to every lane.
+
+So one *tile* -- ``MR`` rows of ``C`` by ``NV`` vectors of columns -- keeps its ``MR x NV`` partial
+sums in vector registers for the whole reduction over ``k``::
+
+    for k in range(K):
+        b[v]      = Bm[k, v*VW : (v+1)*VW]              NV vector loads
+        acc[r][v] = fma(broadcast(A[m0 + r, k]), b[v], acc[r][v])     MR x NV fused multiply-adds
+    C[m0 + r, v*VW : ...] = alpha * acc[r][v] + beta * C[...]
+
+The tile is emitted as LLVM vector IR (``<VW x float>``, ``llvm.fma``, masked loads and stores for a
+last partial vector), because a loop written in Python syntax leaves the choice of registers to the
+compiler, which does not keep sixteen accumulators live across the reduction.  ``VW`` and ``MR``
+follow the vector unit numba compiles for: 16 float32 lanes and 8 rows (16 of AVX-512's 32 vector
+registers hold the sums) on AVX-512, 8 lanes and 4 rows on AVX2.
+
+:func:`tile_gemm` sweeps the tiles over ``C``, in blocks of ``k`` that keep the right operand's rows in
+the first-level cache.  It is exact in the sense of any GEMM: the same products, summed in a
+different order than another library's (float32 results agree with NumPy's to a few ulps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils, config
+from numba.extending import intrinsic, overload
+
+
+def _vector_bytes() -> tuple[int, int]:
+    """(bytes per vector register, number of vector registers) of the CPU numba compiles for."""
+    if config.CPU_NAME not in (None, "host"):  # a portable build (NUMBA_CPU_NAME=generic): assume SSE2
+        return 16, 16
+    features = llvm.get_host_cpu_features()
+    if features.get("avx512f", False):
+        return 64, 32
+    if features.get("avx2", False) or features.get("avx", False):
+        return 32, 16
+    triple = llvm.get_process_triple()
+    return 16, (32 if triple.startswith(("aarch64", "arm64")) else 16)
+
+
+VECTOR_BYTES, _REGISTERS = _vector_bytes()
+MR = 8 if _REGISTERS >= 32 else 4
+"""Rows of a tile: MR x 2 vectors of sums, plus two loaded rows and a broadcast, fit the registers."""
+
+KC = 256
+"""Reduction steps per sweep over the tiles: 256 rows of a 32-column float32 operand are 32 KiB."""
+
+MIN_COLUMNS, MAX_COLUMNS = 8, 128
+"""The widths of product :func:`rnnkit._blas.gemm` hands to :func:`tile_gemm` (measured: below 8
+columns BLAS's matrix-vector path is faster; beyond 128, BLAS's packed threaded kernel)."""
+
+
+def _declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> Any:
+    return cgutils.get_or_insert_function(module, ir.FunctionType(ret, args), name)
+
+
+def _tile_function(module: ir.Module, scalar: ir.Type, size: int, rows: int, nvec: int, masked: bool) -> Any:
+    """The LLVM function of one tile shape, defined in ``module`` on first use.
+
+    ``f(a, sam, sak, b, sbk, c, scm, K, nlast, alpha, beta)``: element ``(r, k)`` of the left operand
+    is ``a[r*sam + k*sak]`` (a transposed operand is just other strides), row ``k`` of the right one
+    starts at ``b[k*sbk]``, row ``r`` of the result at ``c[r*scm]``; ``C = alpha*A@B + beta*C`` over
+    ``rows`` rows and ``nvec`` vectors of columns, the last one holding ``nlast`` lanes when ``masked``.
+    ``beta == 0`` never reads C.  A function of its own (never inlined), so that the register
+    allocator sees only the tile: inlined into a larger loop, its sums were spilled to the stack.
+    """
+    width = VECTOR_BYTES // size
+    name = f"rnnkit_tile_{'f32' if size == 4 else 'f64'}_{rows}x{nvec}{'m' if masked else ''}_v{width}"
+    if name in module.globals:
+        return module.globals[name]
+    vec = ir.VectorType(scalar, width)
+    vec_ptr, ptr = ir.PointerType(vec), ir.PointerType(scalar)
+    intp, i32 = ir.IntType(64), ir.IntType(32)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, intp, intp, ptr, intp, ptr, intp, intp, intp,
+                                                              scalar, scalar]), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
+    a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nlast, alpha, beta = fn.args
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    vname = f"v{width}{'f32' if size == 4 else 'f64'}"
+    fma = _declare(module, f"llvm.fma.{vname}", vec, [vec, vec, vec])
+    mask_type = ir.VectorType(ir.IntType(1), width)
+    masked_load = _declare(module, f"llvm.masked.load.{vname}.p0", vec, [vec_ptr, i32, mask_type, vec])
+    masked_store = _declare(module, f"llvm.masked.store.{vname}.p0", ir.VoidType(), [vec, vec_ptr, i32, mask_type])
+    align = ir.Constant(i32, size)
+    zero = ir.Constant(vec, None)
+
+    def const(v: int) -> ir.Constant:
+        return ir.Constant(intp, v)
+
+    def splat(x: Any, typ: ir.VectorType) -> Any:
+        v = builder.insert_element(ir.Constant(typ, None), x, ir.Constant(i32, 0))
+        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, width), None))
+
+    mask = None
+    if masked:  # lanes 0 .. nlast-1 of the last vector
+        lanes = ir.Constant(ir.VectorType(intp, width), list(range(width)))
+        mask = builder.icmp_signed("<", lanes, splat(nlast, ir.VectorType(intp, width)))
+
+    def load(at: Any, last: bool) -> Any:
+        at = builder.bitcast(at, vec_ptr)
+        if last and masked:
+            return builder.call(masked_load, [at, align, mask, zero])
+        return builder.load(at, align=size)
+
+    def store(value: Any, at: Any, last: bool) -> None:
+        at = builder.bitcast(at, vec_ptr)
+        if last and masked:
+            builder.call(masked_store, [value, at, align, mask])
+        else:
+            builder.store(value, at, align=size)
+
+    # The reduction loop; the sums are loop-carried SSA values (phi nodes), i.e. registers.
+    entry = builder.block
+    loop = builder.append_basic_block("loop")
+    done = builder.append_basic_block("done")
+    builder.cbranch(builder.icmp_signed(">", K, const(0)), loop, done)
+    builder.position_at_end(loop)
+    k = builder.phi(intp)
+    k.add_incoming(const(0), entry)
+    sums = [[builder.phi(vec) for _ in range(nvec)] for _ in range(rows)]
+    for phi in (p for row in sums for p in row):
+        phi.add_incoming(zero, entry)
+    b_row = builder.gep(b_ptr, [builder.mul(k, sbk)])
+    b = [load(builder.gep(b_row, [const(v * width)]), v == nvec - 1) for v in range(nvec)]
+    a_col = builder.gep(a_ptr, [builder.mul(k, sak)])
+    updated = []
+    for r in range(rows):
+        a = splat(builder.load(builder.gep(a_col, [builder.mul(const(r), sam)])), vec)
+        updated.append([builder.call(fma, [a, b[v], sums[r][v]]) for v in range(nvec)])
+    k_next = builder.add(k, const(1))
+    body_end = builder.block
+    k.add_incoming(k_next, body_end)
+    for r in range(rows):
+        for v in range(nvec):
+            sums[r][v].add_incoming(updated[r][v], body_end)
+    builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
+
+    builder.position_at_end(done)
+    final: list[list[Any]] = []
+    for r in range(rows):
+        final.append([])
+        for v in range(nvec):
+            phi = builder.phi(vec)
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(updated[r][v], body_end)
+            final[r].append(phi)
+    va, vb = splat(alpha, vec), splat(beta, vec)
+    with builder.if_else(builder.fcmp_unordered("!=", beta, ir.Constant(scalar, 0.0))) as (scaled, plain):
+        for keep_c in (True, False):
+            with scaled if keep_c else plain:
+                for r in range(rows):
+                    c_row = builder.gep(c_ptr, [builder.mul(const(r), scm)])
+                    for v in range(nvec):
+                        at = builder.gep(c_row, [const(v * width)])
+                        value = builder.fmul(va, final[r][v])
+                        if keep_c:
+                            value = builder.call(fma, [vb, load(at, v == nvec - 1), value])
+                        store(value, at, v == nvec - 1)
+    builder.ret_void()
+    return fn
+
+
+def _make_tile(rows: int, nvec: int, masked: bool) -> Any:
+    """The tile intrinsic for ``rows`` x ``nvec`` vectors (the last one ``masked`` to ``nlast`` lanes).
+
+    ``tile(A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, nlast, alpha, beta)``: the tile whose first
+    elements are ``A.flat[a0]``, ``Bm.flat[b0]`` and ``C.flat[c0]``, strides as in :func:`_tile_function`.
+    """
+
+    @intrinsic
+    def tile(typingctx, A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, nlast, alpha, beta):
+        dtype = A.dtype
+        sig = types.void(A, types.intp, types.intp, types.intp, Bm, types.intp, types.intp, C, types.intp,
+                         types.intp, types.intp, types.intp, dtype, dtype)
+
+        def codegen(context, builder, signature, args):
+            (A_, a0, sam, sak, B_, b0, sbk, C_, c0, scm, K, nlast, alpha, beta) = args
+            scalar = context.get_value_type(dtype)
+            fn = _tile_function(builder.module, scalar, context.get_abi_sizeof(scalar), rows, nvec, masked)
+            a_ptr = builder.gep(context.make_array(A)(context, builder, A_).data, [a0])
+            b_ptr = builder.gep(context.make_array(Bm)(context, builder, B_).data, [b0])
+            c_ptr = builder.gep(context.make_array(C)(context, builder, C_).data, [c0])
+            builder.call(fn, [a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nlast, alpha, beta])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+# Full tiles and the tiles for the last rows of C (MR is a power of two: MR/2, ..., 1 cover any rest),
+# each with one or two vectors of columns, the last whole or masked.
+_TILES = {(rows, nvec, masked): _make_tile(rows, nvec, masked)
+          for rows in (8, 4, 2, 1) if rows <= MR for nvec in (1, 2) for masked in (False, True)}
+_T8_1, _T8_1M, _T8_2, _T8_2M = (_TILES.get((8, n, m), _TILES[(MR, n, m)]) for n, m in
+                                ((1, False), (1, True), (2, False), (2, True)))
+_T4_1, _T4_1M, _T4_2, _T4_2M = (_TILES[(4, n, m)] for n, m in ((1, False), (1, True), (2, False), (2, True)))
+_T2_1, _T2_1M, _T2_2, _T2_2M = (_TILES[(2, n, m)] for n, m in ((1, False), (1, True), (2, False), (2, True)))
+_T1_1, _T1_1M, _T1_2, _T1_2M = (_TILES[(1, n, m)] for n, m in ((1, False), (1, True), (2, False), (2, True)))
+
+_OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+def _scalar(C: Any, x: float) -> float:
+    """``x`` in the dtype of array ``C`` (compiled code only)."""
+    return x
+
+
+@overload(_scalar, jit_options=_OPTIONS)
+def _scalar_impl(C, x):
+    if C.dtype == types.float32:
+        return lambda C, x: np.float32(x)
+    return lambda C, x: np.float64(x)
+
+
+@numba.njit(**_OPTIONS)
+def _tile_row_block(rows, A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, N, alpha, beta, width):
+    """``rows`` (8, 4, 2 or 1) rows of C, all its N columns, in tiles of up to two vectors."""
+    for j0 in range(0, N, 2 * width):
+        w = min(2 * width, N - j0)
+        nvec = 2 if w > width else 1
+        nlast = w - (nvec - 1) * width
+        full = nlast == width
+        ao, bo, co = a0, b0 + j0, c0 + j0
+        if rows == 8:
+            if nvec == 2:
+                if full:
+                    _T8_2(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+                else:
+                    _T8_2M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+            elif full:
+                _T8_1(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+            else:
+                _T8_1M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+        elif rows == 4:
+            if nvec == 2:
+                if full:
+                    _T4_2(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+                else:
+                    _T4_2M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+            elif full:
+                _T4_1(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+            else:
+                _T4_1M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+        elif rows == 2:
+            if nvec == 2:
+                if full:
+                    _T2_2(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+                else:
+                    _T2_2M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+            elif full:
+                _T2_1(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+            else:
+                _T2_1M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+        elif nvec == 2:
+            if full:
+                _T1_2(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+            else:
+                _T1_2M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+        elif full:
+            _T1_1(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+        else:
+            _T1_1M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+
+
+@numba.njit(**_OPTIONS)
+def tile_gemm(trans_a, alpha, A, Bm, beta, C):
+    """``C = alpha * op(A) @ Bm + beta * C`` (``op(A) = A.T`` when ``trans_a``), by register tiles.
+
+    Shapes and strides as in :func:`rnnkit._blas.gemm`: 2-D, last axes contiguous, one float dtype.
+    ``beta == 0`` ignores C's old contents.  Meant for thin products (8 to 128 columns).
+    """
+    M, N = C.shape
+    K = Bm.shape[0]
+    if M == 0 or N == 0:
+        return
+    alpha, beta = _scalar(C, alpha), _scalar(C, beta)
+    size = A.itemsize
+    width = VECTOR_BYTES // size
+    sam, sak = (1, A.strides[0] // size) if trans_a else (A.strides[0] // size, 1)
+    sbk, scm = Bm.strides[0] // size, C.strides[0] // size
+    if K == 0:
+        for m in range(M):
+            for j in range(N):
+                C[m, j] = C[m, j] * beta if beta != 0 else 0
+        return
+    # Blocks of KC steps of the reduction, so that the rows of Bm one sweep reads stay in the
+    # first-level cache while every tile of C passes over them; the first block applies beta,
+    # the later ones add into C.
+    kc = K if K <= 2 * KC else KC
+    for k0 in range(0, K, kc):
+        steps = min(kc, K - k0)
+        block_beta = beta if k0 == 0 else _scalar(C, 1.0)
+        m0 = 0
+        while m0 < M:
+            rows = MR
+            while m0 + rows > M:
+                rows //= 2
+            _tile_row_block(rows, A, m0 * sam + k0 * sak, sam, sak, Bm, k0 * sbk, sbk, C, m0 * scm, scm,
+                            steps, N, alpha, block_beta, width)
+            m0 += rows
