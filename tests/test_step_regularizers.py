@@ -57,7 +57,10 @@ def test_recurrent_dropout_masks_the_h_fed_to_w_hh(kind: str) -> None:
     layer = _layer(kind, recurrent_dropout=0.4)
     x = np.random.default_rng(2).normal(size=(B, T, I))
     out, state, _ = layer.forward(x, training=True, rng=np.random.default_rng(7))
-    keep = np.random.default_rng(7).random((H, B), dtype=np.float32) >= 0.4   # the layer's draw: (H, B), per sequence
+    # The layer's draw: (H, B), per sequence, each entry 16 bits of the generator's raw output.
+    words = np.random.default_rng(7).bit_generator.random_raw((H * B + 3) // 4)
+    lanes = (words[:, None] >> (np.uint64(16) * np.arange(4, dtype=np.uint64))) & np.uint64(0xFFFF)
+    keep = lanes.reshape(-1)[: H * B].reshape(H, B) >= round(0.4 * 65536)
     rd = (keep / 0.6).T
     ref_out, ref_state = _reference(layer, x, rd, None, None)
     np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-13)
