@@ -10,9 +10,10 @@ torch ``no_grad``) and (b) a training step (forward + backward to the input, the
 every parameter) and prints ratio = torch_time / rnnkit_time (above 1: rnnkit is faster), medians
 of quiet, interleaved blocks.
 
-``floor`` is the time of the same matrix products and nothing else (one input-projection GEMM, T
-per-step ``W_hh h`` products, and for training T ``W_hhᵀ da`` products plus the three weight/input
-gradient GEMMs), with NumPy's BLAS at rnnkit's thread setting; ``/floor`` is rnnkit's time as a
+``floor`` is the time of the same matrix products and nothing else, made the way rnnkit makes them
+(:func:`floor_fns`: the input projection a chunk of steps at a time, T per-step ``W_hh h`` products
+with the register-tile kernel split over the threads like the layer's, and for training T
+``W_hhᵀ da`` products plus the three weight/input-gradient GEMMs); ``/floor`` is rnnkit's time as a
 multiple of it.  torch gets ``torch.set_num_threads`` equal to rnnkit's BLAS threads.  torch is a
 benchmark peer only, never a dependency of rnnkit.
 """
@@ -20,9 +21,11 @@ benchmark peer only, never a dependency of rnnkit.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,37 +34,73 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Busy, Harness, footer, header  # noqa: E402
 
 import rnnkit  # noqa: E402
+from rnnkit._blas import matmul, run_in_threads  # noqa: E402
+from rnnkit._sync import barrier, new_counter  # noqa: E402
+from rnnkit.cells import CellSpec  # noqa: E402
+from rnnkit.cells._spec import gates_product, gates_product_t  # noqa: E402
+from rnnkit.unroll import _CHUNK_COLUMNS, _project, plan_parts  # noqa: E402
 
 try:
     import torch
 except ImportError:  # pragma: no cover - the benchmark needs its peer
     sys.exit("bench_layers.py compares against PyTorch: pip install torch==2.13.0 (make test installs it)")
 
-GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 SHAPES = [(32, 100, 128, 128), (32, 100, 256, 256), (32, 100, 512, 512), (128, 50, 256, 256), (32, 100, 64, 512)]
 
 
-def floor_fns(G: int, B: int, T: int, I: int, H: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
-    """The matrix products of a forward pass and of a training step, alone."""
+@numba.njit(nogil=True, cache=True)
+def _step_products(G, H, T, B, chunk, w_ih, w_hh, xg, xp, h, gate, da, share, backward,
+                   sync, parties, u0, u1):  # type: ignore[no-untyped-def]
+    """The time loop's matrix products for one part (units u0..u1) and nothing else: the chunked
+    input projection and each step's W_hh h (forward), or each step's W_hhᵀ da share (backward),
+    meeting the other parts at the same per-step barrier as the loop."""
+    for t in range(T):
+        if backward:
+            gates_product_t(w_hh, G, H, u0, u1, da, 0.0, share)
+        else:
+            if t % chunk == 0:
+                _project(w_ih, G, H, u0, u1, xg, xp, parties > 1)
+            gates_product(w_hh, G, H, u0, u1, h, gate)
+        if parties > 1:
+            barrier(sync, parties, t + 1)
+
+
+def floor_fns(cell: CellSpec, B: int, T: int, I: int, H: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """The matrix products of a forward pass and of a training step, alone, made as rnnkit makes them.
+
+    The same products with the same kernels and the same split over threads as the layer: the
+    register-tile kernel per step (each thread its units' rows, a barrier per step), the input
+    projection a chunk of steps at a time, and the bulk weight- and input-gradient products through
+    :func:`rnnkit._blas.matmul`.  The gate arithmetic, the copies and everything else are left out,
+    so ``/floor`` is how close the layer comes to its own products.
+    """
     f = np.float32
+    G = cell.num_gates
     w_ih, w_hh = rng.standard_normal((G * H, I), dtype=f), rng.standard_normal((G * H, H), dtype=f)
     x, hs = rng.standard_normal((I, T * B), dtype=f), rng.standard_normal((H, T * B), dtype=f)
-    xp, dA = np.empty((G * H, T * B), f), rng.standard_normal((G * H, T * B), dtype=f)
-    gate, h = np.empty((G * H, B), f), np.empty((H, B), f)
-    dw_ih, dw_hh, dx = np.empty((G * H, I), f), np.empty((G * H, H), f), np.empty((I, T * B), f)
+    dA = rng.standard_normal((G * H, T * B), dtype=f)
+    parts = plan_parts(cell, H, B, None)
+    chunk = max(1, min(T, _CHUNK_COLUMNS // B))
+    xg, xp = rng.standard_normal((I, chunk * B), dtype=f), np.empty((G * H, chunk * B), f)
+    h, gate = rng.standard_normal((H, B), dtype=f), np.empty((G * H, B), f)
+    da = rng.standard_normal((G * H, B), dtype=f)
+    shares = np.empty((len(parts), H, B), f)
+
+    def products(backward: bool) -> None:
+        sync = new_counter()
+        run_in_threads([functools.partial(_step_products, G, H, T, B, chunk, w_ih, w_hh, xg, xp, h, gate, da,
+                                          shares[i], backward, sync, len(parts), u0, u1)
+                        for i, (_, _, u0, u1) in enumerate(parts)])
 
     def forward() -> None:
-        np.matmul(w_ih, x, out=xp)
-        for t in range(T):
-            np.matmul(w_hh, hs[:, t * B : (t + 1) * B], out=gate)
+        products(False)
 
     def train() -> None:
-        forward()
-        for t in range(T):
-            np.matmul(w_hh.T, dA[:, t * B : (t + 1) * B], out=h)
-        np.matmul(dA, x.T, out=dw_ih)
-        np.matmul(dA, hs.T, out=dw_hh)
-        np.matmul(w_ih.T, dA, out=dx)
+        products(False)
+        products(True)
+        matmul(dA, x.T)
+        matmul(dA, hs.T)
+        matmul(w_ih.T, dA)
 
     return forward, train
 
@@ -94,7 +133,7 @@ def bench(harness: Harness, kind: str, shape: tuple[int, int, int, int], rng: np
         out, _ = peer(xg)
         out.backward(d_out_t)
 
-    floor_fwd, floor_train = floor_fns(GATES[kind], B, T, I, H, rng)
+    floor_fwd, floor_train = floor_fns(layer.cell, B, T, I, H, rng)
     cells = [f"{kind:<5} {B:>3}x{T:<3} {I:>3}/{H:<3}"]
     for rk, pt, fl in ((rk_forward, pt_forward, floor_fwd), (rk_train, pt_train, floor_train)):
         try:

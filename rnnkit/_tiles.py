@@ -319,3 +319,82 @@ def tile_gemm(trans_a, alpha, A, Bm, beta, C):
             _tile_row_block(rows, A, m0 * sam + k0 * sak, sam, sak, Bm, k0 * sbk, sbk, C, m0 * scm, scm,
                             steps, N, alpha, block_beta, width)
             m0 += rows
+
+
+# ----------------------------------------------------------------------------- square transposes
+def _transpose_function(module: ir.Module, scalar: ir.Type, size: int) -> Any:
+    """The LLVM function transposing one ``W x W`` tile (``W`` the vector width), defined on first use.
+
+    ``f(src, src_rows, dst, dst_rows)``: row ``r`` of the tile starts at ``src[src_rows[r]]``; row
+    ``c`` of the result at ``dst[dst_rows[c]]`` receives column ``c`` (``dst[dst_rows[c] + r] =
+    src[src_rows[r] + c]``).  The rows are loaded as vectors and transposed in registers by
+    ``log2(W)`` stages of two-input shuffles (stage ``j`` swaps bit ``j`` of the row index with bit
+    ``j`` of the lane index), then stored as vectors: about one shuffle per element of a row, where
+    an element-by-element copy costs a load and a store per element.
+    """
+    width = VECTOR_BYTES // size
+    name = f"rnnkit_transpose_{'f32' if size == 4 else 'f64'}_v{width}"
+    if name in module.globals:
+        return module.globals[name]
+    vec = ir.VectorType(scalar, width)
+    ptr, vec_ptr, i64 = ir.PointerType(scalar), ir.PointerType(vec), ir.IntType(64)
+    i32 = ir.IntType(32)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ir.PointerType(i64), ptr, ir.PointerType(i64)]),
+                     name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
+    src, src_rows, dst, dst_rows = fn.args
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    rows = []
+    for r in range(width):
+        offset = builder.load(builder.gep(src_rows, [ir.Constant(i32, r)]))
+        rows.append(builder.load(builder.bitcast(builder.gep(src, [offset]), vec_ptr), align=size))
+    step = 1
+    while step < width:
+        low = [c if c & step == 0 else width + c - step for c in range(width)]
+        high = [c + step if c & step == 0 else width + c for c in range(width)]
+        swapped = list(rows)
+        for i in range(width):
+            if i & step == 0:
+                a, b = rows[i], rows[i + step]
+                swapped[i] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, width), low))
+                swapped[i + step] = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, width), high))
+        rows = swapped
+        step *= 2
+    for c in range(width):
+        offset = builder.load(builder.gep(dst_rows, [ir.Constant(i32, c)]))
+        builder.store(rows[c], builder.bitcast(builder.gep(dst, [offset]), vec_ptr), align=size)
+    builder.ret_void()
+    return fn
+
+
+@intrinsic
+def transpose_tile(typingctx, src, src_rows, dst, dst_rows):
+    """Transpose one ``W x W`` tile (``W = VECTOR_BYTES // itemsize``) from ``src`` to ``dst``.
+
+    ``src_rows`` / ``dst_rows`` (int64, ``W`` entries) are the element offsets, from the first
+    element of each array (any shape and strides), of the tile's rows in ``src`` and of the result's
+    rows in ``dst``, each row ``W`` contiguous elements (see :func:`_transpose_function`).
+    """
+    sig = types.void(src, src_rows, dst, dst_rows)
+
+    def codegen(context, builder, signature, args):
+        scalar = context.get_value_type(src.dtype)
+        fn = _transpose_function(builder.module, scalar, context.get_abi_sizeof(scalar))
+        pointers = [context.make_array(t)(context, builder, v).data for t, v in zip(signature.args, args, strict=True)]
+        builder.call(fn, pointers)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def tile_width_of(a: Any) -> int:
+    """The side of :func:`transpose_tile`'s tiles for the dtype of array ``a`` (compiled code only)."""
+    return VECTOR_BYTES // a.itemsize
+
+
+@overload(tile_width_of, jit_options=_OPTIONS)
+def _tile_width_of_impl(a):
+    width = VECTOR_BYTES * 8 // a.dtype.bitwidth
+    return lambda a: width

@@ -40,7 +40,7 @@ import numpy as np
 from rnnkit._blas import blas_threads, can_split_threads, gemm, matmul, run_in_threads
 from rnnkit._fpu import flush_subnormals, restore_subnormals
 from rnnkit._sync import barrier, new_counter
-from rnnkit._tiles import tile_gemm
+from rnnkit._tiles import tile_gemm, tile_width_of, transpose_tile
 from rnnkit._types import Array, IntArray
 from rnnkit.cells import CellSpec, step_backward, step_forward
 from rnnkit.cells._spec import KERNEL_OPTIONS, empty_state, empty_vector, row
@@ -469,27 +469,67 @@ def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, dh, dc, d
     restore_subnormals(fpu)
 
 
-# Both transposing copies go time step by time step, and within a step feature by feature: a step's
-# (B, F) block is then read and written while it is in cache, and the writes touch B rows at a time
-# (walking f in the inner loop instead would write across F rows T*B apart: a TLB miss per element).
+# Both transposing copies go time step by time step: a step's (B, F) block is read and written
+# while it is in cache.  Within a step, whole W x W tiles (W a vector's lanes: 16 float32 on
+# AVX-512) are transposed in registers (rnnkit._tiles.transpose_tile); the ragged edges go element
+# by element.  Each call does the steps t0 .. t1-1, so threads can share the copy.
 @numba.njit(**KERNEL_OPTIONS)
-def _transpose_bt_to_ft(a, order, out):  # type: ignore[no-untyped-def]
+def _transpose_bt_to_ft(a, order, out, t0, t1):  # type: ignore[no-untyped-def]
+    """``out[:, t, b] = a[order[b], t]`` for the steps ``t0 .. t1-1``."""
     B, T, F = a.shape
-    for t in range(T):
+    W = tile_width_of(a)
+    src_rows, dst_rows = np.empty(W, np.int64), np.empty(W, np.int64)
+    sa0, sa1 = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize  # rows may be strided (a view)
+    so0, so1 = out.strides[0] // out.itemsize, out.strides[1] // out.itemsize
+    B_tiled, F_tiled = B - B % W, F - F % W
+    for t in range(t0, t1):
+        for b0 in range(0, B_tiled, W):
+            for f0 in range(0, F_tiled, W):
+                for r in range(W):
+                    src_rows[r] = order[b0 + r] * sa0 + t * sa1 + f0
+                    dst_rows[r] = (f0 + r) * so0 + t * so1 + b0
+                transpose_tile(a, src_rows, out, dst_rows)
         for f in range(F):
             dst = out[f, t]
-            for b in range(B):
+            for b in range(B_tiled if f < F_tiled else 0, B):
                 dst[b] = a[order[b], t, f]
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _transpose_ft_to_bt(a, order, out):  # type: ignore[no-untyped-def]
+def _transpose_ft_to_bt(a, dest, out, t0, t1):  # type: ignore[no-untyped-def]
+    """``out[dest[c], t] = a[:, t, c]`` for the steps ``t0 .. t1-1``."""
     F, T, B = a.shape
-    for t in range(T):
+    W = tile_width_of(a)
+    src_rows, dst_rows = np.empty(W, np.int64), np.empty(W, np.int64)
+    sa0, sa1 = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize  # rows may be strided (a view)
+    so0, so1 = out.strides[0] // out.itemsize, out.strides[1] // out.itemsize
+    B_tiled, F_tiled = B - B % W, F - F % W
+    for t in range(t0, t1):
+        for f0 in range(0, F_tiled, W):
+            for b0 in range(0, B_tiled, W):
+                for r in range(W):
+                    src_rows[r] = (f0 + r) * sa0 + t * sa1 + b0
+                    dst_rows[r] = dest[b0 + r] * so0 + t * so1 + f0
+                transpose_tile(a, src_rows, out, dst_rows)
         for b in range(B):
-            dst, src = out[b, t], order[b]
-            for f in range(F):
+            dst, src = out[dest[b], t], b
+            for f in range(F_tiled if b < B_tiled else 0, F):
                 dst[f] = a[f, t, src]
+
+
+def _in_threads(copy: Any, a: Array, order: IntArray, out: Array, T: int) -> None:
+    """``copy(a, order, out, t0, t1)`` over all T steps, the steps shared by rnnkit's threads when
+    the copy is large enough to be worth handing out."""
+    k = min(blas_threads() if can_split_threads() else 1, T)
+    if k <= 1 or a.size < _MIN_SPLIT_COPY:
+        copy(a, order, out, 0, T)
+        return
+    cuts = np.linspace(0, T, k + 1).round().astype(int)
+    run_in_threads([functools.partial(copy, a, order, out, int(t0), int(t1)) for t0, t1 in itertools.pairwise(cuts)])
+
+
+_MIN_SPLIT_COPY = 1 << 17
+"""Elements below which a layout copy stays on one thread."""
 
 
 def to_feature_major(a: Array, order: IntArray | None = None) -> Array:
@@ -500,8 +540,11 @@ def to_feature_major(a: Array, order: IntArray | None = None) -> Array:
     """
     B = a.shape[0]
     a = a.astype(a.dtype.newbyteorder("="), copy=False)
+    if a.shape[2] > 1 and a.strides[2] != a.itemsize:  # the tiles read rows of contiguous elements
+        a = np.ascontiguousarray(a)
     out = np.empty((a.shape[2], a.shape[1], B), a.dtype)
-    _transpose_bt_to_ft(a, np.arange(B) if order is None else np.asarray(order, np.int64), out)
+    _in_threads(_transpose_bt_to_ft, a, np.arange(B) if order is None else np.asarray(order, np.int64), out,
+                a.shape[1])
     return out
 
 
@@ -511,8 +554,12 @@ def to_batch_first(a: Array, order: IntArray | None = None) -> Array:
     Always a copy: the result never shares memory with ``a`` (which may be part of a cache).
     """
     B = a.shape[2]
+    if B > 1 and a.strides[2] != a.itemsize:  # the tiles read rows of contiguous elements
+        a = np.ascontiguousarray(a)
     out = np.empty((B, a.shape[1], a.shape[0]), a.dtype)
-    _transpose_ft_to_bt(a, np.arange(B) if order is None else np.asarray(order, np.int64), out)
+    # The tiles read whole columns of a, so each column is sent to its row: the inverse permutation.
+    dest = np.arange(B) if order is None else np.argsort(np.asarray(order, np.int64)).astype(np.int64)
+    _in_threads(_transpose_ft_to_bt, a, dest, out, a.shape[1])
     return out
 
 

@@ -66,7 +66,7 @@ def dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float, dty
 
 
 @numba.njit(cache=True, nogil=True)
-def _expand_mask(words, threshold, scale, mask):  # type: ignore[no-untyped-def]
+def _expand_mask(words, threshold, scale, mask):
     """``mask[i] = scale`` where the ``i``-th 16-bit lane of ``words`` is at least ``threshold``, else 0."""
     zero = scale - scale
     for i in range(mask.shape[0]):
