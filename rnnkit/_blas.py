@@ -233,6 +233,10 @@ def run_in_threads(tasks: list[Callable[[], Any]]) -> None:
                 future.result()
 
 
+_OPENBLAS_ONE_THREAD = 1 << 18
+"""Multiply-adds (M*N*K) below which OpenBLAS never uses its threads (its GEMM threshold), so
+:func:`matmul` calls it directly."""
+
 _MIN_SPLIT_PRODUCT = 1 << 22
 """Flops below which :func:`matmul` makes one call (handing work to a thread costs some 20-50 µs)."""
 
@@ -249,6 +253,8 @@ def matmul(a: Any, b: Any) -> Any:
     """
     M, K = a.shape
     N = b.shape[1]
+    if M * N * K < _OPENBLAS_ONE_THREAD:  # OpenBLAS runs these on the calling thread anyway
+        return np.matmul(a, b)
     out = np.empty((M, N), np.result_type(a, b))
     k = blas_threads() if can_split_threads() else 1
     if k <= 1 or 2 * M * N * K < _MIN_SPLIT_PRODUCT or max(M, N) < 2 * k:
