@@ -82,7 +82,8 @@ def main() -> None:
                  f"embed {config.embed_dim}, vocab {VOCAB}; {args.tokens} characters per call, greedy"))
     try:
         pair = harness.compare(ours, theirs)
-        print(f"rnnkit {pair.ours / args.tokens * 1e6:7.1f} us/char   torch {pair.peer / args.tokens * 1e6:7.1f} us/char"
+        per_char = 1e6 / args.tokens
+        print(f"rnnkit {pair.ours * per_char:7.1f} us/char   torch {pair.peer * per_char:7.1f} us/char"
               f"   ratio torch/rnnkit {pair.ratio:.2f}   same ids: {same}")
     except Busy as busy:
         print(f"not reported: the machine was busy ({busy})")
