@@ -401,13 +401,19 @@ class CharLM:
             logits, state, _ = self.net.forward(prime[None, start : start + PRIME_CHUNK], state=state,
                                                 keep_cache=False)  # (1, <= PRIME_CHUNK, V)
         last = logits[0, -1]
+        # Then one character at a time through the layers' inference step (the same kernels as the
+        # forward pass, without its per-call machinery): embedding row -> recurrent step -> head.
+        # (The Dropout blocks are the identity at inference.)
+        embed, rnn, head = self.net["embed"], self.net["rnn"], self.net["head"]
+        assert state is not None  # the prime is not empty
+        rnn_state = state["rnn"]
         for _ in range(length):
             token = sample_from_logits(last, temperature, top_k, rng)
             yield token
             if token == stop_id:
                 return
-            logits, state, _ = self.net.forward(np.array([[token]]), state=state, keep_cache=False)
-            last = logits[0, 0]
+            out, rnn_state = rnn.step(embed.params["weight"][[token]], rnn_state)
+            last = out[0] @ head.params["weight"].T + head.params["bias"]
 
 
 def state_to_json(state: ModelState | None) -> dict[str, list[Array]] | None:

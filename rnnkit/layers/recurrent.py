@@ -40,7 +40,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnkit._types import Array, Grads, IntArray, Params
-from rnnkit.cells import GRU_CELL, LNLSTM_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec
+from rnnkit.cells import GRU_CELL, LNLSTM_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec, step_forward
+from rnnkit.cells._spec import empty_state, empty_vector
 from rnnkit.cells.lnlstm import param_slices
 from rnnkit.layers import init
 from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
@@ -421,6 +422,63 @@ class Recurrent:
             rcache = RecurrentCache(units, order, rev_index, (B, T, self.input_size), self._signature(),
                                     weight_version(self, self.params), masks)
         return out_bf, self._pack_state(finals, inv), rcache
+
+    def step(self, x: Array, state: State | None = None) -> tuple[Array, State]:
+        """One time step for inference, from ``state``: what ``forward(x[:, None], state)`` gives, without its overhead.
+
+        Generation feeds one token at a time, so the per-call work of :meth:`forward` (layout copies,
+        the time loop's buffers and threads, the cache machinery) would outweigh the step itself;
+        here each layer is one matrix product for its input and one call of the cell's compiled
+        kernel -- the same kernel the time loop runs.  Dropout of every kind is off (inference);
+        zoneout mixes in its expectation, as :meth:`forward` does at inference.
+
+        Args:
+            x: ``(B, I)`` the step's input.
+            state: as for :meth:`forward` (zeros when None).
+
+        Returns:
+            ``(out, state)``: ``out`` ``(B, H)`` (``(B, P)`` with a projection) and the new state in
+            the form of ``state``.
+
+        Raises:
+            ValueError: a bidirectional layer (its backward direction needs the whole sequence),
+                or a malformed ``x`` / ``state``.
+        """
+        if self.num_directions != 1:
+            raise ValueError("step needs a unidirectional layer: a bidirectional one reads the sequence backwards")
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[0] == 0:
+            got = x.shape if isinstance(x, np.ndarray) else type(x).__name__
+            raise ValueError(f"x must be one step of a batch, (B, I) with B >= 1 and I = {self.input_size}, got {got}")
+        B = x.shape[0]
+        x = self._check_array("x", x, (B, self.input_size))
+        L, H, P = self.num_layers, self.hidden_size, self.output_size
+        if state is None:
+            state_t = tuple(np.zeros((L, B, P if k == 0 else H), self.dtype) for k in range(len(self.cell.state_names)))
+        else:
+            state_t = self._check_state("state", state, B)
+        prevs = self._unit_states(state_t, None)
+        rows_a, rows_b = self.cell.cache_sizes(H)
+        has_c = len(self.cell.state_names) > 1
+        layer_in = np.ascontiguousarray(x.T)                                  # (I, B)
+        finals: list[tuple[Array, ...]] = []
+        for layer in range(L):
+            w = self._weights(layer, 0)
+            b_x, b_in = self.cell.split_bias(w.b_ih, w.b_hh)
+            xp = np.matmul(w.w_ih, layer_in)                                  # (G*H, B)
+            h = np.empty((P, B), self.dtype)
+            c = np.empty((H, B), self.dtype) if has_c else empty_state(self.dtype)
+            ca = np.empty((rows_a, B), self.dtype) if rows_a else empty_state(self.dtype)
+            cb = np.empty((rows_b + (H if self.proj_size else 0), B), self.dtype) if rows_b else empty_state(self.dtype)
+            c_prev = prevs[layer][1] if has_c else empty_state(self.dtype)
+            step_forward(self.cell.kind, xp, b_x, b_in, w.w_hh, empty_state(self.dtype) if w.w_hr is None else w.w_hr,
+                         empty_vector(self.dtype) if w.p is None else w.p, prevs[layer][0], c_prev, h, c, ca, cb, 0, H)
+            if self.zoneout:  # at inference each unit keeps p of its previous value (the masks' expectation)
+                h += self.zoneout * (prevs[layer][0] - h)
+                if has_c:
+                    c += self.zoneout * (c_prev - c)
+            finals.append((h, c) if has_c else (h,))
+            layer_in = h
+        return np.ascontiguousarray(layer_in.T), self._pack_state(finals, None)
 
     def backward(
         self,
