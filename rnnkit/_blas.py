@@ -35,6 +35,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
+from rnnkit import _memory  # noqa: F401  (loading it keeps freed memory for reuse: see its docstring)
 from rnnkit._tiles import MAX_COLUMNS, MIN_COLUMNS, tile_gemm
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112

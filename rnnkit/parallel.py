@@ -1,19 +1,21 @@
-"""How many threads rnnkit's matrix products use: one small policy, with an override.
+"""How many threads rnnkit uses: one small policy, with an override.
 
-One number sets all of rnnkit's parallelism: NumPy's BLAS thread count (the compiled time loop
-calls NumPy's BLAS for its per-step product; with ``RNNKIT_SPLIT_BATCH=1`` it splits the batch over
-that many threads instead, see :data:`rnnkit.unroll.SPLIT_BATCH`).  A recurrent network makes many
-*small* products — one per time step, ``(G*H, H) @ (H, B)`` — and a BLAS thread pool synchronises
-its threads on every one of them.  On an idle machine two threads make such a product faster; on a
-busy one (another process on the other core) each product waits for a thread that is not running,
-and training can slow down several times over.
+One number sets all of rnnkit's parallelism: NumPy's BLAS thread count, which rnnkit reads and then
+uses *itself*.  The compiled time loop splits a layer's hidden units over that many threads (they
+meet at a barrier after every step, see :func:`rnnkit.unroll.plan_parts`), and rnnkit's bulk matrix
+products are cut into one block per thread, each a single-threaded BLAS call
+(:func:`rnnkit._blas.matmul`), so OpenBLAS's own thread pool is never woken by rnnkit (its idle
+threads spin for a while after every multi-threaded call, taking a core from the loop's threads).
 
-The policy (:func:`default_threads`): use every core that other processes leave idle when the call
-is made (judged by the number of runnable tasks the kernel reports, sampled a few times), and never
-more than ``RNNKIT_NUM_THREADS`` (an environment variable) or the cores this process may run on.
-The library leaves NumPy's BLAS threads as they are until :func:`set_num_threads` is called; the
-``rnnkit`` command applies the policy at start (``--threads N`` overrides it).
-``benchmarks/bench_threads.py`` measures the choices on an idle machine and beside a CPU hog.
+Threads that meet at every step of a recurrence are fast on an idle machine and slow on a busy one:
+with another process on the other core, each step waits for a thread that is not running, and
+training can slow down several times over.  The policy (:func:`default_threads`): use every core
+that other processes leave idle when the call is made (judged by the number of runnable tasks the
+kernel reports, sampled a few times), and never more than ``RNNKIT_NUM_THREADS`` (an environment
+variable) or the cores this process may run on.  The library leaves NumPy's BLAS threads as they are
+until :func:`set_num_threads` is called; the ``rnnkit`` command applies the policy at start
+(``--threads N`` overrides it).  ``benchmarks/bench_threads.py`` measures the choices on an idle
+machine and beside a CPU hog.
 """
 
 from __future__ import annotations

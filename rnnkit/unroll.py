@@ -8,18 +8,23 @@ Where the time goes, and why the loop looks the way it does:
 
 * The whole time loop is compiled (numba): the loop below is written once and compiled once per
   cell kind, each step one call of the cell's kernel (:mod:`rnnkit.cells`), which does the
-  step's one matrix product and all its gate arithmetic in one pass.  Nothing returns to Python
-  and nothing is allocated per step.
+  step's one matrix product (the register-tile kernel of :mod:`rnnkit._tiles`) and all its gate
+  arithmetic.  Nothing returns to Python and nothing is allocated per step.
 * The input projection ``W_ih x`` is hoisted out of the per-step work: one matrix product per
-  chunk of steps (about 512 columns, so its output stays in cache); the weight gradients are one
-  matrix product each after the loop.  Only ``W_hh h_prev`` (inside the cell step) and
-  ``W_hhᵀ da`` (inside its backward) stay in the loop.
+  chunk of steps (about 128 columns, so its output is still in cache when the steps read it);
+  the weight gradients are one matrix product each after the loop.  Only ``W_hh h_prev`` (inside
+  the cell step) and ``W_hhᵀ da`` (inside its backward) stay in the loop.
 * The step caches are ``(T, rows, B)`` so each step's block is contiguous; the gradients of the
-  pre-activations are written straight into the ``(G*H, T, B)`` arrays that the weight-gradient
-  products read.
-* Threads: by default the per-step products use NumPy's BLAS threads.  The loop can instead split
-  the batch into groups of columns, each run by its own thread with a single-threaded BLAS
-  (:func:`batch_groups`, ``RNNKIT_SPLIT_BATCH=1``); measured on two vCPUs it was slower, so it is off.
+  pre-activations are copied into the ``(G*H, T, B)`` arrays that the weight-gradient products read.
+  Blocks the per-step product reads (``h_{t-1}``, the chunk's inputs, a step's ``da``) get rows of
+  their own first: read in place their rows lie ``T*B`` apart, often a power of two bytes, and
+  evict each other from the cache.
+* Threads (:func:`plan_parts`): by default the loop splits a layer's hidden units over rnnkit's
+  threads, each computing its units' rows of every gate, meeting the others at a barrier after
+  every step (:mod:`rnnkit._sync`); backward, each adds up the threads' shares of ``dh_{t-1}`` for
+  its units.  Layers whose units are coupled within a step (a projection, a layer norm) stay whole;
+  they can split the *batch* instead (:func:`batch_groups`, ``RNNKIT_SPLIT_BATCH=1``), each thread
+  running the whole loop over its own columns with no synchronisation at all.
 * Variable lengths use the packed-sequence trick: the batch is sorted by length (longest first),
   so at step ``t`` the sequences still running are the first ``batch_sizes[t]`` columns and the
   step simply works on that prefix.  Finished sequences keep their last state; their outputs stay
@@ -150,14 +155,15 @@ _ALIGN_COLUMNS = _CACHE_LINE // 4
 """Group cuts fall on multiples of this many columns where they can (a cache line of float32)."""
 
 SPLIT_BATCH: bool = os.environ.get("RNNKIT_SPLIT_BATCH", "").strip() == "1"
-"""Whether the time loop splits the batch over threads (off unless ``RNNKIT_SPLIT_BATCH=1``).
+"""Whether the time loop splits the batch over threads where it does not split the units (off
+unless ``RNNKIT_SPLIT_BATCH=1``; :func:`plan_parts` prefers the units).
 
-Measured on the 2-vCPU Intel Xeon of benchmarks/README.md, splitting lost everywhere: LSTM training
-steps 1.3-1.4 times slower than one group with NumPy's two-threaded OpenBLAS per step (B=32 and
-B=128, H=128 and 256).  OpenBLAS copies all of ``W_hh`` into its packed form on every call, so a
-product of 16 columns costs two thirds of one of 32, and two such products side by side contend for
-the cores' caches.  It is kept, tested, for machines with more and larger cores, where independent
-groups may scale better than a BLAS pool that meets at every step's small product."""
+Groups of the batch need no synchronisation at all, but each thread's product is then a thinner
+one: on the 2-vCPU Intel Xeon of benchmarks/README.md a 16-column product took 60-65% of the time of
+a 32-column one (the tile kernel is load-bound with one vector of columns), so halving the batch
+saved less than halving the units, and measured slower for the LSTM at B=32 (forward 9.8 against
+7.5 ms, H=128).  It is kept, tested, for the layers that cannot split their units and for machines
+where a per-step barrier costs more."""
 
 
 def batch_groups(B: int, batch_sizes: IntArray | None) -> list[tuple[int, int]]:
