@@ -196,6 +196,7 @@ def single_threaded_blas() -> Iterator[None]:
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
+_CORES = os.cpu_count() or 2
 _POOL_LOCK = threading.Lock()
 
 
@@ -209,7 +210,7 @@ def worker_pool(workers: int = 1) -> ThreadPoolExecutor:
     """
     global _POOL, _POOL_SIZE
     with _POOL_LOCK:
-        size = max(workers, (os.cpu_count() or 2) - 1, 1)
+        size = max(workers, _CORES - 1, 1)
         if _POOL is None or _POOL_SIZE < size:
             if _POOL is not None:
                 _POOL.shutdown(wait=False)
@@ -263,14 +264,15 @@ def matmul(a: Any, b: Any) -> Any:
             np.matmul(a, b, out=out)
         return out
     by_rows = M >= N
-    cuts = np.linspace(0, M if by_rows else N, k + 1).round().astype(int)
+    size = M if by_rows else N
+    cuts = [size * i // k for i in range(k + 1)]
 
     def block(lo: int, hi: int) -> Callable[[], Any]:
         if by_rows:
             return lambda: np.matmul(a[lo:hi], b, out=out[lo:hi])
         return lambda: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
 
-    run_in_threads([block(int(lo), int(hi)) for lo, hi in itertools.pairwise(cuts)])
+    run_in_threads([block(lo, hi) for lo, hi in itertools.pairwise(cuts)])
     return out
 
 

@@ -531,8 +531,8 @@ def _in_threads(copy: Any, a: Array, order: IntArray, out: Array, T: int) -> Non
     if k <= 1 or a.size < _MIN_SPLIT_COPY:
         copy(a, order, out, 0, T)
         return
-    cuts = np.linspace(0, T, k + 1).round().astype(int)
-    run_in_threads([functools.partial(copy, a, order, out, int(t0), int(t1)) for t0, t1 in itertools.pairwise(cuts)])
+    cuts = [T * i // k for i in range(k + 1)]
+    run_in_threads([functools.partial(copy, a, order, out, t0, t1) for t0, t1 in itertools.pairwise(cuts)])
 
 
 _MIN_SPLIT_COPY = 1 << 17
