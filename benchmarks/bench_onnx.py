@@ -8,7 +8,8 @@ built-in corpus's vocabulary), randomly initialised (speed and size do not depen
 workloads, float32:
 
 * **generation**, B = 1: 200 tokens fed one at a time with the state carried (``--with-state`` export),
-  time per token;
+  time per token; rnnkit steps as :meth:`CharLM.generate` does (embedding row, ``RecurrentLayer.step``,
+  the head);
 * **batch**, B = 32 x T = 100 tokens in one forward pass (inference, no cache).
 
 Each repeat runs rnnkit and onnxruntime back to back, so both see the same machine load; the table
@@ -66,11 +67,13 @@ def main() -> None:
         H, V = model.config.hidden, len(vocab)
         tokens = rng.integers(0, V, (1, args.tokens))
 
-        def gen_rnnkit() -> np.ndarray:
+        embed, rnn, head = net["embed"], net["rnn"], net["head"]
+
+        def gen_rnnkit() -> np.ndarray:  # token by token as CharLM.generate runs: RecurrentLayer.step
             state, outs = None, []
             for t in range(args.tokens):
-                out, state, _ = net.forward(tokens[:, t:t + 1], state=state, keep_cache=False)
-                outs.append(out)
+                out, state = rnn.step(embed.params["weight"][tokens[:, t]], state)
+                outs.append((out @ head.params["weight"].T + head.params["bias"])[:, None])
             return np.concatenate(outs, axis=1)
 
         def gen_ort() -> np.ndarray:
