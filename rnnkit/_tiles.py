@@ -180,43 +180,48 @@ def _tile_function(module: ir.Module, scalar: ir.Type, size: int, rows: int, nve
     return fn
 
 
-def _make_tile(rows: int, nvec: int, masked: bool) -> Any:
-    """The tile intrinsic for ``rows`` x ``nvec`` vectors (the last one ``masked`` to ``nlast`` lanes).
-
-    ``tile(A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, nlast, alpha, beta)``: the tile whose first
-    elements are ``A.flat[a0]``, ``Bm.flat[b0]`` and ``C.flat[c0]``, strides as in :func:`_tile_function`.
-    """
-
-    @intrinsic
-    def tile(typingctx, A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, nlast, alpha, beta):
-        dtype = A.dtype
-        sig = types.void(A, types.intp, types.intp, types.intp, Bm, types.intp, types.intp, C, types.intp,
-                         types.intp, types.intp, types.intp, dtype, dtype)
-
-        def codegen(context, builder, signature, args):
-            (A_, a0, sam, sak, B_, b0, sbk, C_, c0, scm, K, nlast, alpha, beta) = args
-            scalar = context.get_value_type(dtype)
-            fn = _tile_function(builder.module, scalar, context.get_abi_sizeof(scalar), rows, nvec, masked)
-            a_ptr = builder.gep(context.make_array(A)(context, builder, A_).data, [a0])
-            b_ptr = builder.gep(context.make_array(Bm)(context, builder, B_).data, [b0])
-            c_ptr = builder.gep(context.make_array(C)(context, builder, C_).data, [c0])
-            builder.call(fn, [a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nlast, alpha, beta])
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return tile
+_ROWS = tuple(rows for rows in (8, 4, 2, 1) if rows <= MR)
+"""The tiles' heights: MR for the bulk of C, then MR/2, ..., 1 cover any rest (MR is a power of two)."""
 
 
-# Full tiles and the tiles for the last rows of C (MR is a power of two: MR/2, ..., 1 cover any rest),
-# each with one or two vectors of columns, the last whole or masked.
-_TILES = {(rows, nvec, masked): _make_tile(rows, nvec, masked)
-          for rows in (8, 4, 2, 1) if rows <= MR for nvec in (1, 2) for masked in (False, True)}
-_T8_1, _T8_1M, _T8_2, _T8_2M = (_TILES.get((8, n, m), _TILES[(MR, n, m)]) for n, m in
-                                ((1, False), (1, True), (2, False), (2, True)))
-_T4_1, _T4_1M, _T4_2, _T4_2M = (_TILES[(4, n, m)] for n, m in ((1, False), (1, True), (2, False), (2, True)))
-_T2_1, _T2_1M, _T2_2, _T2_2M = (_TILES[(2, n, m)] for n, m in ((1, False), (1, True), (2, False), (2, True)))
-_T1_1, _T1_1M, _T1_2, _T1_2M = (_TILES[(1, n, m)] for n, m in ((1, False), (1, True), (2, False), (2, True)))
+@intrinsic
+def _tile(typingctx, rows, nvec, masked, A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, nlast, alpha, beta):
+    """One tile: ``rows`` (one of :data:`_ROWS`) x ``nvec`` (1 or 2) vectors of C, the last vector
+    ``masked`` to ``nlast`` lanes, whose first elements are ``A.flat[a0]``, ``Bm.flat[b0]`` and
+    ``C.flat[c0]`` (strides as in :func:`_tile_function`).  The shape is chosen at run time by a
+    switch over the tile functions, all defined in the calling module."""
+    dtype = A.dtype
+    sig = types.void(types.intp, types.intp, types.boolean, A, types.intp, types.intp, types.intp, Bm, types.intp,
+                     types.intp, C, types.intp, types.intp, types.intp, types.intp, dtype, dtype)
+
+    def codegen(context, builder, signature, args):
+        (rows_, nvec_, masked_, A_, a0, sam, sak, B_, b0, sbk, C_, c0, scm, K, nlast, alpha, beta) = args
+        scalar = context.get_value_type(dtype)
+        size = context.get_abi_sizeof(scalar)
+        intp = context.get_value_type(types.intp)
+        a_ptr = builder.gep(context.make_array(A)(context, builder, A_).data, [a0])
+        b_ptr = builder.gep(context.make_array(Bm)(context, builder, B_).data, [b0])
+        c_ptr = builder.gep(context.make_array(C)(context, builder, C_).data, [c0])
+        # key = 4 * rows + 2 * (nvec - 1) + masked, one case per tile shape
+        key = builder.add(builder.mul(rows_, ir.Constant(intp, 4)),
+                          builder.add(builder.mul(builder.sub(nvec_, ir.Constant(intp, 1)), ir.Constant(intp, 2)),
+                                      builder.zext(masked_, intp)))
+        done = builder.append_basic_block("tile.done")
+        switch = builder.switch(key, done)
+        for height in _ROWS:
+            for vectors in (1, 2):
+                for ragged in (False, True):
+                    case = builder.append_basic_block(f"tile.{height}x{vectors}{'m' if ragged else ''}")
+                    switch.add_case(ir.Constant(intp, 4 * height + 2 * (vectors - 1) + int(ragged)), case)
+                    with builder.goto_block(case):
+                        fn = _tile_function(builder.module, scalar, size, height, vectors, ragged)
+                        builder.call(fn, [a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nlast, alpha, beta])
+                        builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
 
 _OPTIONS = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -235,52 +240,12 @@ def _scalar_impl(C, x):
 
 @numba.njit(**_OPTIONS)
 def _tile_row_block(rows, A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, N, alpha, beta, width):
-    """``rows`` (8, 4, 2 or 1) rows of C, all its N columns, in tiles of up to two vectors."""
+    """``rows`` (one of :data:`_ROWS`) rows of C, all its N columns, in tiles of up to two vectors."""
     for j0 in range(0, N, 2 * width):
         w = min(2 * width, N - j0)
         nvec = 2 if w > width else 1
         nlast = w - (nvec - 1) * width
-        full = nlast == width
-        ao, bo, co = a0, b0 + j0, c0 + j0
-        if rows == 8:
-            if nvec == 2:
-                if full:
-                    _T8_2(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-                else:
-                    _T8_2M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-            elif full:
-                _T8_1(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-            else:
-                _T8_1M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-        elif rows == 4:
-            if nvec == 2:
-                if full:
-                    _T4_2(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-                else:
-                    _T4_2M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-            elif full:
-                _T4_1(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-            else:
-                _T4_1M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-        elif rows == 2:
-            if nvec == 2:
-                if full:
-                    _T2_2(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-                else:
-                    _T2_2M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-            elif full:
-                _T2_1(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-            else:
-                _T2_1M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-        elif nvec == 2:
-            if full:
-                _T1_2(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-            else:
-                _T1_2M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-        elif full:
-            _T1_1(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
-        else:
-            _T1_1M(A, ao, sam, sak, Bm, bo, sbk, C, co, scm, K, nlast, alpha, beta)
+        _tile(rows, nvec, nlast < width, A, a0, sam, sak, Bm, b0 + j0, sbk, C, c0 + j0, scm, K, nlast, alpha, beta)
 
 
 @numba.njit(**_OPTIONS)
