@@ -347,8 +347,9 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, c
     the recurrent-dropout mask ``rd`` on the way when there is one.
     ``W_ih x`` is made here, a chunk of steps at a time, one matrix product per chunk, into the
     group's ``xp_bufs[g]`` (``(G*H, chunk*(g1-g0))``, ``g`` the group's place in ``group_starts``):
-    it is then still in cache when the steps read it.  The product reads the chunk's inputs from
-    ``xg_bufs[g]``, where the loop gathers the group's columns first.
+    it is then still in cache when the steps read it (parts of one group write their own gate rows
+    of it).  The product reads the chunk's inputs from ``xg_bufs[part]``, where the loop gathers the
+    group's columns first.
     With zoneout (``zh``) the cell writes ``h̃`` into ``h_cell``'s slot and the step's state is
     mixed from it (and ``c`` in place)."""
     B = final_h.shape[1]
@@ -356,7 +357,7 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, c
     h0, h1 = (u0, u1) if parties > 1 else (0, hs2.shape[0])  # this part's rows of h (P of them with a projection)
     width = g1 - g0
     group = np.searchsorted(group_starts, g0)
-    xp_buf, xg_buf, h_in_buf = xp_bufs[group], xg_bufs[group], hm_bufs[part]
+    xp_buf, xg_buf, h_in_buf = xp_bufs[group], xg_bufs[part], hm_bufs[part]
     chunk = xp_buf.shape[1] // width
     threaded = parties > 1 or width < B
     zoning = zh.shape[0] > 0
@@ -615,7 +616,7 @@ def unroll_forward(
     width = max(g1 - g0 for g0, g1 in groups)
     chunk = max(1, min(T, _CHUNK_COLUMNS // width))
     xp_bufs = _padded_rows((len(groups), GH, chunk * width), dtype)
-    xg_bufs = _aligned((len(groups), I, chunk * width), dtype)
+    xg_bufs = _aligned((len(parts), I, chunk * width), dtype)
     group_starts = np.array([g0 for g0, _ in groups], np.int64)
 
     # h doubles as the layer's output, so it is laid out (H, T+1, B): the next layer's input
