@@ -176,11 +176,11 @@ def can_split_threads() -> bool:
 def single_threaded_blas() -> Iterator[None]:
     """NumPy's BLAS on one thread (process-wide) for the duration, then back to its previous count.
 
-    The time loop's worker threads each run their own group of the batch and call the BLAS at every
-    step; a multi-threaded OpenBLAS would serialise those concurrent calls on its one thread server.
-    (OpenBLAS's per-thread ``openblas_set_num_threads_local`` acts only in its OpenMP builds, not in
-    the pthreads build NumPy ships.)  Lowering the count keeps OpenBLAS's threads parked, so setting
-    it back costs nothing.
+    rnnkit's own threads (:func:`run_in_threads`) each make their own BLAS calls; a multi-threaded
+    OpenBLAS would wake its thread pool, whose idle threads then spin for a while and take cores from
+    rnnkit's.  (OpenBLAS's per-thread ``openblas_set_num_threads_local`` acts only in its OpenMP
+    builds, not in the pthreads build NumPy ships.)  Lowering the count keeps OpenBLAS's threads
+    parked, so setting it back costs nothing.
     """
     if _SET_THREADS is None or _GET_THREADS is None:
         yield
@@ -221,13 +221,8 @@ def worker_pool(workers: int = 1) -> ThreadPoolExecutor:
 def run_in_threads(tasks: list[Callable[[], Any]]) -> None:
     """Run every task at once, the first in this thread and the others in :func:`worker_pool`, with
     NumPy's BLAS single-threaded meanwhile (each task makes its own products); return when all are done."""
-    if len(tasks) == 1:
-        with single_threaded_blas():
-            tasks[0]()
-        return
     with single_threaded_blas():
-        pool = worker_pool(len(tasks) - 1)
-        futures = [pool.submit(task) for task in tasks[1:]]
+        futures = [worker_pool(len(tasks) - 1).submit(task) for task in tasks[1:]] if len(tasks) > 1 else []
         try:
             tasks[0]()
         finally:

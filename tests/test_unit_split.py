@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_batch_groups import _run
 
 import rnnkit
 from rnnkit._blas import can_split_threads
@@ -50,14 +51,6 @@ def test_the_defaults_keep_small_steps_on_one_thread(monkeypatch: pytest.MonkeyP
         assert plan_parts(LSTM_CELL, 13, 5, None) == [(0, 5, 0, 13)]
         if can_split_threads():
             assert plan_parts(LSTM_CELL, 256, 32, None) == [(0, 32, 0, 128), (0, 32, 128, 256)]
-
-
-def _run(layer: Any, x: np.ndarray, state: Any, lengths: np.ndarray | None, threads: int, seed: int,
-         d_out: np.ndarray) -> tuple[np.ndarray, Any, dict[str, np.ndarray], np.ndarray]:
-    with rnnkit.threads(threads):
-        out, final, cache = layer.forward(x, state, lengths, training=True, rng=np.random.default_rng(seed))
-        dx, d_state0, grads = layer.backward(d_out, None, cache)
-    return out, final, grads, dx
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
