@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnkit._finite import all_finite
 from rnnkit._types import Array, Params
 
 
@@ -58,7 +59,7 @@ def checked_state_dict(
         if not np.issubdtype(value.dtype, np.floating):
             raise ValueError(f"load_state_dict: {name!r} has dtype {value.dtype}, expected a float array")
         converted = np.array(value, dtype=dtype, copy=True)
-        if converted.size and not (np.isfinite(converted.min()) and np.isfinite(converted.max())):
+        if not all_finite(converted):
             raise ValueError(f"load_state_dict: {name!r} contains NaN or infinite values")
         loaded[name] = converted
     return loaded
@@ -81,7 +82,6 @@ def check_float_input(name: str, a: Any, dtype: np.dtype[Any]) -> Array:
             f"{name} has dtype {a.dtype} but the layer's parameters are {dtype}; "
             f"convert it with .astype(np.{dtype}){rebuild}"
         )
-    # min and max propagate NaN and show ±inf, without the temporary array of isfinite(a).
-    if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
+    if not all_finite(a):
         raise ValueError(f"{name} contains NaN or infinite values")
     return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
