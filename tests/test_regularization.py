@@ -18,6 +18,7 @@ Checked, in float64:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from hypothesis import strategies as st
 import rnnkit
 from rnnkit import GRU, LSTM, RNN, Dropout, Embedding, Linear, Sequential, gradcheck
 from rnnkit.layers import Recurrent
-from rnnkit.layers.dropout import dropout_mask
+from rnnkit.layers.dropout import _expand_lanes, _expand_mask, dropout_mask
 
 B, T, I, H = 3, 5, 4, 6
 GRAD_TOL = 1e-6
@@ -295,6 +296,26 @@ def test_dropout_mask_rate() -> None:
     assert mask.dtype == np.float32
     assert abs((mask == 0).mean() - 0.3) < 0.005  # 5 standard deviations
     assert abs(mask.mean() - 1.0) < 0.01
+
+
+def test_dropout_mask_takes_the_documented_lanes() -> None:
+    """Entry i is kept when the 16-bit lane i & 3 (from the low bits) of raw word i >> 2 reaches
+    round(p * 2^16): checked against Python's own shifts, for both compiled forms (the fast one reads
+    the words as uint16 on little-endian machines), with a ragged last word."""
+    rng = np.random.default_rng(3)
+    words = rng.bit_generator.random_raw(1001)
+    size, p = 4001, 0.37
+    threshold, scale = round(p * 65536), np.float32(1 / (1 - p))
+    expected = np.array([scale if (int(words[i // 4]) >> (16 * (i % 4))) & 0xFFFF >= threshold else 0
+                         for i in range(size)], np.float32)
+    by_shifts, by_lanes = np.empty(size, np.float32), np.empty(size, np.float32)
+    _expand_mask(words, threshold, scale, by_shifts)
+    np.testing.assert_array_equal(by_shifts, expected)
+    if sys.byteorder == "little":
+        _expand_lanes(words.view(np.uint16), threshold, scale, by_lanes)
+        np.testing.assert_array_equal(by_lanes, expected)
+    mask = dropout_mask(np.random.default_rng(3), (size,), p, np.float32)  # the same generator state
+    np.testing.assert_array_equal(mask, expected)
 
 
 # ---------------------------------------------------------------------- the training flag: hostile input

@@ -13,6 +13,7 @@ training, so nothing needs rescaling at inference.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NamedTuple
 
 import numba
@@ -61,17 +62,31 @@ def dropout_mask(rng: np.random.Generator, shape: tuple[int, ...], p: float, dty
     size = int(np.prod(shape, dtype=np.int64))
     words = rng.bit_generator.random_raw((size + 3) // 4)
     mask = np.empty(size, dtype)
-    _expand_mask(words, round(p * _LEVELS), mask.dtype.type(1.0 / (1.0 - p)), mask)
+    threshold, scale = round(p * _LEVELS), mask.dtype.type(1.0 / (1.0 - p))
+    if sys.byteorder == "little":  # lane i of a word is then the word's i-th 16-bit integer in memory
+        _expand_lanes(words.view(np.uint16), threshold, scale, mask)
+    else:
+        _expand_mask(words, threshold, scale, mask)
     return mask.reshape(shape)
 
 
 @numba.njit(cache=True, nogil=True)
 def _expand_mask(words, threshold, scale, mask):
-    """``mask[i] = scale`` where the ``i``-th 16-bit lane of ``words`` is at least ``threshold``, else 0."""
+    """``mask[i] = scale`` where the ``i``-th 16-bit lane of ``words`` is at least ``threshold``, else 0
+    (lane ``i & 3`` of word ``i >> 2``, counted from the low bits)."""
     zero = scale - scale
     for i in range(mask.shape[0]):
         lane = (words[i >> 2] >> np.uint64(16 * (i & 3))) & np.uint64(0xFFFF)
         mask[i] = scale if lane >= threshold else zero
+
+
+@numba.njit(cache=True, nogil=True)
+def _expand_lanes(lanes, threshold, scale, mask):
+    """:func:`_expand_mask` with the lanes already apart (``lanes`` the words viewed as uint16 on a
+    little-endian machine): one comparison per entry, which the compiler vectorises."""
+    zero = scale - scale
+    for i in range(mask.shape[0]):
+        mask[i] = scale if lanes[i] >= threshold else zero
 
 
 class DropoutCache(NamedTuple):
