@@ -277,16 +277,26 @@ def _copy(src, out):  # type: ignore[no-untyped-def]
             o[b] = s[b]
 
 
+@numba.njit(fastmath={"reassoc"}, **KERNEL_OPTIONS)
+def _row_sum(a):  # type: ignore[no-untyped-def]
+    """The sum of a short row (a step's B columns) in any order: ``reassoc`` lets it vectorise."""
+    total = a.dtype.type(0)
+    for b in range(a.shape[0]):
+        total += a[b]
+    return total
+
+
 @numba.njit(**KERNEL_OPTIONS)
 def _copy_and_sum(src, out, sums):  # type: ignore[no-untyped-def]
-    """``out = src`` and ``sums += src`` (float64) over ``out``'s columns: a step's gate gradients
-    stored and added to the bias gradient's running sums while they are in cache."""
+    """``out = src`` over ``out``'s columns, and each row's sum added to ``sums`` (float64, one per
+    row): a step's gate gradients stored, and added to the bias gradient's running sums while they
+    are in cache."""
     F, n = out.shape
     for f in range(F):
-        s, o, acc = row(src, f), row(out, f), row(sums, f)
+        s, o = row(src, f), row(out, f)
         for b in range(n):
             o[b] = s[b]
-            acc[b] += s[b]
+        sums[f] += _row_sum(s[:n])
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -312,6 +322,7 @@ def _zone_backward(d, mask, direct):  # type: ignore[no-untyped-def]
 
 @numba.njit(**KERNEL_OPTIONS)
 def _add(d, direct):  # type: ignore[no-untyped-def]
+    """``d += direct`` over ``d``'s columns."""
     F, n = d.shape
     for f in range(F):
         g, k = row(d, f), row(direct, f)
@@ -404,7 +415,7 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, c
                      cs[s_prev, :, lo:hi], h_out, cs[s_new, :, lo:hi], ca[c_t, :, lo:hi], cb[c_t, :, lo:hi], u0, u1)
         if zoning:
             z = t if zh.shape[0] > 1 else 0
-            h_new[h0:h1, :] = h_out[h0:h1]
+            _copy(h_out[h0:h1], h_new[h0:h1])
             _zone(h_prev[h0:h1], zh[z, h0:h1, lo:hi], h_new[h0:h1])
             if zc.shape[0] > 0:
                 _zone(cs[s_prev, u0:u1, lo:hi], zc[z, u0:u1, lo:hi], cs[s_new, u0:u1, lo:hi])
@@ -429,9 +440,9 @@ def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, dh, dc, d
     product then reads, and the loop copies them on (rows ``T*B`` apart: see :func:`_forward_loop`).
     With a projection each step's full ``dh`` is kept in ``dH2`` (``(P, T*B)``, else empty) for ``dW_hr``.
     Each step adds its gradient of the cell's extra parameters ``p`` into this part's own row of
-    ``dps``, and its gate gradients into ``dbs[part]`` (``(1 or 2, G*H, B)``, float64: the running
-    sums over time of ``dA2`` and of ``dAh2`` when it differs, whose sums over the batch are the
-    bias gradients): parts run at once, so they never share one.
+    ``dps``, and the sums of its gate gradients into ``dbs[part]`` (``(1 or 2, G*H)``, float64: the
+    running sums over time and batch of ``dA2``, and of ``dAh2`` when it differs, that is, the bias
+    gradients): parts run at once, so they never share one.
     Parts that split the units each get their units' share of ``dh_{t-1}`` from the cell, in their
     ``partials[part, t % 2]``; after the step's barrier each part adds up every part's share for its
     own units (two slots, so that a part never overwrites a share another is still reading).
@@ -457,7 +468,9 @@ def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, dh, dc, d
                 barrier(sync, parties, T - t)
             continue
         if d_out2.shape[0] > 0:
-            dh[h0:h1, lo:hi] += d_out2[h0:h1, t * B + lo : t * B + hi]
+            # (through _add: numba compiles a slice expression such as ``a[...] += b[...]`` on these
+            # strided blocks to an element-by-element loop, 40 µs a step at H=256)
+            _add(dh[h0:h1, lo:hi], d_out2[h0:h1, t * B + lo : t * B + hi])
         h_out = hs2[:, (t + 1) * B + lo : (t + 1) * B + hi]
         if zoning:  # split dh (dc) into the cell's share and the direct path to h_{t-1} (c_{t-1})
             z = t if zh.shape[0] > 1 else 0
@@ -466,16 +479,16 @@ def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, dh, dc, d
                 _zone_backward(dc[u0:u1, lo:hi], zc[z, u0:u1, lo:hi], direct_c[u0:u1, lo:hi])
             h_out = h_cell[t, :, lo:hi]
         if dH2.shape[0] > 0:
-            dH2[:, t * B + lo : t * B + hi] = dh[:, lo:hi]
+            _copy(dh[:, lo:hi], dH2[:, t * B + lo : t * B + hi])
         dh_prev = partials[part, t % 2, :, lo:hi] if parties > 1 else dh[:, lo:hi]
         step_backward(kind, dh[:, lo:hi], dc[:, lo:hi], hs2[:, t * B + lo : t * B + hi], cs[t, :, lo:hi],
                       h_out, ca[t, :, lo:hi], cb[t, :, lo:hi], w_hh, w_hr, p, da_buf[:, lo:hi], dah_buf[:, lo:hi], dp,
                       u0, u1, dh_prev)
         for g in range(G):
             r0, r1 = g * H + u0, g * H + u1
-            _copy_and_sum(da_buf[r0:r1, lo:hi], dA2[r0:r1, t * B + lo : t * B + hi], dbs[part, 0, r0:r1, lo:hi])
+            _copy_and_sum(da_buf[r0:r1, lo:hi], dA2[r0:r1, t * B + lo : t * B + hi], dbs[part, 0, r0:r1])
             if separate:
-                _copy_and_sum(dah_buf[r0:r1, lo:hi], dAh2[r0:r1, t * B + lo : t * B + hi], dbs[part, 1, r0:r1, lo:hi])
+                _copy_and_sum(dah_buf[r0:r1, lo:hi], dAh2[r0:r1, t * B + lo : t * B + hi], dbs[part, 1, r0:r1])
         if parties > 1:  # every part's share of dh_{t-1} is written: add them up for this part's units
             barrier(sync, parties, T - t)
             own = dh[u0:u1, lo:hi]
@@ -717,7 +730,7 @@ def unroll_backward(
     # The bias gradients, summed over time inside the loop while each step's gate gradients are in
     # cache (a sum over dA afterwards reads all of it from memory again: 1.2 ms of a 52 ms LSTM
     # 256 training step), in float64 so that the order of the sum costs no precision.
-    dbs = np.zeros((len(parts), 2 if cell.separate_hidden_grad else 1, GH, B))
+    dbs = np.zeros((len(parts), 2 if cell.separate_hidden_grad else 1, GH))
     group_starts = np.array(sorted({g0 for g0, _, _, _ in parts}), np.int64)
     partials = _aligned((len(parts), 2, P, B), dtype) if len(parts) > 1 else _EMPTY4[np.dtype(dtype)]
     _run_parts(_backward_loop, (cell.kind, cell.num_gates, H, weights.w_hh, w_hr, p, hs.reshape(P, (T + 1) * B), cs,
@@ -734,7 +747,7 @@ def unroll_backward(
     d_w_hr = None
     if weights.w_hr is not None:                    # dW_hr = Σ_t dh_t ĥ_tᵀ, ĥ the cache's second half
         d_w_hr = matmul(dH, np.ascontiguousarray(cb[:, H:].transpose(1, 0, 2)).reshape(H, T * B).T)
-    bias_sums = dbs.sum(axis=(0, 3))              # (1 or 2, GH): over the parts and the batch
+    bias_sums = dbs.sum(axis=0)                   # (1 or 2, GH): over the parts
     b_ih = bias_sums[0].astype(dtype)
     grads = Weights(
         w_ih=matmul(dA2, x.reshape(I, T * B).T),
