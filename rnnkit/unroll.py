@@ -251,6 +251,8 @@ _EMPTY3: dict[np.dtype[Any], Array] = {
     np.dtype(np.float64): np.empty((0, 0, 0)),
 }
 """Shared empty 3-D arrays: the zoneout arguments of the compiled loops when zoneout is off."""
+_NO_ORDER = np.empty(0, np.int64)
+"""The ``x_order`` / ``out_dest`` of the loops when the input / output is feature-major."""
 _EMPTY4: dict[np.dtype[Any], Array] = {
     np.dtype(np.float32): np.empty((0, 0, 0, 0), np.float32),
     np.dtype(np.float64): np.empty((0, 0, 0, 0)),
@@ -337,6 +339,51 @@ def _group_count(active, t, g0, g1):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(**KERNEL_OPTIONS)
+def _gather_columns(a, order, t, g0, n, out, col0, src_rows, dst_rows):  # type: ignore[no-untyped-def]
+    """``out[f, col0 + k] = a[order[g0 + k], t, f]`` for ``k < n`` and every ``f``: one step's columns
+    of a batch-first ``(B, T, F)`` input, transposed into a feature-major block (``out`` ``(F, ·)``,
+    rows contiguous).  Whole ``W x W`` tiles go through registers (see :func:`_transpose_bt_to_ft`);
+    ``src_rows`` / ``dst_rows`` are ``W`` int64 of scratch."""
+    F = a.shape[2]
+    W = src_rows.shape[0]
+    sa0, sa1 = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize
+    so0 = out.strides[0] // out.itemsize
+    n_tiled, F_tiled = n - n % W, F - F % W
+    for k0 in range(0, n_tiled, W):
+        for f0 in range(0, F_tiled, W):
+            for r in range(W):
+                src_rows[r] = order[g0 + k0 + r] * sa0 + t * sa1 + f0
+                dst_rows[r] = (f0 + r) * so0 + col0 + k0
+            transpose_tile(a, src_rows, out, dst_rows)
+    for f in range(F):
+        dst = out[f]
+        for k in range(n_tiled if f < F_tiled else 0, n):
+            dst[col0 + k] = a[order[g0 + k], t, f]
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def _scatter_columns(src, f0, f1, dest, lo, t, out, src_rows, dst_rows):  # type: ignore[no-untyped-def]
+    """``out[dest[lo + k], t, f] = src[f, k]`` for rows ``f0 .. f1-1`` of the feature-major block
+    ``src`` (``(F, n)``, rows contiguous): one step's states, transposed into a batch-first
+    ``(B, T, F)`` output (rows contiguous), by ``W x W`` register tiles as :func:`_gather_columns`."""
+    n = src.shape[1]
+    W = src_rows.shape[0]
+    ss0 = src.strides[0] // src.itemsize
+    sd0, sd1 = out.strides[0] // out.itemsize, out.strides[1] // out.itemsize
+    n_tiled, f_tiled = n - n % W, f1 - (f1 - f0) % W
+    for k0 in range(0, n_tiled, W):
+        for g in range(f0, f_tiled, W):
+            for r in range(W):
+                src_rows[r] = (g + r) * ss0 + k0
+                dst_rows[r] = dest[lo + k0 + r] * sd0 + t * sd1 + g
+            transpose_tile(src, src_rows, out, dst_rows)
+    for k in range(n):
+        dst, column = out[dest[lo + k], t], src[:, k]
+        for f in range(f_tiled if k < n_tiled else f0, f1):
+            dst[f] = column[f]
+
+
+@numba.njit(**KERNEL_OPTIONS)
 def _project(w_ih, G, H, u0, u1, x_chunk, out, threaded):  # type: ignore[no-untyped-def]
     """``out = W_ih x_chunk`` for the gate rows of units ``u0 .. u1-1``, one product per gate block.
 
@@ -354,9 +401,9 @@ def _project(w_ih, G, H, u0, u1, x_chunk, out, threaded):  # type: ignore[no-unt
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, cb, xp_bufs, xg_bufs, hm_bufs,
-                  group_starts, active, final_h, final_c, keep_cache, rd, zh, zc, h_cell, sync, parties, part,
-                  g0, g1, u0, u1):  # type: ignore[no-untyped-def]
+def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order, hs2, out_bt, out_dest, cs, ca, cb,
+                  xp_bufs, xg_bufs, hm_bufs, group_starts, active, final_h, final_c, keep_cache, rd, zh, zc, h_cell,
+                  sync, parties, part, g0, g1, u0, u1):  # type: ignore[no-untyped-def]
     """The time loop.  ``x2`` is the ``(I, T*B)`` input, ``hs2`` the ``(P, (T+1)*B)`` states (slot 0
     the initial one), ``cs`` the second state's slots, ``ca`` / ``cb`` the cache slots.
 
@@ -374,7 +421,11 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, c
     of it).  The product reads the chunk's inputs from ``xg_bufs[part]``, where the loop gathers the
     group's columns first.
     With zoneout (``zh``) the cell writes ``h̃`` into ``h_cell``'s slot and the step's state is
-    mixed from it (and ``c`` in place)."""
+    mixed from it (and ``c`` in place).
+    Inference can skip both layout copies: with a non-empty ``x_bt`` (``(B, T, I)``, batch-first)
+    the chunk's inputs are gathered from it, column ``b`` from row ``x_order[b]``, instead of from
+    ``x2``; with a non-empty ``out_bt`` (``(B, T, P)``) each step's states are also written there,
+    column ``b`` to row ``out_dest[b]``, and ``hs2`` holds only two rolling slots."""
     B = final_h.shape[1]
     T = active.shape[0] - 1
     h0, h1 = (u0, u1) if parties > 1 else (0, hs2.shape[0])  # this part's rows of h (P of them with a projection)
@@ -384,6 +435,10 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, c
     chunk = xp_buf.shape[1] // width
     threaded = parties > 1 or width < B
     zoning = zh.shape[0] > 0
+    gather, scatter = x_bt.shape[0] > 0, out_bt.shape[0] > 0
+    rolling = hs2.shape[1] < (T + 1) * B          # two slots of h: the output goes to out_bt
+    W = tile_width_of(hs2)
+    src_rows, dst_rows = np.empty(W, np.int64), np.empty(W, np.int64)
     fpu = flush_subnormals()  # vanishing gradients and saturated gates pass through subnormals: see rnnkit._fpu
     for t in range(T):
         j = t % chunk
@@ -393,7 +448,10 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, c
             # T*B apart (often a power of two bytes), so read in place they would evict each other.
             x_chunk = xg_buf[:, : k * width]
             for s in range(k):
-                _copy(x2[:, (t + s) * B + g0 : (t + s) * B + g1], x_chunk[:, s * width : (s + 1) * width])
+                if gather:
+                    _gather_columns(x_bt, x_order, t + s, g0, width, x_chunk, s * width, src_rows, dst_rows)
+                else:
+                    _copy(x2[:, (t + s) * B + g0 : (t + s) * B + g1], x_chunk[:, s * width : (s + 1) * width])
             _project(w_ih, G, H, u0, u1, x_chunk, xp_buf[:, : k * width], threaded)
         n = _group_count(active, t, g0, g1)
         if n == 0:  # every sequence of the group has ended (lengths are sorted: none restarts)
@@ -403,8 +461,9 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, c
             s_prev, s_new, c_t = t, t + 1, t
         else:  # two rolling slots for c, one for the step cache
             s_prev, s_new, c_t = t % 2, 1 - t % 2, 0
-        h_prev = hs2[:, t * B + lo : t * B + hi]
-        h_new = hs2[:, (t + 1) * B + lo : (t + 1) * B + hi]
+        h_slot, new_slot = (t % 2, 1 - t % 2) if rolling else (t, t + 1)
+        h_prev = hs2[:, h_slot * B + lo : h_slot * B + hi]
+        h_new = hs2[:, new_slot * B + lo : new_slot * B + hi]
         h_in = h_in_buf[:, lo:hi]
         if rd.shape[0] > 0:  # recurrent dropout: the cell reads m ⊙ h_{t-1}
             _masked(h_prev, rd[:, lo:hi], h_in)
@@ -419,9 +478,11 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, hs2, cs, ca, c
             _zone(h_prev[h0:h1], zh[z, h0:h1, lo:hi], h_new[h0:h1])
             if zc.shape[0] > 0:
                 _zone(cs[s_prev, u0:u1, lo:hi], zc[z, u0:u1, lo:hi], cs[s_new, u0:u1, lo:hi])
+        if scatter:
+            _scatter_columns(h_new, h0, h1, out_dest, lo, t, out_bt, src_rows, dst_rows)
         m = g0 + _group_count(active, t + 1, g0, g1)
         if m < hi:  # sequences m..hi-1 ended with this step: hand over their final states
-            final_h[h0:h1, m:hi] = hs2[h0:h1, (t + 1) * B + m : (t + 1) * B + hi]
+            final_h[h0:h1, m:hi] = hs2[h0:h1, new_slot * B + m : new_slot * B + hi]
             if final_c.shape[0] > 0:
                 final_c[u0:u1, m:hi] = cs[s_new, u0:u1, m:hi]
         if parties > 1:  # the next step reads every unit's new state
@@ -606,11 +667,14 @@ def unroll_forward(
     batch_sizes: IntArray | None = None,
     keep_cache: bool = True,
     masks: StepMasks | None = None,
+    x_order: IntArray | None = None,
+    out_dest: IntArray | None = None,
 ) -> tuple[Array, tuple[Array, ...], UnrollCache | None]:
     """Run ``cell`` over ``x`` from ``state0``.
 
     Args:
-        x: ``(I, T, B)`` input sequence, C-contiguous.
+        x: ``(I, T, B)`` input sequence, C-contiguous; batch-first ``(B, T, I)`` when ``x_order``
+            is given.
         state0: one ``(H, B)`` array per state of the cell (``h``, and ``c`` for the LSTM).
         batch_sizes: ``(T,)`` non-increasing active-column counts (lengths sorted descending),
             or None when every sequence runs all ``T`` steps.
@@ -619,20 +683,33 @@ def unroll_forward(
         masks: recurrent dropout and zoneout inside the loop (:class:`StepMasks`; None: neither).
             The recurrent-dropout mask is for the cells whose ``h_{t-1}`` enters only through
             ``W_hh`` (RNN, LSTM); :mod:`rnnkit.layers.recurrent` refuses it for the GRU.
+        x_order: inference only (``keep_cache`` False): ``x`` is batch-first and column ``b`` of
+            the sequence is ``x[x_order[b]]`` (``(B,)`` int64, a permutation).  The loop gathers
+            each chunk's inputs straight from it, with no feature-major copy of all of ``x``.
+        out_dest: inference only: ``out`` is returned batch-first, ``(B, T, P)`` with column ``b``
+            in row ``out_dest[b]``, written by the loop step by step (no copy of the states after).
 
     Returns:
         ``(out, final, cache)``: ``out`` ``(H, T, B)`` (``(P, T, B)`` with a projection) the hidden
         state at every step (zero past a sequence's end), ``final`` one ``(H, B)`` array per state
         (each sequence's state after its last step), and the cache for :func:`unroll_backward`.
     """
-    I, T, B = x.shape
+    if keep_cache and (x_order is not None or out_dest is not None):
+        raise ValueError("x_order and out_dest are for inference (keep_cache=False): the cache keeps x feature-major")
+    dtype = weights.w_hh.dtype
+    if x_order is None:
+        I, T, B = x.shape
+        x = np.ascontiguousarray(x)
+        x2, x_bt, x_order = x.reshape(I, T * B), _EMPTY3[np.dtype(dtype)], _NO_ORDER
+    else:
+        B, T, I = x.shape
+        x2, x_bt = empty_state(dtype), np.ascontiguousarray(x)
+        x_order = np.ascontiguousarray(x_order, dtype=np.int64)
     GH, P = weights.w_hh.shape
     H = GH // cell.num_gates                # the cell's size; P, the size of h, differs with a projection
-    dtype = weights.w_hh.dtype
     w_hr = empty_state(dtype) if weights.w_hr is None else weights.w_hr
     p = empty_vector(dtype) if weights.p is None else weights.p
     b_x, b_in = cell.split_bias(weights.b_ih, weights.b_hh)
-    x = np.ascontiguousarray(x)
 
     # The input side of the gates for a chunk of steps at a time (inside the loop, per group of the
     # batch): one GEMM of about _CHUNK_COLUMNS columns is as fast per column as one over all T*B,
@@ -650,7 +727,13 @@ def unroll_forward(
     # projection is then one GEMM on it, without a transpose.  Without a cache the other state
     # only needs two slots (previous and new) and the step cache one.
     slots = T + 1 if keep_cache else 2
-    hs = _aligned((P, T + 1, B), dtype, zero=True)
+    if out_dest is None:
+        hs = _aligned((P, T + 1, B), dtype, zero=True)
+        out_bt, out_dest = _EMPTY3[np.dtype(dtype)], _NO_ORDER
+    else:  # the output goes batch-first straight from the loop: two rolling slots of h suffice
+        hs = _aligned((P, 2, B), dtype)
+        out_bt = np.zeros((B, T, P), dtype) if batch_sizes is not None else np.empty((B, T, P), dtype)
+        out_dest = np.ascontiguousarray(out_dest, dtype=np.int64)
     hs[:, 0] = state0[0]
     cs = _aligned((slots, H, B), dtype) if len(state0) > 1 else np.empty((slots, 0, 0), dtype)
     if len(state0) > 1:
@@ -670,11 +753,11 @@ def unroll_forward(
     h_cell = _aligned((T if keep_cache else 1, P, B), dtype, zero=True) if zh.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
 
     _run_parts(_forward_loop, (cell.kind, cell.num_gates, H, weights.w_ih, weights.w_hh, w_hr, p, b_x, b_in,
-                               x.reshape(I, T * B), hs.reshape(P, (T + 1) * B), cs, ca, cb, xp_bufs, xg_bufs, hm_bufs,
-                               group_starts, _active(batch_sizes, T, B), final[0], final_c, keep_cache, rd, zh, zc,
-                               h_cell), parts)
+                               x2, x_bt, x_order, hs.reshape(P, -1), out_bt, out_dest, cs, ca, cb,
+                               xp_bufs, xg_bufs, hm_bufs, group_starts, _active(batch_sizes, T, B), final[0], final_c,
+                               keep_cache, rd, zh, zc, h_cell), parts)
 
-    out = hs[:, 1:]
+    out = hs[:, 1:] if out_bt.shape[0] == 0 else out_bt
     states = (hs, cs) if len(state0) > 1 else (hs,)
     cache = UnrollCache(x, states, (ca, cb), batch_sizes, masks, h_cell if zh.shape[0] > 0 else None) \
         if keep_cache else None

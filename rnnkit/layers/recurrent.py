@@ -393,7 +393,11 @@ class Recurrent:
             if D == 2:
                 t = np.arange(T)[:, None]
                 rev_index = np.where(t < sorted_lengths, sorted_lengths - 1 - t, t)  # (T, B)
-        layer_in = _to_feature_major(x, order)  # (I, T, B)
+        # Inference through one direction skips both layout copies: the loop gathers the first
+        # layer's inputs from the batch-first x and writes the last layer's states batch-first.
+        fused = not keep_cache and D == 1
+        identity = np.arange(B) if order is None else order
+        layer_in = x if fused else _to_feature_major(x, order)  # (I, T, B), or x itself when fused
         states0 = self._unit_states(state_t, order)
 
         units: list[Any] = []  # UnrollCache per unit (None without keep_cache)
@@ -406,6 +410,8 @@ class Recurrent:
                 out, final, cache = unroll_forward(
                     self.cell, self._weights(layer, direction, masks, rng), seq, states0[u], batch_sizes, keep_cache,
                     self._step_masks(T, B, masks is not None, rng),
+                    x_order=identity if fused and layer == 0 else None,
+                    out_dest=identity if fused and layer == L - 1 else None,
                 )
                 outs.append(out if direction == 0 else self._reverse(out, rev_index))
                 finals.append(final)
@@ -416,7 +422,7 @@ class Recurrent:
                 masks.between.append(dropout_mask(rng, layer_in.shape, self.dropout, self.dtype))
                 layer_in = layer_in * masks.between[-1]
 
-        out_bf = _to_batch_first(layer_in, inv)
+        out_bf = layer_in if fused else _to_batch_first(layer_in, inv)  # (fused: already batch-first, a new array)
         rcache = None
         if keep_cache:
             rcache = RecurrentCache(units, order, rev_index, (B, T, self.input_size), self._signature(),
