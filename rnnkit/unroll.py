@@ -339,25 +339,24 @@ def _group_count(active, t, g0, g1):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _gather_columns(a, order, t, g0, n, out, col0, src_rows, dst_rows):  # type: ignore[no-untyped-def]
-    """``out[f, col0 + k] = a[order[g0 + k], t, f]`` for ``k < n`` and every ``f``: one step's columns
-    of a batch-first ``(B, T, F)`` input, transposed into a feature-major block (``out`` ``(F, ·)``,
-    rows contiguous).  Whole ``W x W`` tiles go through registers (see :func:`_transpose_bt_to_ft`);
-    ``src_rows`` / ``dst_rows`` are ``W`` int64 of scratch."""
-    F = a.shape[2]
+def _gather_columns(a, order, t, g0, n, f0, f1, out, col0, src_rows, dst_rows):  # type: ignore[no-untyped-def]
+    """``out[f, col0 + k] = a[order[g0 + k], t, f]`` for ``k < n`` and ``f`` in ``f0 .. f1-1``: one
+    step's columns of a batch-first ``(B, T, F)`` array, transposed into rows of a feature-major
+    block (``out`` ``(F, ·)``, rows contiguous).  Whole ``W x W`` tiles go through registers (see
+    :func:`_transpose_bt_to_ft`); ``src_rows`` / ``dst_rows`` are ``W`` int64 of scratch."""
     W = src_rows.shape[0]
     sa0, sa1 = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize
     so0 = out.strides[0] // out.itemsize
-    n_tiled, F_tiled = n - n % W, F - F % W
+    n_tiled, f_tiled = n - n % W, f1 - (f1 - f0) % W
     for k0 in range(0, n_tiled, W):
-        for f0 in range(0, F_tiled, W):
+        for g in range(f0, f_tiled, W):
             for r in range(W):
-                src_rows[r] = order[g0 + k0 + r] * sa0 + t * sa1 + f0
-                dst_rows[r] = (f0 + r) * so0 + col0 + k0
+                src_rows[r] = order[g0 + k0 + r] * sa0 + t * sa1 + g
+                dst_rows[r] = (g + r) * so0 + col0 + k0
             transpose_tile(a, src_rows, out, dst_rows)
-    for f in range(F):
+    for f in range(f0, f1):
         dst = out[f]
-        for k in range(n_tiled if f < F_tiled else 0, n):
+        for k in range(n_tiled if f < f_tiled else 0, n):
             dst[col0 + k] = a[order[g0 + k], t, f]
 
 
@@ -422,10 +421,11 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order,
     group's columns first.
     With zoneout (``zh``) the cell writes ``h̃`` into ``h_cell``'s slot and the step's state is
     mixed from it (and ``c`` in place).
-    Inference can skip both layout copies: with a non-empty ``x_bt`` (``(B, T, I)``, batch-first)
-    the chunk's inputs are gathered from it, column ``b`` from row ``x_order[b]``, instead of from
-    ``x2``; with a non-empty ``out_bt`` (``(B, T, P)``) each step's states are also written there,
-    column ``b`` to row ``out_dest[b]``, and ``hs2`` holds only two rolling slots."""
+    The layout copies around the loop can be left to it: with a non-empty ``x_bt`` (``(B, T, I)``,
+    batch-first) the chunk's inputs are gathered from it, column ``b`` from row ``x_order[b]``, and
+    ``x2`` (when not empty: a cache is kept) receives them; with a non-empty ``out_bt``
+    (``(B, T, P)``) each step's states are also written there, column ``b`` to row ``out_dest[b]``,
+    and without a cache ``hs2`` holds only two rolling slots."""
     B = final_h.shape[1]
     T = active.shape[0] - 1
     h0, h1 = (u0, u1) if parties > 1 else (0, hs2.shape[0])  # this part's rows of h (P of them with a projection)
@@ -449,7 +449,10 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order,
             x_chunk = xg_buf[:, : k * width]
             for s in range(k):
                 if gather:
-                    _gather_columns(x_bt, x_order, t + s, g0, width, x_chunk, s * width, src_rows, dst_rows)
+                    _gather_columns(x_bt, x_order, t + s, g0, width, 0, x_bt.shape[2], x_chunk, s * width, src_rows,
+                                    dst_rows)
+                    if x2.shape[0] > 0 and u0 == 0:  # the cache's feature-major x, written by one part
+                        _copy(x_chunk[:, s * width : (s + 1) * width], x2[:, (t + s) * B + g0 : (t + s) * B + g1])
                 else:
                     _copy(x2[:, (t + s) * B + g0 : (t + s) * B + g1], x_chunk[:, s * width : (s + 1) * width])
             _project(w_ih, G, H, u0, u1, x_chunk, xp_buf[:, : k * width], threaded)
@@ -493,9 +496,9 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, dh, dc, dA2, dAh2, dH2, dps, dbs, da_buf,
-                   dah_buf, partials, group_starts, active, rd, zh, zc, h_cell, direct_h, direct_c, sync, parties, part,
-                   g0, g1, u0, u1):  # type: ignore[no-untyped-def]
+def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, d_out_bt, d_order, d_bufs, dh, dc, dA2, dAh2,
+                   dH2, dps, dbs, da_buf, dah_buf, partials, group_starts, active, rd, zh, zc, h_cell, direct_h,
+                   direct_c, sync, parties, part, g0, g1, u0, u1):  # type: ignore[no-untyped-def]
     """BPTT for one part (see :func:`_forward_loop`): ``dh`` (``dc``) carry the state gradients from
     the last step to the first; each step's pre-activation gradients go into columns ``t*B ..`` of
     ``dA2`` / ``dAh2`` (zero past a sequence's end).  The cell writes them first into the ``(G*H, B)``
@@ -509,13 +512,18 @@ def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, dh, dc, d
     Parts that split the units each get their units' share of ``dh_{t-1}`` from the cell, in their
     ``partials[part, t % 2]``; after the step's barrier each part adds up every part's share for its
     own units (two slots, so that a part never overwrites a share another is still reading).
-    The masks as in :func:`_forward_loop`; ``direct_h`` / ``direct_c`` hold zoneout's direct path."""
+    The masks as in :func:`_forward_loop`; ``direct_h`` / ``direct_c`` hold zoneout's direct path.
+    The output gradient is ``d_out2`` (``(P, T*B)``), or when that is empty and ``d_out_bt`` is not,
+    the batch-first ``(B, T, P)`` ``d_out_bt`` (column ``b`` in row ``d_order[b]``), gathered a step at a
+    time through this part's block ``d_bufs[part]`` (``(P, B)``)."""
     B = dh.shape[1]
     T = active.shape[0] - 1
     h0, h1 = (u0, u1) if parties > 1 else (0, dh.shape[0])  # this part's rows of h (P of them with a projection)
     zoning = zh.shape[0] > 0
     separate = dAh2.ctypes.data != dA2.ctypes.data
     dp = dps[part]
+    W = tile_width_of(dh)
+    src_rows, dst_rows = np.empty(W, np.int64), np.empty(W, np.int64)
     fpu = flush_subnormals()
     for t in range(T - 1, -1, -1):
         n = _group_count(active, t, g0, g1)
@@ -534,6 +542,10 @@ def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, dh, dc, d
             # (through _add: numba compiles a slice expression such as ``a[...] += b[...]`` on these
             # strided blocks to an element-by-element loop, 40 µs a step at H=256)
             _add(dh[h0:h1, lo:hi], d_out2[h0:h1, t * B + lo : t * B + hi])
+        elif d_out_bt.shape[0] > 0:
+            block = d_bufs[part]
+            _gather_columns(d_out_bt, d_order, t, lo, n, h0, h1, block, 0, src_rows, dst_rows)
+            _add(dh[h0:h1, lo:hi], block[h0:h1, :n])
         h_out = hs2[:, (t + 1) * B + lo : (t + 1) * B + hi]
         if zoning:  # split dh (dc) into the cell's share and the direct path to h_{t-1} (c_{t-1})
             z = t if zh.shape[0] > 1 else 0
@@ -685,19 +697,18 @@ def unroll_forward(
         masks: recurrent dropout and zoneout inside the loop (:class:`StepMasks`; None: neither).
             The recurrent-dropout mask is for the cells whose ``h_{t-1}`` enters only through
             ``W_hh`` (RNN, LSTM); :mod:`rnnkit.layers.recurrent` refuses it for the GRU.
-        x_order: inference only (``keep_cache`` False): ``x`` is batch-first and column ``b`` of
-            the sequence is ``x[x_order[b]]`` (``(B,)`` int64, a permutation).  The loop gathers
-            each chunk's inputs straight from it, with no feature-major copy of all of ``x``.
-        out_dest: inference only: ``out`` is returned batch-first, ``(B, T, P)`` with column ``b``
-            in row ``out_dest[b]``, written by the loop step by step (no copy of the states after).
+        x_order: ``x`` is batch-first and column ``b`` of the sequence is ``x[x_order[b]]``
+            (``(B,)`` int64, a permutation).  The loop gathers each chunk's inputs straight from it:
+            no separate layout copy of all of ``x`` (with a cache the loop writes the cache's
+            feature-major copy on the way).
+        out_dest: ``out`` is returned batch-first, ``(B, T, P)`` with column ``b`` in row
+            ``out_dest[b]``, written by the loop step by step (no layout copy after it).
 
     Returns:
         ``(out, final, cache)``: ``out`` ``(H, T, B)`` (``(P, T, B)`` with a projection) the hidden
         state at every step (zero past a sequence's end), ``final`` one ``(H, B)`` array per state
         (each sequence's state after its last step), and the cache for :func:`unroll_backward`.
     """
-    if keep_cache and (x_order is not None or out_dest is not None):
-        raise ValueError("x_order and out_dest are for inference (keep_cache=False): the cache keeps x feature-major")
     dtype = weights.w_hh.dtype
     if x_order is None:
         I, T, B = x.shape
@@ -705,8 +716,10 @@ def unroll_forward(
         x2, x_bt, x_order = x.reshape(I, T * B), _EMPTY3[np.dtype(dtype)], _NO_ORDER
     else:
         B, T, I = x.shape
-        x2, x_bt = empty_state(dtype), np.ascontiguousarray(x)
-        x_order = np.ascontiguousarray(x_order, dtype=np.int64)
+        x_bt, x_order = np.ascontiguousarray(x), np.ascontiguousarray(x_order, dtype=np.int64)
+        # With a cache the loop also leaves the feature-major x (for the weight gradients) behind.
+        x = _aligned((I, T, B), dtype) if keep_cache else empty_state(dtype)
+        x2 = x.reshape(I, T * B) if keep_cache else x
     GH, P = weights.w_hh.shape
     H = GH // cell.num_gates                # the cell's size; P, the size of h, differs with a projection
     w_hr = empty_state(dtype) if weights.w_hr is None else weights.w_hr
@@ -732,8 +745,8 @@ def unroll_forward(
     if out_dest is None:
         hs = _aligned((P, T + 1, B), dtype, zero=True)
         out_bt, out_dest = _EMPTY3[np.dtype(dtype)], _NO_ORDER
-    else:  # the output goes batch-first straight from the loop: two rolling slots of h suffice
-        hs = _aligned((P, 2, B), dtype)
+    else:  # the output goes batch-first straight from the loop: without a cache two slots of h suffice
+        hs = _aligned((P, T + 1, B), dtype, zero=True) if keep_cache else _aligned((P, 2, B), dtype)
         out_bt = np.zeros((B, T, P), dtype) if batch_sizes is not None else np.empty((B, T, P), dtype)
         out_dest = np.ascontiguousarray(out_dest, dtype=np.int64)
     hs[:, 0] = state0[0]
@@ -772,11 +785,14 @@ def unroll_backward(
     cache: UnrollCache,
     d_out: Array | None,
     d_final: Sequence[Array | None] | None = None,
+    d_order: IntArray | None = None,
 ) -> tuple[Array, tuple[Array, ...], Weights]:
     """Backpropagation through time for :func:`unroll_forward`.
 
     Args:
-        d_out: ``(H, T, B)`` gradient of the loss with respect to ``out`` (None: zero).
+        d_out: ``(H, T, B)`` gradient of the loss with respect to ``out`` (None: zero); batch-first
+            ``(B, T, H)`` when ``d_order`` is given, column ``b`` being ``d_out[d_order[b]]``
+            (the loop gathers it a step at a time: no layout copy of all of it).
         d_final: gradients with respect to ``final`` (None, or None entries: zero).
 
     Returns:
@@ -799,7 +815,14 @@ def unroll_backward(
             carried[...] = d
     dA = _aligned((GH, T, B), dtype)
     dAh = _aligned((GH, T, B), dtype) if cell.separate_hidden_grad else dA
-    d_out2 = empty_state(dtype) if d_out is None else np.ascontiguousarray(d_out, dtype=dtype).reshape(P, T * B)
+    d_out_bt, d_order_ = _EMPTY3[np.dtype(dtype)], _NO_ORDER
+    if d_out is None:
+        d_out2 = empty_state(dtype)
+    elif d_order is None:
+        d_out2 = np.ascontiguousarray(d_out, dtype=dtype).reshape(P, T * B)
+    else:
+        d_out2, d_out_bt = empty_state(dtype), np.ascontiguousarray(d_out, dtype=dtype)
+        d_order_ = np.ascontiguousarray(d_order, dtype=np.int64)
     dc = d_state[1] if len(d_state) > 1 else empty_state(dtype)
     dH = empty_state(dtype) if weights.w_hr is None else _aligned((P, T * B), dtype)
     rd, zh, zc = _mask_arrays(masks, dtype)
@@ -818,9 +841,11 @@ def unroll_backward(
     dbs = np.zeros((len(parts), 2 if cell.separate_hidden_grad else 1, GH))
     group_starts = np.array(sorted({g0 for g0, _, _, _ in parts}), np.int64)
     partials = _aligned((len(parts), 2, P, B), dtype) if len(parts) > 1 else _EMPTY4[np.dtype(dtype)]
+    d_bufs = _aligned((len(parts), P, B), dtype) if d_out_bt.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
     _run_parts(_backward_loop, (cell.kind, cell.num_gates, H, weights.w_hh, w_hr, p, hs.reshape(P, (T + 1) * B), cs,
-                                ca, cb, d_out2, d_state[0], dc, dA.reshape(GH, T * B), dAh.reshape(GH, T * B), dH, dps,
-                                dbs, da_buf, dah_buf, partials, group_starts, _active(batch_sizes, T, B), rd, zh, zc,
+                                ca, cb, d_out2, d_out_bt, d_order_, d_bufs, d_state[0], dc, dA.reshape(GH, T * B),
+                                dAh.reshape(GH, T * B), dH, dps, dbs, da_buf, dah_buf, partials, group_starts,
+                                _active(batch_sizes, T, B), rd, zh, zc,
                                 _EMPTY3[np.dtype(dtype)] if h_cell is None else h_cell, direct_h, direct_c), parts)
 
     # The sums over time of the per-step products, each as one GEMM over all T*B columns.

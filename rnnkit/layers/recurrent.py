@@ -393,9 +393,9 @@ class Recurrent:
             if D == 2:
                 t = np.arange(T)[:, None]
                 rev_index = np.where(t < sorted_lengths, sorted_lengths - 1 - t, t)  # (T, B)
-        # Inference through one direction skips both layout copies: the loop gathers the first
+        # Through one direction the loop does both layout copies itself: it gathers the first
         # layer's inputs from the batch-first x and writes the last layer's states batch-first.
-        fused = not keep_cache and D == 1
+        fused = D == 1
         identity = np.arange(B) if order is None else order
         layer_in = x if fused else _to_feature_major(x, order)  # (I, T, B), or x itself when fused
         states0 = self._unit_states(state_t, order)
@@ -520,9 +520,11 @@ class Recurrent:
         L, D, H = self.num_layers, self.num_directions, self.output_size
         order, rev_index = cache.order, cache.rev_index
         inv = None if order is None else np.argsort(order)
+        # Through one direction the top layer's loop gathers d_out from its batch-first form.
+        fused = D == 1
         if d_out is not None:
             d_out = self._check_array("d_out", d_out, (B, T, D * H))
-            d_layer: Array | None = _to_feature_major(d_out, order)  # (D*H, T, B)
+            d_layer: Array | None = d_out if fused else _to_feature_major(d_out, order)  # (D*H, T, B)
         else:
             d_layer = None
         d_finals = None
@@ -539,12 +541,15 @@ class Recurrent:
             d_in = None
             for direction in range(D):
                 u = layer * D + direction
-                d_o = None if d_layer is None else d_layer[direction * H : (direction + 1) * H]
+                top_fused = fused and layer == L - 1 and d_layer is not None  # d_layer is then (B, T, H)
+                d_o = None if d_layer is None or top_fused else d_layer[direction * H : (direction + 1) * H]
                 if d_o is not None and direction == 1:
                     d_o = self._reverse(d_o, rev_index)
                 w = self._weights(layer, direction, masks)
                 dx, d_s0, g = unroll_backward(
-                    self.cell, w, cache.units[u], d_o, None if d_finals is None else d_finals[u]
+                    self.cell, w, cache.units[u], d_layer if top_fused else d_o,
+                    None if d_finals is None else d_finals[u],
+                    d_order=(np.arange(B) if order is None else order) if top_fused else None,
                 )
                 if direction == 1:
                     dx = self._reverse(dx, rev_index)

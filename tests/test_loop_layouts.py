@@ -1,10 +1,13 @@
-"""Inference skips the layout copies (rnnkit.unroll_forward's ``x_order`` / ``out_dest``).
+"""The time loops do the layout copies themselves (``x_order`` / ``out_dest`` / ``d_order`` of
+rnnkit.unroll).
 
-With ``keep_cache=False`` and one direction, the time loop gathers the first layer's inputs straight
-from the batch-first ``x`` and writes the last layer's states batch-first.  Those outputs must be the
-ones the training path gives (which copies ``x`` to the feature-major layout first and the states
-back after): checked bit for bit for every cell, stacked, with projection, zoneout, variable
-lengths and both ways of splitting the loop over threads, and against PyTorch.
+Through one direction, the forward loop gathers the first layer's inputs straight from the
+batch-first ``x`` (keeping the cache's feature-major copy on the way), writes the last layer's
+states batch-first, and the backward loop gathers the top layer's ``d_out`` from its batch-first
+form.  The results must be those of separate layout copies around the loops: checked bit for bit at
+the unroll level (forward, cache and backward), at the layer level (inference against the cached
+path), for every cell, stacked, with projection, zoneout, variable lengths and both ways of
+splitting the loop over threads, and against PyTorch.
 """
 
 from __future__ import annotations
@@ -16,8 +19,16 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.cells import LSTM_CELL
-from rnnkit.unroll import Weights, unroll_forward
+from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_TANH_CELL
+from rnnkit.unroll import (
+    StepMasks,
+    Weights,
+    batch_sizes_from_lengths,
+    to_batch_first,
+    to_feature_major,
+    unroll_backward,
+    unroll_forward,
+)
 
 KINDS = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
 
@@ -94,8 +105,46 @@ def test_inference_equals_torch_with_lengths_and_a_state() -> None:
     np.testing.assert_allclose(c, ref_c.numpy(), rtol=0, atol=1e-12)
 
 
-def test_the_batch_first_forms_are_for_inference_only() -> None:
-    w = Weights(np.zeros((8, 3)), np.zeros((8, 2)), np.zeros(8), np.zeros(8))
-    with pytest.raises(ValueError, match="keep_cache=False"):
-        unroll_forward(LSTM_CELL, w, np.zeros((1, 1, 3)), (np.zeros((2, 1)), np.zeros((2, 1))),
-                       x_order=np.zeros(1, np.int64))
+@pytest.mark.parametrize("split", ["none", "units", "batch"])
+@pytest.mark.parametrize("cell", [RNN_TANH_CELL, LSTM_CELL, GRU_CELL], ids=lambda c: c.name)
+@pytest.mark.parametrize("variable", [False, True])
+@pytest.mark.parametrize("zoneout", [False, True])
+def test_unroll_with_batch_first_ends_equals_the_copies(monkeypatch: pytest.MonkeyPatch, split: str, cell: Any,
+                                                        variable: bool, zoneout: bool) -> None:
+    if split != "none":
+        monkeypatch.setattr(rnnkit.unroll, "_MIN_SPLIT_FLOPS", 0)
+        monkeypatch.setattr(rnnkit.unroll, "_MIN_PART_UNITS", 2)
+        monkeypatch.setattr(rnnkit.unroll, "SPLIT_UNITS", split == "units")
+        monkeypatch.setattr(rnnkit.unroll, "SPLIT_BATCH", split == "batch")
+    B, T, I, H, G = 35, 5, 18, 20, cell.num_gates
+    rng = np.random.default_rng(7)
+    w = Weights(*(rng.uniform(-0.5, 0.5, shape) for shape in ((G * H, I), (G * H, H), (G * H,), (G * H,))))
+    x = rng.standard_normal((B, T, I))
+    d_out = rng.standard_normal((B, T, H))
+    lengths = rng.integers(1, T + 1, size=B) if variable else np.full(B, T)
+    order = np.argsort(-lengths, kind="stable")
+    batch_sizes = batch_sizes_from_lengths(lengths[order], T) if variable else None
+    state0 = tuple(rng.standard_normal((H, B)) for _ in cell.state_names)
+    masks = None
+    if zoneout:
+        masks = StepMasks(zone_h=(rng.random((T, H, B)) < 0.3).astype(float),
+                          zone_c=(rng.random((T, H, B)) < 0.3).astype(float) if G == 4 else None)
+    with rnnkit.threads(2):
+        out_a, final_a, cache_a = unroll_forward(cell, w, to_feature_major(x, order), state0, batch_sizes, True, masks)
+        out_b, final_b, cache_b = unroll_forward(cell, w, x, state0, batch_sizes, True, masks, x_order=order,
+                                                 out_dest=order)
+        np.testing.assert_array_equal(to_batch_first(out_a, np.argsort(order)), out_b)
+        for a, b in zip(final_a, final_b, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert cache_a is not None and cache_b is not None
+        np.testing.assert_array_equal(cache_a.x, cache_b.x)
+        grads_a = unroll_backward(cell, w, cache_a, to_feature_major(d_out, order))
+        grads_b = unroll_backward(cell, w, cache_b, d_out, d_order=order)
+    dx_a, d0_a, g_a = grads_a
+    dx_b, d0_b, g_b = grads_b
+    np.testing.assert_array_equal(dx_a, dx_b)
+    for a, b in zip(d0_a, d0_b, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(g_a, g_b, strict=True):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
