@@ -2,7 +2,10 @@
 
 Everything here is feature-major and single-direction: a sequence is ``(F, T, B)``, one step's
 state is ``(H, B)``.  Bidirectional and stacked layers are compositions of these two functions
-(:mod:`rnnkit.layers.recurrent`).
+(:mod:`rnnkit.layers.recurrent`).  The loops can also take the layer's batch-first ``(B, T, F)``
+ends themselves (``x_order``, ``out_dest``, ``d_order``): they then gather a step's inputs (or
+output gradients) and scatter its states a step at a time, in cache, by register-tile transposes,
+instead of a separate memory-bound copy of the whole sequence before or after the loop.
 
 Where the time goes, and why the loop looks the way it does:
 
