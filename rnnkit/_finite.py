@@ -18,7 +18,9 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _count_non_finite(flat: Any) -> int:
+def count_non_finite(flat: Any) -> int:
+    """How many entries of the 1-D contiguous float array ``flat`` are NaN or ±inf (compiled code
+    may call it too: the time loops count a step's inputs as they gather them)."""
     count = 0  # an integer sum vectorises (a boolean or-reduction, or an early exit, was left scalar)
     for i in range(flat.shape[0]):
         d = flat[i] - flat[i]
@@ -31,5 +33,5 @@ def all_finite(a: np.ndarray[Any, Any]) -> bool:
     if a.size == 0:
         return True
     if a.dtype in (np.float32, np.float64) and a.flags.c_contiguous:
-        return _count_non_finite(a.reshape(-1)) == 0
+        return count_non_finite(a.reshape(-1)) == 0
     return bool(np.isfinite(a.min()) and np.isfinite(a.max()))

@@ -47,6 +47,7 @@ import numba
 import numpy as np
 
 from rnnkit._blas import blas_threads, can_split_threads, gemm, matmul, run_in_threads
+from rnnkit._finite import all_finite, count_non_finite
 from rnnkit._fpu import flush_subnormals, restore_subnormals
 from rnnkit._sync import barrier, new_counter
 from rnnkit._tiles import tile_gemm, tile_width_of, transpose_tile
@@ -364,6 +365,15 @@ def _gather_columns(a, order, t, g0, n, f0, f1, out, col0, src_rows, dst_rows): 
 
 
 @numba.njit(**KERNEL_OPTIONS)
+def _count_non_finite_rows(block):  # type: ignore[no-untyped-def]
+    """NaN and ±inf entries of a 2-D block whose rows are contiguous."""
+    count = 0
+    for f in range(block.shape[0]):
+        count += count_non_finite(row(block, f))
+    return count
+
+
+@numba.njit(**KERNEL_OPTIONS)
 def _scatter_columns(src, f0, f1, dest, lo, t, out, src_rows, dst_rows):  # type: ignore[no-untyped-def]
     """``out[dest[lo + k], t, f] = src[f, k]`` for rows ``f0 .. f1-1`` of the feature-major block
     ``src`` (``(F, n)``, rows contiguous): one step's states, transposed into a batch-first
@@ -403,9 +413,9 @@ def _project(w_ih, G, H, u0, u1, x_chunk, out, threaded):  # type: ignore[no-unt
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order, hs2, out_bt, out_dest, cs, ca, cb,
-                  xp_bufs, xg_bufs, hm_bufs, group_starts, active, final_h, final_c, keep_cache, rd, zh, zc, h_cell,
-                  sync, parties, part, g0, g1, u0, u1):  # type: ignore[no-untyped-def]
+def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order, nonfinite, hs2, out_bt, out_dest, cs,
+                  ca, cb, xp_bufs, xg_bufs, hm_bufs, group_starts, active, final_h, final_c, keep_cache, rd, zh, zc,
+                  h_cell, sync, parties, part, g0, g1, u0, u1):  # type: ignore[no-untyped-def]
     """The time loop.  ``x2`` is the ``(I, T*B)`` input, ``hs2`` the ``(P, (T+1)*B)`` states (slot 0
     the initial one), ``cs`` the second state's slots, ``ca`` / ``cb`` the cache slots.
 
@@ -426,7 +436,8 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order,
     mixed from it (and ``c`` in place).
     The layout copies around the loop can be left to it: with a non-empty ``x_bt`` (``(B, T, I)``,
     batch-first) the chunk's inputs are gathered from it, column ``b`` from row ``x_order[b]``, and
-    ``x2`` (when not empty: a cache is kept) receives them; with a non-empty ``out_bt``
+    ``x2`` (when not empty: a cache is kept) receives them, and ``nonfinite[part]`` (when not empty)
+    counts the NaN and ±inf among them; with a non-empty ``out_bt``
     (``(B, T, P)``) each step's states are also written there, column ``b`` to row ``out_dest[b]``,
     and without a cache ``hs2`` holds only two rolling slots."""
     B = final_h.shape[1]
@@ -454,8 +465,12 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order,
                 if gather:
                     _gather_columns(x_bt, x_order, t + s, g0, width, 0, x_bt.shape[2], x_chunk, s * width, src_rows,
                                     dst_rows)
-                    if x2.shape[0] > 0 and u0 == 0:  # the cache's feature-major x, written by one part
-                        _copy(x_chunk[:, s * width : (s + 1) * width], x2[:, (t + s) * B + g0 : (t + s) * B + g1])
+                    if u0 == 0:  # one part of those splitting the units keeps the cache's copy and counts
+                        gathered = x_chunk[:, s * width : (s + 1) * width]
+                        if x2.shape[0] > 0:
+                            _copy(gathered, x2[:, (t + s) * B + g0 : (t + s) * B + g1])
+                        if nonfinite.shape[0] > 0:
+                            nonfinite[part] += _count_non_finite_rows(gathered)
                 else:
                     _copy(x2[:, (t + s) * B + g0 : (t + s) * B + g1], x_chunk[:, s * width : (s + 1) * width])
             _project(w_ih, G, H, u0, u1, x_chunk, xp_buf[:, : k * width], threaded)
@@ -499,9 +514,9 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, d_out_bt, d_order, d_bufs, dh, dc, dA2, dAh2,
-                   dH2, dps, dbs, da_buf, dah_buf, partials, group_starts, active, rd, zh, zc, h_cell, direct_h,
-                   direct_c, sync, parties, part, g0, g1, u0, u1):  # type: ignore[no-untyped-def]
+def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, d_out_bt, d_order, d_bufs, nonfinite, dh, dc,
+                   dA2, dAh2, dH2, dps, dbs, da_buf, dah_buf, partials, group_starts, active, rd, zh, zc, h_cell,
+                   direct_h, direct_c, sync, parties, part, g0, g1, u0, u1):  # type: ignore[no-untyped-def]
     """BPTT for one part (see :func:`_forward_loop`): ``dh`` (``dc``) carry the state gradients from
     the last step to the first; each step's pre-activation gradients go into columns ``t*B ..`` of
     ``dA2`` / ``dAh2`` (zero past a sequence's end).  The cell writes them first into the ``(G*H, B)``
@@ -518,7 +533,8 @@ def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, d_out_bt,
     The masks as in :func:`_forward_loop`; ``direct_h`` / ``direct_c`` hold zoneout's direct path.
     The output gradient is ``d_out2`` (``(P, T*B)``), or when that is empty and ``d_out_bt`` is not,
     the batch-first ``(B, T, P)`` ``d_out_bt`` (column ``b`` in row ``d_order[b]``), gathered a step at a
-    time through this part's block ``d_bufs[part]`` (``(P, B)``)."""
+    time through this part's block ``d_bufs[part]`` (``(P, B)``), and ``nonfinite[part]`` (when not
+    empty) counting the NaN and ±inf among its entries."""
     B = dh.shape[1]
     T = active.shape[0] - 1
     h0, h1 = (u0, u1) if parties > 1 else (0, dh.shape[0])  # this part's rows of h (P of them with a projection)
@@ -548,6 +564,8 @@ def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, d_out_bt,
         elif d_out_bt.shape[0] > 0:
             block = d_bufs[part]
             _gather_columns(d_out_bt, d_order, t, lo, n, h0, h1, block, 0, src_rows, dst_rows)
+            if nonfinite.shape[0] > 0:
+                nonfinite[part] += _count_non_finite_rows(block[h0:h1, :n])
             _add(dh[h0:h1, lo:hi], block[h0:h1, :n])
         h_out = hs2[:, (t + 1) * B + lo : (t + 1) * B + hi]
         if zoning:  # split dh (dc) into the cell's share and the direct path to h_{t-1} (c_{t-1})
@@ -686,6 +704,7 @@ def unroll_forward(
     masks: StepMasks | None = None,
     x_order: IntArray | None = None,
     out_dest: IntArray | None = None,
+    check_finite: str | None = None,
 ) -> tuple[Array, tuple[Array, ...], UnrollCache | None]:
     """Run ``cell`` over ``x`` from ``state0``.
 
@@ -706,6 +725,10 @@ def unroll_forward(
             feature-major copy on the way).
         out_dest: ``out`` is returned batch-first, ``(B, T, P)`` with column ``b`` in row
             ``out_dest[b]``, written by the loop step by step (no layout copy after it).
+        check_finite: refuse an ``x`` holding NaN or ±inf with ``ValueError("<check_finite> contains
+            NaN or infinite values")`` (None: ``x`` is known to be finite).  With ``x_order`` and
+            every sequence running all ``T`` steps the loop counts them as it gathers ``x``, so the
+            check costs no pass of its own over memory; otherwise ``x`` is scanned first.
 
     Returns:
         ``(out, final, cache)``: ``out`` ``(H, T, B)`` (``(P, T, B)`` with a projection) the hidden
@@ -720,6 +743,11 @@ def unroll_forward(
     else:
         B, T, I = x.shape
         x_bt, x_order = np.ascontiguousarray(x), np.ascontiguousarray(x_order, dtype=np.int64)
+    # The loop reads every entry of x when it gathers it and no sequence ends early.
+    counted = check_finite is not None and x_bt.shape[0] > 0 and batch_sizes is None
+    if check_finite is not None and not counted and not all_finite(x):
+        raise ValueError(f"{check_finite} contains NaN or infinite values")
+    if x_bt.shape[0] > 0:
         # With a cache the loop also leaves the feature-major x (for the weight gradients) behind.
         x = _aligned((I, T, B), dtype) if keep_cache else empty_state(dtype)
         x2 = x.reshape(I, T * B) if keep_cache else x
@@ -770,10 +798,13 @@ def unroll_forward(
     hm_bufs = _aligned((len(parts), P, B), dtype)
     h_cell = _aligned((T if keep_cache else 1, P, B), dtype, zero=True) if zh.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
 
+    nonfinite = np.zeros(len(parts) if counted else 0, np.int64)
     _run_parts(_forward_loop, (cell.kind, cell.num_gates, H, weights.w_ih, weights.w_hh, w_hr, p, b_x, b_in,
-                               x2, x_bt, x_order, hs.reshape(P, -1), out_bt, out_dest, cs, ca, cb,
+                               x2, x_bt, x_order, nonfinite, hs.reshape(P, -1), out_bt, out_dest, cs, ca, cb,
                                xp_bufs, xg_bufs, hm_bufs, group_starts, _active(batch_sizes, T, B), final[0], final_c,
                                keep_cache, rd, zh, zc, h_cell), parts)
+    if nonfinite.any():
+        raise ValueError(f"{check_finite} contains NaN or infinite values")
 
     out = hs[:, 1:] if out_bt.shape[0] == 0 else out_bt
     states = (hs, cs) if len(state0) > 1 else (hs,)
@@ -789,6 +820,7 @@ def unroll_backward(
     d_out: Array | None,
     d_final: Sequence[Array | None] | None = None,
     d_order: IntArray | None = None,
+    check_finite: str | None = None,
 ) -> tuple[Array, tuple[Array, ...], Weights]:
     """Backpropagation through time for :func:`unroll_forward`.
 
@@ -796,6 +828,8 @@ def unroll_backward(
         d_out: ``(H, T, B)`` gradient of the loss with respect to ``out`` (None: zero); batch-first
             ``(B, T, H)`` when ``d_order`` is given, column ``b`` being ``d_out[d_order[b]]``
             (the loop gathers it a step at a time: no layout copy of all of it).
+        check_finite: refuse a ``d_out`` holding NaN or ±inf, as :func:`unroll_forward` does ``x``
+            (counted by the loop as it gathers ``d_out`` when it reads all of it).
         d_final: gradients with respect to ``final`` (None, or None entries: zero).
 
     Returns:
@@ -826,6 +860,9 @@ def unroll_backward(
     else:
         d_out2, d_out_bt = empty_state(dtype), np.ascontiguousarray(d_out, dtype=dtype)
         d_order_ = np.ascontiguousarray(d_order, dtype=np.int64)
+    counted = check_finite is not None and d_out_bt.shape[0] > 0 and batch_sizes is None
+    if check_finite is not None and d_out is not None and not counted and not all_finite(d_out):
+        raise ValueError(f"{check_finite} contains NaN or infinite values")
     dc = d_state[1] if len(d_state) > 1 else empty_state(dtype)
     dH = empty_state(dtype) if weights.w_hr is None else _aligned((P, T * B), dtype)
     rd, zh, zc = _mask_arrays(masks, dtype)
@@ -845,11 +882,15 @@ def unroll_backward(
     group_starts = np.array(sorted({g0 for g0, _, _, _ in parts}), np.int64)
     partials = _aligned((len(parts), 2, P, B), dtype) if len(parts) > 1 else _EMPTY4[np.dtype(dtype)]
     d_bufs = _aligned((len(parts), P, B), dtype) if d_out_bt.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
+    nonfinite = np.zeros(len(parts) if counted else 0, np.int64)
     _run_parts(_backward_loop, (cell.kind, cell.num_gates, H, weights.w_hh, w_hr, p, hs.reshape(P, (T + 1) * B), cs,
-                                ca, cb, d_out2, d_out_bt, d_order_, d_bufs, d_state[0], dc, dA.reshape(GH, T * B),
+                                ca, cb, d_out2, d_out_bt, d_order_, d_bufs, nonfinite, d_state[0], dc,
+                                dA.reshape(GH, T * B),
                                 dAh.reshape(GH, T * B), dH, dps, dbs, da_buf, dah_buf, partials, group_starts,
                                 _active(batch_sizes, T, B), rd, zh, zc,
                                 _EMPTY3[np.dtype(dtype)] if h_cell is None else h_cell, direct_h, direct_c), parts)
+    if nonfinite.any():
+        raise ValueError(f"{check_finite} contains NaN or infinite values")
 
     # The sums over time of the per-step products, each as one GEMM over all T*B columns.
     dA2 = dA.reshape(GH, T * B)                     # views

@@ -148,3 +148,45 @@ def test_unroll_with_batch_first_ends_equals_the_copies(monkeypatch: pytest.Monk
     for a, b in zip(g_a, g_b, strict=True):
         if a is not None:
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("split", ["none", "units", "batch"])
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_the_loops_refuse_what_they_gather(monkeypatch: pytest.MonkeyPatch, split: str, kind: str,
+                                           value: float) -> None:
+    """x and d_out are scanned for NaN and ±inf by the loops as they gather them: every position,
+    with the loop whole or split either way, and with variable lengths (scanned first)."""
+    if split != "none":
+        monkeypatch.setattr(rnnkit.unroll, "_MIN_SPLIT_FLOPS", 0)
+        monkeypatch.setattr(rnnkit.unroll, "_MIN_PART_UNITS", 2)
+        monkeypatch.setattr(rnnkit.unroll, "SPLIT_UNITS", split == "units")
+        monkeypatch.setattr(rnnkit.unroll, "SPLIT_BATCH", split == "batch")
+    B, T, I, H = 37, 6, 19, 24
+    layer = KINDS[kind](I, H, num_layers=2, seed=1)
+    rng = np.random.default_rng(3)
+    clean = rng.standard_normal((B, T, I)).astype(np.float32)
+    with rnnkit.threads(2):
+        for where in [(0, 0, 0), (B - 1, T - 1, I - 1), (17, 3, 16), (31, 5, 2)]:
+            for lengths in (None, np.full(B, T)):
+                x = clean.copy()
+                x[where] = value
+                for keep_cache in (True, False):
+                    with pytest.raises(ValueError, match="^x contains NaN or infinite values$"):
+                        layer.forward(x, lengths=lengths, keep_cache=keep_cache)
+                out, _, cache = layer.forward(clean, lengths=lengths)
+                d_out = np.ones_like(out)
+                d_out[where[0], where[1], where[2] % H] = value
+                with pytest.raises(ValueError, match="^d_out contains NaN or infinite values$"):
+                    layer.backward(d_out, None, cache)
+
+
+def test_a_refused_input_draws_nothing_from_the_generator() -> None:
+    layer = rnnkit.LSTM(5, 8, num_layers=2, dropout=0.3, weight_drop=0.2, seed=0)
+    x = np.zeros((3, 4, 5), np.float32)
+    x[2, 3, 4] = np.nan
+    rng = np.random.default_rng(11)
+    before = rng.bit_generator.state
+    with pytest.raises(ValueError, match="x contains NaN"):
+        layer.forward(x, training=True, rng=rng)
+    assert rng.bit_generator.state == before

@@ -65,8 +65,12 @@ def checked_state_dict(
     return loaded
 
 
-def check_float_input(name: str, a: Any, dtype: np.dtype[Any]) -> Array:
+def check_float_input(name: str, a: Any, dtype: np.dtype[Any], finite: bool = True) -> Array:
     """``a`` must be a finite NumPy array of ``dtype`` (the layer's); returns it, in native byte order.
+
+    ``finite=False`` leaves the scan for NaN and ±inf to the caller, which then does it itself (the
+    time loops count them as they read their input a step at a time: see
+    :func:`rnnkit.unroll.unroll_forward`'s ``check_finite``).
 
     Either byte order is accepted (``>f4`` is float32 too), so data read from a big-endian file
     needs no conversion by the caller; a non-native array comes back as a native copy, because the
@@ -82,6 +86,6 @@ def check_float_input(name: str, a: Any, dtype: np.dtype[Any]) -> Array:
             f"{name} has dtype {a.dtype} but the layer's parameters are {dtype}; "
             f"convert it with .astype(np.{dtype}){rebuild}"
         )
-    if not all_finite(a):
+    if finite and not all_finite(a):
         raise ValueError(f"{name} contains NaN or infinite values")
     return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))

@@ -307,8 +307,8 @@ class Recurrent:
         return tuple(stacked) if len(stacked) > 1 else stacked[0]
 
     # ------------------------------------------------------------------ validation
-    def _check_array(self, name: str, a: Any, shape: tuple[int, ...]) -> Array:
-        a = check_float_input(name, a, self.dtype)  # (a native-order copy of a big-endian array)
+    def _check_array(self, name: str, a: Any, shape: tuple[int, ...], finite: bool = True) -> Array:
+        a = check_float_input(name, a, self.dtype, finite)  # (a native-order copy of a big-endian array)
         if a.shape != shape:
             raise ValueError(f"{name} has shape {a.shape}, expected {shape}")
         return a
@@ -373,10 +373,16 @@ class Recurrent:
         B, T, _ = x.shape
         if B == 0 or T == 0:
             raise ValueError(f"x must hold at least one sequence of at least one step, got shape {x.shape}")
-        x = self._check_array("x", x, (B, T, self.input_size))
         L, D, H, P = self.num_layers, self.num_directions, self.hidden_size, self.output_size
         drawn = self.dropout > 0 or self.weight_drop > 0 or self.recurrent_dropout > 0 or self.zoneout > 0
         masks = DropMasks([], []) if check_training(training, rng, drawn) else None
+        # Through one direction the loop does both layout copies itself (it gathers the first
+        # layer's inputs from the batch-first x and writes the last layer's states batch-first).
+        # Drawing no masks, it also counts x's NaN and ±inf on the way; with masks x is scanned
+        # first, so that a refused call has drawn nothing from rng.
+        fused = D == 1
+        counted = fused and masks is None
+        x = self._check_array("x", x, (B, T, self.input_size), finite=not counted)
         if state is None:
             state_t = tuple(np.zeros((L * D, B, P if k == 0 else H), self.dtype)
                             for k in range(len(self.cell.state_names)))
@@ -393,9 +399,6 @@ class Recurrent:
             if D == 2:
                 t = np.arange(T)[:, None]
                 rev_index = np.where(t < sorted_lengths, sorted_lengths - 1 - t, t)  # (T, B)
-        # Through one direction the loop does both layout copies itself: it gathers the first
-        # layer's inputs from the batch-first x and writes the last layer's states batch-first.
-        fused = D == 1
         identity = np.arange(B) if order is None else order
         layer_in = x if fused else _to_feature_major(x, order)  # (I, T, B), or x itself when fused
         states0 = self._unit_states(state_t, order)
@@ -412,6 +415,7 @@ class Recurrent:
                     self._step_masks(T, B, masks is not None, rng),
                     x_order=identity if fused and layer == 0 else None,
                     out_dest=identity if fused and layer == L - 1 else None,
+                    check_finite="x" if counted and layer == 0 else None,
                 )
                 outs.append(out if direction == 0 else self._reverse(out, rev_index))
                 finals.append(final)
@@ -520,10 +524,11 @@ class Recurrent:
         L, D, H = self.num_layers, self.num_directions, self.output_size
         order, rev_index = cache.order, cache.rev_index
         inv = None if order is None else np.argsort(order)
-        # Through one direction the top layer's loop gathers d_out from its batch-first form.
+        # Through one direction the top layer's loop gathers d_out from its batch-first form (and
+        # counts its NaN and ±inf on the way).
         fused = D == 1
         if d_out is not None:
-            d_out = self._check_array("d_out", d_out, (B, T, D * H))
+            d_out = self._check_array("d_out", d_out, (B, T, D * H), finite=not fused)
             d_layer: Array | None = d_out if fused else _to_feature_major(d_out, order)  # (D*H, T, B)
         else:
             d_layer = None
@@ -550,6 +555,7 @@ class Recurrent:
                     self.cell, w, cache.units[u], d_layer if top_fused else d_o,
                     None if d_finals is None else d_finals[u],
                     d_order=(np.arange(B) if order is None else order) if top_fused else None,
+                    check_finite="d_out" if top_fused else None,
                 )
                 if direction == 1:
                     dx = self._reverse(dx, rev_index)
