@@ -772,13 +772,16 @@ def unroll_forward(
     # h doubles as the layer's output, so it is laid out (H, T+1, B): the next layer's input
     # projection is then one GEMM on it, without a transpose.  Without a cache the other state
     # only needs two slots (previous and new) and the step cache one.
+    # Zeroed only with variable lengths: the states past a sequence's end are never written, and
+    # stay zero (in the output, and in the h_{t-1} that dW_hh's product multiplies by zero).
     slots = T + 1 if keep_cache else 2
+    ragged = batch_sizes is not None
     if out_dest is None:
-        hs = _aligned((P, T + 1, B), dtype, zero=True)
+        hs = _aligned((P, T + 1, B), dtype, zero=ragged)
         out_bt, out_dest = _EMPTY3[np.dtype(dtype)], _NO_ORDER
     else:  # the output goes batch-first straight from the loop: without a cache two slots of h suffice
-        hs = _aligned((P, T + 1, B), dtype, zero=True) if keep_cache else _aligned((P, 2, B), dtype)
-        out_bt = np.zeros((B, T, P), dtype) if batch_sizes is not None else np.empty((B, T, P), dtype)
+        hs = _aligned((P, T + 1, B), dtype, zero=ragged) if keep_cache else _aligned((P, 2, B), dtype)
+        out_bt = np.zeros((B, T, P), dtype) if ragged else np.empty((B, T, P), dtype)
         out_dest = np.ascontiguousarray(out_dest, dtype=np.int64)
     hs[:, 0] = state0[0]
     cs = _aligned((slots, H, B), dtype) if len(state0) > 1 else np.empty((slots, 0, 0), dtype)
@@ -789,7 +792,7 @@ def unroll_forward(
     if weights.w_hr is None:
         cb = _aligned((T if keep_cache else 1, rows_b, B), dtype)
     else:  # the unprojected outputs too, zero past a sequence's end (dW_hr's product reads every column)
-        cb = _aligned((T if keep_cache else 1, rows_b + H, B), dtype, zero=True)
+        cb = _aligned((T if keep_cache else 1, rows_b + H, B), dtype, zero=ragged)
     final = [_aligned(np.shape(s), dtype) for s in state0]
     for kept, s in zip(final, state0, strict=True):
         kept[...] = s
