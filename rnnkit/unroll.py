@@ -601,51 +601,27 @@ def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, d_out_bt,
 
 
 # Both transposing copies go time step by time step: a step's (B, F) block is read and written
-# while it is in cache.  Within a step, whole W x W tiles (W a vector's lanes: 16 float32 on
-# AVX-512) are transposed in registers (rnnkit._tiles.transpose_tile); the ragged edges go element
-# by element.  Each call does the steps t0 .. t1-1, so threads can share the copy.
+# while it is in cache, by the loops' own per-step gather and scatter (whole W x W tiles through
+# registers, rnnkit._tiles.transpose_tile; the ragged edges element by element).  Each call does
+# the steps t0 .. t1-1, so threads can share the copy.
 @numba.njit(**KERNEL_OPTIONS)
 def _transpose_bt_to_ft(a, order, out, t0, t1):  # type: ignore[no-untyped-def]
     """``out[:, t, b] = a[order[b], t]`` for the steps ``t0 .. t1-1``."""
-    B, T, F = a.shape
+    B, F = a.shape[0], a.shape[2]
     W = tile_width_of(a)
     src_rows, dst_rows = np.empty(W, np.int64), np.empty(W, np.int64)
-    sa0, sa1 = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize  # rows may be strided (a view)
-    so0, so1 = out.strides[0] // out.itemsize, out.strides[1] // out.itemsize
-    B_tiled, F_tiled = B - B % W, F - F % W
     for t in range(t0, t1):
-        for b0 in range(0, B_tiled, W):
-            for f0 in range(0, F_tiled, W):
-                for r in range(W):
-                    src_rows[r] = order[b0 + r] * sa0 + t * sa1 + f0
-                    dst_rows[r] = (f0 + r) * so0 + t * so1 + b0
-                transpose_tile(a, src_rows, out, dst_rows)
-        for f in range(F):
-            dst = out[f, t]
-            for b in range(B_tiled if f < F_tiled else 0, B):
-                dst[b] = a[order[b], t, f]
+        _gather_columns(a, order, t, 0, B, 0, F, out[:, t, :], 0, src_rows, dst_rows)
 
 
 @numba.njit(**KERNEL_OPTIONS)
 def _transpose_ft_to_bt(a, dest, out, t0, t1):  # type: ignore[no-untyped-def]
     """``out[dest[c], t] = a[:, t, c]`` for the steps ``t0 .. t1-1``."""
-    F, T, B = a.shape
+    F = a.shape[0]
     W = tile_width_of(a)
     src_rows, dst_rows = np.empty(W, np.int64), np.empty(W, np.int64)
-    sa0, sa1 = a.strides[0] // a.itemsize, a.strides[1] // a.itemsize  # rows may be strided (a view)
-    so0, so1 = out.strides[0] // out.itemsize, out.strides[1] // out.itemsize
-    B_tiled, F_tiled = B - B % W, F - F % W
     for t in range(t0, t1):
-        for f0 in range(0, F_tiled, W):
-            for b0 in range(0, B_tiled, W):
-                for r in range(W):
-                    src_rows[r] = (f0 + r) * sa0 + t * sa1 + b0
-                    dst_rows[r] = dest[b0 + r] * so0 + t * so1 + f0
-                transpose_tile(a, src_rows, out, dst_rows)
-        for b in range(B):
-            dst, src = out[dest[b], t], b
-            for f in range(F_tiled if b < B_tiled else 0, F):
-                dst[f] = a[f, t, src]
+        _scatter_columns(a[:, t, :], 0, F, dest, 0, t, out, src_rows, dst_rows)
 
 
 def _in_threads(copy: Any, a: Array, order: IntArray, out: Array, T: int) -> None:
