@@ -399,7 +399,7 @@ class Recurrent:
             if D == 2:
                 t = np.arange(T)[:, None]
                 rev_index = np.where(t < sorted_lengths, sorted_lengths - 1 - t, t)  # (T, B)
-        identity = np.arange(B) if order is None else order
+        columns = np.arange(B) if order is None else order  # the loop's column b is sequence columns[b]
         layer_in = x if fused else _to_feature_major(x, order)  # (I, T, B), or x itself when fused
         states0 = self._unit_states(state_t, order)
 
@@ -413,8 +413,8 @@ class Recurrent:
                 out, final, cache = unroll_forward(
                     self.cell, self._weights(layer, direction, masks, rng), seq, states0[u], batch_sizes, keep_cache,
                     self._step_masks(T, B, masks is not None, rng),
-                    x_order=identity if fused and layer == 0 else None,
-                    out_dest=identity if fused and layer == L - 1 else None,
+                    x_order=columns if fused and layer == 0 else None,
+                    out_dest=columns if fused and layer == L - 1 else None,
                     check_finite="x" if counted and layer == 0 else None,
                 )
                 outs.append(out if direction == 0 else self._reverse(out, rev_index))
@@ -529,7 +529,8 @@ class Recurrent:
         fused = D == 1
         if d_out is not None:
             d_out = self._check_array("d_out", d_out, (B, T, D * H), finite=not fused)
-            d_layer: Array | None = d_out if fused else _to_feature_major(d_out, order)  # (D*H, T, B)
+            # (D*H, T, B), or d_out itself, batch-first, when fused
+            d_layer: Array | None = d_out if fused else _to_feature_major(d_out, order)
         else:
             d_layer = None
         d_finals = None
