@@ -4,8 +4,8 @@ Every layer checks its float inputs (a NaN that enters a training step poisons e
 NumPy has no single-pass test without a temporary: ``np.isfinite(a).all()`` writes a boolean
 array, and ``min`` and ``max`` (which propagate NaN and show ±inf) read the array twice, at
 about 12 GB/s each for float32 on the machine measured.  Here ``x - x`` is 0 for a finite ``x`` and
-NaN otherwise, and the comparisons are or-ed together: a loop the compiler vectorises fully, so
-the test runs at the speed of reading the array (measured on a (32, 100, 256) float32 input:
+NaN otherwise, and the NaNs are counted: a loop the compiler vectorises fully, so the test runs
+at the speed of reading the array (measured on a (32, 100, 256) float32 input:
 0.27 ms for ``min`` and ``max``, 0.14 ms here, the time of reading it from memory).
 """
 
