@@ -514,7 +514,7 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, d_out_bt, d_order, d_bufs, nonfinite, dh, dc,
+def _backward_loop(kind, G, H, w_hh_t, w_hr, p, hs2, cs, ca, cb, d_out2, d_out_bt, d_order, d_bufs, nonfinite, dh, dc,
                    dA2, dAh2, dH2, dps, dbs, da_buf, dah_buf, partials, group_starts, active, rd, zh, zc, h_cell,
                    direct_h, direct_c, sync, parties, part, g0, g1, u0, u1):  # type: ignore[no-untyped-def]
     """BPTT for one part (see :func:`_forward_loop`): ``dh`` (``dc``) carry the state gradients from
@@ -578,7 +578,7 @@ def _backward_loop(kind, G, H, w_hh, w_hr, p, hs2, cs, ca, cb, d_out2, d_out_bt,
             _copy(dh[:, lo:hi], dH2[:, t * B + lo : t * B + hi])
         dh_prev = partials[part, t % 2, :, lo:hi] if parties > 1 else dh[:, lo:hi]
         step_backward(kind, dh[:, lo:hi], dc[:, lo:hi], hs2[:, t * B + lo : t * B + hi], cs[t, :, lo:hi],
-                      h_out, ca[t, :, lo:hi], cb[t, :, lo:hi], w_hh, w_hr, p, da_buf[:, lo:hi], dah_buf[:, lo:hi], dp,
+                      h_out, ca[t, :, lo:hi], cb[t, :, lo:hi], w_hh_t, w_hr, p, da_buf[:, lo:hi], dah_buf[:, lo:hi], dp,
                       u0, u1, dh_prev)
         for g in range(G):
             r0, r1 = g * H + u0, g * H + u1
@@ -862,7 +862,11 @@ def unroll_backward(
     partials = _aligned((len(parts), 2, P, B), dtype) if len(parts) > 1 else _EMPTY4[np.dtype(dtype)]
     d_bufs = _aligned((len(parts), P, B), dtype) if d_out_bt.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
     nonfinite = np.zeros(len(parts) if counted else 0, np.int64)
-    _run_parts(_backward_loop, (cell.kind, cell.num_gates, H, weights.w_hh, w_hr, p, hs.reshape(P, (T + 1) * B), cs,
+    # The cells' per-step product W_hhᵀ da reads W_hhᵀ itself, made once here (see gates_product_t),
+    # its rows staggered over the cache sets (a row of G*H float32 is often a power of two bytes).
+    w_hh_t = _padded_rows((P, GH), dtype)
+    _transpose_bt_to_ft(weights.w_hh[:, None, :], np.arange(GH), w_hh_t[:, None, :], 0, 1)
+    _run_parts(_backward_loop, (cell.kind, cell.num_gates, H, w_hh_t, w_hr, p, hs.reshape(P, (T + 1) * B), cs,
                                 ca, cb, d_out2, d_out_bt, d_order_, d_bufs, nonfinite, d_state[0], dc,
                                 dA.reshape(GH, T * B),
                                 dAh.reshape(GH, T * B), dH, dps, dbs, da_buf, dah_buf, partials, group_starts,

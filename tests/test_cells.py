@@ -41,7 +41,7 @@ def test_rnn_kernel_equals_numpy(dtype: type, relu: bool) -> None:
     h_ref = oracle.rnn_forward(c["xp"] + c["b_x"][:, None], c["h_prev"], c["w_hh"], relu)
     _close(h, h_ref, dtype)
     dh, d_xp = c["dh"].copy(), np.empty((7, 5), dtype)
-    step_backward(cell.kind, dh, e, c["h_prev"], e, h, e, e, c["w_hh"], e, v, d_xp, d_xp, v, 0, 7, dh)
+    step_backward(cell.kind, dh, e, c["h_prev"], e, h, e, e, c["w_hh"].T.copy(), e, v, d_xp, d_xp, v, 0, 7, dh)
     dh_ref, da_ref = oracle.rnn_backward(c["dh"], h_ref, c["w_hh"], relu)
     _close(d_xp, da_ref, dtype)
     _close(dh, dh_ref, dtype)
@@ -58,8 +58,8 @@ def test_lstm_kernel_equals_numpy(dtype: type) -> None:
     for got, want in zip((h, cc, gates, tanh_c), ref, strict=True):
         _close(got, want, dtype)
     dh, dc, d_xp = c["dh"].copy(), c["dc"].copy(), np.empty((24, 3), dtype)
-    step_backward(LSTM_CELL.kind, dh, dc, c["h_prev"], c["c_prev"], h, gates, tanh_c, c["w_hh"], e, v, d_xp, d_xp,
-                  v, 0, 6, dh)
+    step_backward(LSTM_CELL.kind, dh, dc, c["h_prev"], c["c_prev"], h, gates, tanh_c, c["w_hh"].T.copy(), e, v, d_xp,
+                  d_xp, v, 0, 6, dh)
     dh_ref, dc_ref, da_ref = oracle.lstm_backward(c["dh"], c["dc"], c["c_prev"], ref[2], ref[3], c["w_hh"])
     _close(d_xp, da_ref, dtype)
     _close(dh, dh_ref, dtype)
@@ -76,7 +76,7 @@ def test_gru_kernel_equals_numpy(dtype: type) -> None:
     for got, want in zip((h, gates, hn), ref, strict=True):
         _close(got, want, dtype)
     dh, d_xp, d_hp = c["dh"].copy(), np.empty((15, 4), dtype), np.empty((15, 4), dtype)
-    step_backward(GRU_CELL.kind, dh, e, c["h_prev"], e, h, gates, hn, c["w_hh"], e, v, d_xp, d_hp, v, 0, 5, dh)
+    step_backward(GRU_CELL.kind, dh, e, c["h_prev"], e, h, gates, hn, c["w_hh"].T.copy(), e, v, d_xp, d_hp, v, 0, 5, dh)
     dh_ref, d_xp_ref, d_hp_ref = oracle.gru_backward(c["dh"], c["h_prev"], ref[1], ref[2], c["w_hh"])
     _close(d_xp, d_xp_ref, dtype)
     _close(d_hp, d_hp_ref, dtype)
@@ -100,8 +100,8 @@ def test_lstm_kernel_with_projection_equals_numpy(dtype: type) -> None:
     _close(cache_b[H:], ref[0], dtype)
     _close(cc, ref[1], dtype)
     dh, dc, d_xp = dh_in.copy(), c["dc"].copy(), np.empty((4 * H, n), dtype)
-    step_backward(LSTM_CELL.kind, dh, dc, h_prev, c["c_prev"], h, gates, cache_b, w_hh, w_hr, v, d_xp, d_xp, v, 0, H,
-                  dh)
+    step_backward(LSTM_CELL.kind, dh, dc, h_prev, c["c_prev"], h, gates, cache_b, w_hh.T.copy(), w_hr, v, d_xp, d_xp, v,
+                  0, H, dh)
     dh_ref, dc_ref, da_ref = oracle.lstm_backward(w_hr.T @ dh_in, c["dc"], c["c_prev"], ref[2], ref[3], w_hh)
     _close(d_xp, da_ref, dtype)
     _close(dh, dh_ref, dtype)
@@ -150,14 +150,14 @@ def test_kernels_by_ranges_of_units_equal_the_whole_step(name: str, dtype: type)
     h, _, ca, cb = whole
     d_xp, d_hp = np.zeros((G * H, n), dtype), np.zeros((G * H, n), dtype)
     dh, dc = c["dh"].copy(), c["dc"].copy() if name == "lstm" else e
-    step_backward(cell.kind, dh, dc, c["h_prev"], c_prev, h, ca, cb, c["w_hh"], e, v, d_xp,
+    step_backward(cell.kind, dh, dc, c["h_prev"], c_prev, h, ca, cb, c["w_hh"].T.copy(), e, v, d_xp,
                   d_hp if name == "gru" else d_xp, v, 0, H, dh)
     s_xp, s_hp = np.zeros((G * H, n), dtype), np.zeros((G * H, n), dtype)
     s_dh, s_dc = c["dh"].copy(), c["dc"].copy() if name == "lstm" else e
     total = np.zeros((H, n), dtype)
     for u0, u1 in ranges:
         share = np.full((H, n), np.nan, dtype)  # every row is written
-        step_backward(cell.kind, s_dh, s_dc, c["h_prev"], c_prev, h, ca, cb, c["w_hh"], e, v, s_xp,
+        step_backward(cell.kind, s_dh, s_dc, c["h_prev"], c_prev, h, ca, cb, c["w_hh"].T.copy(), e, v, s_xp,
                       s_hp if name == "gru" else s_xp, v, u0, u1, share)
         total += share
     _close(s_xp, d_xp, dtype)

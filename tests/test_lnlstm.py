@@ -84,8 +84,8 @@ def _run_kernels(c: dict[str, Any], hidden: int, n: int, dtype: Any) -> dict[str
                  c["h_prev"], c["c_prev"], h, cc, ca, cb, 0, hidden)
     dh, dc, d_xp, d_hp = c["dh"].copy(), c["dc"].copy(), np.empty((G, n), dtype), np.empty((G, n), dtype)
     dp = np.full(14 * hidden, 0.25, dtype)  # the kernel adds its step's share to what is there
-    step_backward(LNLSTM_CELL.kind, dh, dc, c["h_prev"], c["c_prev"], h, ca, cb, c["w_hh"], e, c["p"], d_xp, d_hp,
-                  dp, 0, hidden, dh)
+    step_backward(LNLSTM_CELL.kind, dh, dc, c["h_prev"], c["c_prev"], h, ca, cb, c["w_hh"].T.copy(), e, c["p"], d_xp,
+                  d_hp, dp, 0, hidden, dh)
     return {"h": h, "c": cc, "ca": ca, "cb": cb, "dh": dh, "dc": dc, "d_xp": d_xp, "d_hp": d_hp, "dp": dp - 0.25}
 
 
@@ -148,7 +148,8 @@ def test_kernels_work_on_a_prefix_of_columns() -> None:
     dh, dc, d_xp, d_hp = c["dh"].copy(), c["dc"].copy(), np.zeros((G, wide)), np.zeros((G, wide))
     dp = np.zeros(14 * hidden)
     step_backward(LNLSTM_CELL.kind, dh[:, :n], dc[:, :n], c["h_prev"][:, :n], c["c_prev"][:, :n], h[:, :n],
-                  ca[:, :n], cb[:, :n], c["w_hh"], e, c["p"], d_xp[:, :n], d_hp[:, :n], dp, 0, hidden, dh[:, :n])
+                  ca[:, :n], cb[:, :n], c["w_hh"].T.copy(), e, c["p"], d_xp[:, :n], d_hp[:, :n], dp, 0, hidden,
+                  dh[:, :n])
     for a in (h, cc, ca, cb, d_xp, d_hp):
         assert not a[:, n:].any()
     np.testing.assert_array_equal(dh[:, n:], c["dh"][:, n:])

@@ -78,7 +78,7 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
     """Backward of one GRU step for units ``u0 .. u1-1``: ``dh_prev`` receives their share of the
     gradient for ``h_prev`` (the direct path ``z ⊙ dh`` of these units, and ``W_hhᵀ d_hp``)."""
     H, n = dh.shape
@@ -96,9 +96,9 @@ def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, 
             dp_r[b], dp_z[b], dp_n[b] = da_r, da_z, da_n * r
             dh_j[b] = z * dh_                                   # the direct path, kept in dh meanwhile
     if dh_prev.shape[0] == dh.shape[0] and dh_prev.ctypes.data == dh.ctypes.data:
-        gates_product_t(w_hh, 3, H, u0, u1, d_hp, 1.0, dh)      # dh_prev = z ⊙ dh + W_hhᵀ d_hp
+        gates_product_t(w_hh_t, 3, H, u0, u1, d_hp, 1.0, dh)      # dh_prev = z ⊙ dh + W_hhᵀ d_hp
     else:
-        gates_product_t(w_hh, 3, H, u0, u1, d_hp, 0.0, dh_prev)
+        gates_product_t(w_hh_t, 3, H, u0, u1, d_hp, 0.0, dh_prev)
         for j in range(u0, u1):
             out, direct = row(dh_prev, j), row(dh, j)
             for b in range(n):

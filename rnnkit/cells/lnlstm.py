@@ -170,7 +170,7 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
     """Backward of one layer-normalised LSTM step (all units): ``dc`` becomes the gradient for ``c_prev``,
     ``dh_prev`` (``dh`` itself in the time loop) the one for ``h_prev``; this step's gradients of ``p``
     are added into ``dp``."""
@@ -242,7 +242,7 @@ def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, 
             d = da[b]
             dhp[b] = r_h[b] * (g_h * d - w2[b] - hh[b] * w3[b])
             da[b] = r_x[b] * (g_x * d - w0[b] - xh[b] * w1[b])
-    gemm(True, 1.0, w_hh, d_hp, 0.0, dh_prev)               # dh_prev = W_hhᵀ d_hp
+    gemm(False, 1.0, w_hh_t, d_hp, 0.0, dh_prev)            # dh_prev = W_hhᵀ d_hp
 
 
 KIND = register(4, step_forward, step_backward)

@@ -95,7 +95,7 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
     """Backward of one LSTM step for units ``u0 .. u1-1``: ``dc`` becomes the gradient for ``c_prev``,
     ``dh_prev`` receives these units' share of the gradient for ``h_prev``."""
     H, n = dc.shape
@@ -124,7 +124,7 @@ def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, 
             else:
                 for b in range(n):
                     d[b] *= y[b] * (ONE - y[b])
-    gates_product_t(w_hh, 4, H, u0, u1, d_xp, 0.0, dh_prev)    # dh_prev = W_hhᵀ da
+    gates_product_t(w_hh_t, 4, H, u0, u1, d_xp, 0.0, dh_prev)    # dh_prev = W_hhᵀ da
 
 
 KIND = register(2, step_forward, step_backward)

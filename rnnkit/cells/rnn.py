@@ -55,14 +55,14 @@ def tanh_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
     """Backward of one tanh RNN step for units ``u0 .. u1-1``: their share of the gradient for ``h_prev``."""
     H, n = dh.shape
     for j in range(u0, u1):
         d_j, dh_j, h_j = row(d_xp, j), row(dh, j), row(h, j)
         for b in range(n):
             d_j[b] = dh_j[b] * (ONE - h_j[b] * h_j[b])
-    gates_product_t(w_hh, 1, H, u0, u1, d_xp, 0.0, dh_prev)   # dh_prev = W_hhᵀ da
+    gates_product_t(w_hh_t, 1, H, u0, u1, d_xp, 0.0, dh_prev)   # dh_prev = W_hhᵀ da
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -78,14 +78,14 @@ def relu_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def relu_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+def relu_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
     """Backward of one relu RNN step for units ``u0 .. u1-1``: their share of the gradient for ``h_prev``."""
     H, n = dh.shape
     for j in range(u0, u1):
         d_j, dh_j, h_j = row(d_xp, j), row(dh, j), row(h, j)
         for b in range(n):
             d_j[b] = dh_j[b] if h_j[b] > ZERO else ZERO
-    gates_product_t(w_hh, 1, H, u0, u1, d_xp, 0.0, dh_prev)
+    gates_product_t(w_hh_t, 1, H, u0, u1, d_xp, 0.0, dh_prev)
 
 
 TANH_KIND = register(0, tanh_forward, tanh_backward)
