@@ -100,6 +100,10 @@ def worker(rank: int, world_size: int, rendezvous: str, net: Sequential, rows: n
                 raise RuntimeError("the processes' weights differ after training")
             print(f"the {world_size} processes hold identical weights", flush=True)
             torch.save(module.state_dict(), result)
+        # Every process leaves the group together: one that tore down its connections while a peer
+        # still used them died now and then in gloo's teardown (SIGABRT, "terminate called without
+        # an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
