@@ -380,9 +380,10 @@ def _run_backward(
         d_state = tuple(np.array(d, copy=True) for d in d_final)
     da_steps = da.transpose(2, 0, 1)  # (T, n_a, m) views, one per step
     dh = d_state[0]
+    w_hh_t = np.ascontiguousarray(weights.w_hh.T)  # what the cells' backward reads, made once
     for t in reversed(range(T)):
         dh += da_steps[t]  # this step's own gradient joins what came back from the future
-        cell.backward(d_state, run.prevs[t], run.news[t], run.cores[t], weights.w_hh, d_xp[t], d_hp[t])
+        cell.backward(d_state, run.prevs[t], run.news[t], run.cores[t], w_hh_t, d_xp[t], d_hp[t])
     # Σ_t d_xp⟨t⟩ xtᵀ and Σ_t d_hp⟨t⟩ a_prevᵀ as single products over all (t, column) pairs.
     d_xp_flat = d_xp.transpose(1, 0, 2).reshape(rows, T * m)
     d_hp_flat = d_xp_flat if d_hp is d_xp else d_hp.transpose(1, 0, 2).reshape(rows, T * m)

@@ -128,17 +128,18 @@ class CellSpec:
                      empty_vector(xp.dtype) if p is None else p, _unit(h_prev), _unit(c_prev), h, c, ca, cb, 0, units)
 
     def backward(self, d_state: tuple[Array, ...], prev: tuple[Array, ...], new: tuple[Array, ...],
-                 cache: tuple[Array, ...], w_hh: Array, d_xp: Array, d_hp: Array, p: Array | None = None,
+                 cache: tuple[Array, ...], w_hh_t: Array, d_xp: Array, d_hp: Array, p: Array | None = None,
                  dp: Array | None = None) -> None:
         """One step's backward from Python: ``d_state`` is overwritten with the gradients for ``prev``;
-        this step's gradient of ``p`` is added into ``dp`` (both None for a cell without extra parameters)."""
-        dtype = w_hh.dtype
+        this step's gradient of ``p`` is added into ``dp`` (both None for a cell without extra parameters).
+        ``w_hh_t`` is ``W_hhᵀ`` (``(P, G*H)``): a caller running many steps transposes it once."""
+        dtype = w_hh_t.dtype
         dh, dc = _pair(d_state, dtype)
         h_prev, c_prev = _pair(prev, dtype)
         h, _ = _pair(new, dtype)
         ca, cb = _pair(cache, dtype)
-        units = w_hh.shape[0] // self.num_gates
-        step_backward(self.kind, dh, dc, _unit(h_prev), _unit(c_prev), _unit(h), _unit(ca), _unit(cb), _unit(w_hh.T),
+        units = w_hh_t.shape[1] // self.num_gates
+        step_backward(self.kind, dh, dc, _unit(h_prev), _unit(c_prev), _unit(h), _unit(ca), _unit(cb), _unit(w_hh_t),
                       empty_state(dtype), empty_vector(dtype) if p is None else p, d_xp, d_hp,
                       empty_vector(dtype) if dp is None else dp, 0, units, dh)
 
