@@ -139,7 +139,7 @@ def _hand_loop_backward(
         d[0][:, 0] += d_out[t]
         d_xp = np.empty((w_hh.shape[0], 1))
         d_hp = np.empty((w_hh.shape[0], 1)) if cell.separate_hidden_grad else d_xp
-        cell.backward(d, prev, new, step_cache, w_hh, d_xp, d_hp)
+        cell.backward(d, prev, new, step_cache, w_hh.T, d_xp, d_hp)  # (the kernels read W_hhᵀ)
         grads["weight_ih_l0"] += d_xp @ x_t[None, :]
         grads["weight_hh_l0"] += d_hp @ prev[0].T
         grads["bias_ih_l0"] += d_xp[:, 0]

@@ -138,6 +138,8 @@ class CellSpec:
         h_prev, c_prev = _pair(prev, dtype)
         h, _ = _pair(new, dtype)
         ca, cb = _pair(cache, dtype)
+        if w_hh_t.shape[0] != dh.shape[0] or w_hh_t.shape[1] % self.num_gates:
+            raise ValueError(f"w_hh_t must be W_hhᵀ, ({dh.shape[0]}, {self.num_gates}*H), got shape {w_hh_t.shape}")
         units = w_hh_t.shape[1] // self.num_gates
         step_backward(self.kind, dh, dc, _unit(h_prev), _unit(c_prev), _unit(h), _unit(ca), _unit(cb), _unit(w_hh_t),
                       empty_state(dtype), empty_vector(dtype) if p is None else p, d_xp, d_hp,
