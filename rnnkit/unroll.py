@@ -670,6 +670,23 @@ def to_batch_first(a: Array, order: IntArray | None = None) -> Array:
     return out
 
 
+def _non_finite(name: str | None) -> ValueError:
+    return ValueError(f"{name} contains NaN or infinite values")
+
+
+def _count_in_loop(name: str | None, a: Array | None, loop_reads_all: bool) -> bool:
+    """Where ``a`` is checked for NaN and ±inf (``name``: the argument it is refused as; None: no
+    check): True when the loop is to count them, because it reads every entry of ``a`` anyway;
+    otherwise ``a`` is scanned here, first, and refused at once."""
+    if name is None or a is None:
+        return False
+    if loop_reads_all:
+        return True
+    if not all_finite(a):
+        raise _non_finite(name)
+    return False
+
+
 def unroll_forward(
     cell: CellSpec,
     weights: Weights,
@@ -712,21 +729,17 @@ def unroll_forward(
         (each sequence's state after its last step), and the cache for :func:`unroll_backward`.
     """
     dtype = weights.w_hh.dtype
-    if x_order is None:
-        I, T, B = x.shape
-        x = np.ascontiguousarray(x)
-        x2, x_bt, x_order = x.reshape(I, T * B), _EMPTY3[np.dtype(dtype)], _NO_ORDER
-    else:
+    gathered = x_order is not None
+    counted = _count_in_loop(check_finite, x, gathered and batch_sizes is None)
+    if gathered:
         B, T, I = x.shape
         x_bt, x_order = np.ascontiguousarray(x), np.ascontiguousarray(x_order, dtype=np.int64)
-    # The loop reads every entry of x when it gathers it and no sequence ends early.
-    counted = check_finite is not None and x_bt.shape[0] > 0 and batch_sizes is None
-    if check_finite is not None and not counted and not all_finite(x):
-        raise ValueError(f"{check_finite} contains NaN or infinite values")
-    if x_bt.shape[0] > 0:
         # With a cache the loop also leaves the feature-major x (for the weight gradients) behind.
-        x = _aligned((I, T, B), dtype) if keep_cache else empty_state(dtype)
-        x2 = x.reshape(I, T * B) if keep_cache else x
+        x_ft = _aligned((I, T, B), dtype) if keep_cache else None
+    else:
+        I, T, B = x.shape
+        x_bt, x_order, x_ft = _EMPTY3[np.dtype(dtype)], _NO_ORDER, np.ascontiguousarray(x)
+    x2 = empty_state(dtype) if x_ft is None else x_ft.reshape(I, T * B)
     GH, P = weights.w_hh.shape
     H = GH // cell.num_gates                # the cell's size; P, the size of h, differs with a projection
     w_hr = empty_state(dtype) if weights.w_hr is None else weights.w_hr
@@ -783,12 +796,14 @@ def unroll_forward(
                                xp_bufs, xg_bufs, hm_bufs, group_starts, _active(batch_sizes, T, B), final[0], final_c,
                                keep_cache, rd, zh, zc, h_cell), parts)
     if nonfinite.any():
-        raise ValueError(f"{check_finite} contains NaN or infinite values")
+        raise _non_finite(check_finite)
 
     out = hs[:, 1:] if out_bt.shape[0] == 0 else out_bt
     states = (hs, cs) if len(state0) > 1 else (hs,)
-    cache = UnrollCache(x, states, (ca, cb), batch_sizes, masks, h_cell if zh.shape[0] > 0 else None) \
-        if keep_cache else None
+    cache = None
+    if keep_cache:
+        assert x_ft is not None  # (made whenever a cache is kept)
+        cache = UnrollCache(x_ft, states, (ca, cb), batch_sizes, masks, h_cell if zh.shape[0] > 0 else None)
     return out, tuple(final), cache
 
 
@@ -831,17 +846,12 @@ def unroll_backward(
             carried[...] = d
     dA = _aligned((GH, T, B), dtype)
     dAh = _aligned((GH, T, B), dtype) if cell.separate_hidden_grad else dA
-    d_out_bt, d_order_ = _EMPTY3[np.dtype(dtype)], _NO_ORDER
-    if d_out is None:
-        d_out2 = empty_state(dtype)
-    elif d_order is None:
+    counted = _count_in_loop(check_finite, d_out, d_order is not None and batch_sizes is None)
+    d_out2, d_out_bt, d_columns = empty_state(dtype), _EMPTY3[np.dtype(dtype)], _NO_ORDER
+    if d_out is not None and d_order is None:
         d_out2 = np.ascontiguousarray(d_out, dtype=dtype).reshape(P, T * B)
-    else:
-        d_out2, d_out_bt = empty_state(dtype), np.ascontiguousarray(d_out, dtype=dtype)
-        d_order_ = np.ascontiguousarray(d_order, dtype=np.int64)
-    counted = check_finite is not None and d_out_bt.shape[0] > 0 and batch_sizes is None
-    if check_finite is not None and d_out is not None and not counted and not all_finite(d_out):
-        raise ValueError(f"{check_finite} contains NaN or infinite values")
+    elif d_out is not None:
+        d_out_bt, d_columns = np.ascontiguousarray(d_out, dtype=dtype), np.ascontiguousarray(d_order, dtype=np.int64)
     dc = d_state[1] if len(d_state) > 1 else empty_state(dtype)
     dH = empty_state(dtype) if weights.w_hr is None else _aligned((P, T * B), dtype)
     rd, zh, zc = _mask_arrays(masks, dtype)
@@ -867,13 +877,12 @@ def unroll_backward(
     w_hh_t = _padded_rows((P, GH), dtype)
     _transpose_bt_to_ft(weights.w_hh[:, None, :], np.arange(GH), w_hh_t[:, None, :], 0, 1)
     _run_parts(_backward_loop, (cell.kind, cell.num_gates, H, w_hh_t, w_hr, p, hs.reshape(P, (T + 1) * B), cs,
-                                ca, cb, d_out2, d_out_bt, d_order_, d_bufs, nonfinite, d_state[0], dc,
-                                dA.reshape(GH, T * B),
-                                dAh.reshape(GH, T * B), dH, dps, dbs, da_buf, dah_buf, partials, group_starts,
-                                _active(batch_sizes, T, B), rd, zh, zc,
+                                ca, cb, d_out2, d_out_bt, d_columns, d_bufs, nonfinite, d_state[0], dc,
+                                dA.reshape(GH, T * B), dAh.reshape(GH, T * B), dH, dps, dbs, da_buf, dah_buf,
+                                partials, group_starts, _active(batch_sizes, T, B), rd, zh, zc,
                                 _EMPTY3[np.dtype(dtype)] if h_cell is None else h_cell, direct_h, direct_c), parts)
     if nonfinite.any():
-        raise ValueError(f"{check_finite} contains NaN or infinite values")
+        raise _non_finite(check_finite)
 
     # The sums over time of the per-step products, each as one GEMM over all T*B columns.
     dA2 = dA.reshape(GH, T * B)                     # views
