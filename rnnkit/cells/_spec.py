@@ -60,6 +60,7 @@ from numba.extending import NativeValue, intrinsic, models, overload, register_m
 
 from rnnkit._blas import gemm
 from rnnkit._types import Array
+from rnnkit._vector import Emitter, Lanes, polynomial
 
 _EMPTY: dict[np.dtype[Any], Array] = {
     np.dtype(np.float32): np.empty((0, 0), np.float32),
@@ -269,60 +270,78 @@ ONE = np.float32(1.0)
 it to float64) and is exact in float64 arithmetic."""
 ZERO = np.float32(0.0)
 
+_TANH_LIMIT = 7.99881172180175781
+_TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+           1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03)
+_TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
+
+
+def tanh_lanes(x: Lanes) -> Lanes:
+    """tanh, the one copy every compiled kernel uses: exact (libm) in float64; in float32 the [13/6]
+    rational minimax approximation on [-7.9988, 7.9988] (beyond it tanh(x) rounds to ±1 within
+    2.3e-7), max relative error 3.4e-7 over float32 (measured against float64 tanh on 2.4M points),
+    free of calls, so that loops over it vectorise.  NaN stays NaN."""
+    emit = x.emit
+    if emit.double:
+        return emit.libm("tanh", x)
+    v = emit.clamp(x, -_TANH_LIMIT, _TANH_LIMIT)
+    v2 = v * v
+    # v times the ratio, not (v * P) / Q: near 0 the ratio is 1 to 1.3e-7, so tiny and subnormal x
+    # come out as x itself rather than losing bits to an underflowing v * P.
+    return v * (polynomial(v2, _TANH_P) / polynomial(v2, _TANH_Q))
+
+
+def sigmoid_lanes(x: Lanes) -> Lanes:
+    """σ(x) = ½·tanh(½x) + ½: never overflows (``1/(1+exp(-x))`` does for x < -88 in float32) and
+    shares :func:`tanh_lanes`' float32 form."""
+    return x.emit.fma(0.5, tanh_lanes(0.5 * x), 0.5)
+
+
+def _scalar_intrinsic(lanes_fn: Callable[[Lanes], Lanes]) -> Any:
+    """A numba intrinsic applying ``lanes_fn`` to one float32 or float64 number, emitted inline (so
+    that a loop over it vectorises)."""
+
+    @intrinsic
+    def scalar(typingctx, x):  # type: ignore[no-untyped-def]
+        if x not in (types.float32, types.float64):
+            return None
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            return lanes_fn(Lanes(Emitter(builder, x == types.float64, 1), args[0])).value
+
+        return x(x), codegen
+
+    return scalar
+
+
+_tanh = _scalar_intrinsic(tanh_lanes)
+_sigmoid = _scalar_intrinsic(sigmoid_lanes)
+
+
 def tanh(x: float) -> float:
-    """tanh for compiled kernels: exact (libm) in float64, a vectorisable rational form in float32."""
+    """tanh for compiled kernels (see :func:`tanh_lanes`)."""
     return math.tanh(x)
 
 
 @overload(tanh, jit_options=KERNEL_OPTIONS)
 def _tanh_impl(x):  # type: ignore[no-untyped-def]
-    if x == types.float32:
-        return lambda x: _tanh_float32(x)
-    return lambda x: math.tanh(x)
-
-
-@numba.njit(**KERNEL_OPTIONS)
-def _tanh_float32(x):  # type: ignore[no-untyped-def]
-    # The [13/6] rational minimax approximation of tanh on [-7.9988, 7.9988] (beyond it tanh(x)
-    # rounds to ±1 within 2.3e-7), evaluated by Horner's rule: max relative error 3.4e-7 over
-    # float32 (measured against float64 tanh on 2.4M points), and free of calls, so the loops vectorise.
-    c = np.float32(7.99881172180175781)
-    v = min(max(x, -c), c)
-    v2 = v * v
-    p = np.float32(-2.76076847742355e-16)
-    p = p * v2 + np.float32(2.00018790482477e-13)
-    p = p * v2 + np.float32(-8.60467152213735e-11)
-    p = p * v2 + np.float32(5.12229709037114e-08)
-    p = p * v2 + np.float32(1.48572235717979e-05)
-    p = p * v2 + np.float32(6.37261928875436e-04)
-    p = p * v2 + np.float32(4.89352455891786e-03)
-    q = np.float32(1.19825839466702e-06)
-    q = q * v2 + np.float32(1.18534705686654e-04)
-    q = q * v2 + np.float32(2.26843463243900e-03)
-    q = q * v2 + np.float32(4.89352518554385e-03)
-    y = v * p / q
-    return x if abs(x) < np.float32(0.0004) else y  # tanh(x) = x to float32 precision near 0
+    return lambda x: _tanh(x)
 
 
 def sigmoid(x: float) -> float:
-    """σ(x) = ½·tanh(½x) + ½ for compiled kernels.
-
-    The tanh form never overflows (``1/(1+exp(-x))`` does for x < -88 in float32) and shares
-    :func:`tanh`'s vectorisable float32 form.
-    """
+    """σ for compiled kernels (see :func:`sigmoid_lanes`)."""
     return 0.5 * math.tanh(0.5 * x) + 0.5
 
 
 @overload(sigmoid, jit_options=KERNEL_OPTIONS)
 def _sigmoid_impl(x):  # type: ignore[no-untyped-def]
-    if x == types.float32:
-        half = np.float32(0.5)
+    return lambda x: _sigmoid(x)
 
-        def impl32(x):  # type: ignore[no-untyped-def]
-            return half * _tanh_float32(half * x) + half
 
-        return impl32
-    return lambda x: 0.5 * math.tanh(0.5 * x) + 0.5
+@numba.njit(**KERNEL_OPTIONS)
+def _tanh_float32(x):  # type: ignore[no-untyped-def]
+    """:func:`tanh` callable from Python (for its tests)."""
+    return _tanh(x)
 
 
 @numba.njit(**KERNEL_OPTIONS)
