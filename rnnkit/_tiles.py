@@ -31,6 +31,7 @@ different order than another library's (float32 results agree with NumPy's to a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import llvmlite.binding as llvm
@@ -40,6 +41,8 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
 from numba.extending import intrinsic, overload
+
+from rnnkit._vector import Emitter, Lanes
 
 
 def _vector_bytes() -> tuple[int, int]:
@@ -71,6 +74,111 @@ def _declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) ->
     return cgutils.get_or_insert_function(module, ir.FunctionType(ret, args), name)
 
 
+class _TileIR:
+    """What every tile function emits: its vector type, masks, loads and stores (see :func:`_tile_function`)."""
+
+    def __init__(self, builder: ir.IRBuilder, scalar: ir.Type, size: int, nlast: Any, masked: bool) -> None:
+        self.builder, self.size = builder, size
+        self.width = VECTOR_BYTES // size
+        self.vec = ir.VectorType(scalar, self.width)
+        self.vec_ptr = ir.PointerType(self.vec)
+        self.zero = ir.Constant(self.vec, None)
+        self.masked = masked
+        module, i32 = builder.module, ir.IntType(32)
+        vname = f"v{self.width}{'f32' if size == 4 else 'f64'}"
+        mask_type = ir.VectorType(ir.IntType(1), self.width)
+        self.fma = _declare(module, f"llvm.fma.{vname}", self.vec, [self.vec, self.vec, self.vec])
+        self._masked_load = _declare(module, f"llvm.masked.load.{vname}.p0", self.vec,
+                                     [self.vec_ptr, i32, mask_type, self.vec])
+        self._masked_store = _declare(module, f"llvm.masked.store.{vname}.p0", ir.VoidType(),
+                                      [self.vec, self.vec_ptr, i32, mask_type])
+        self._align = ir.Constant(i32, size)
+        self.mask = None
+        if masked:  # lanes 0 .. nlast-1 of the last vector
+            intp = ir.IntType(64)
+            lanes = ir.Constant(ir.VectorType(intp, self.width), list(range(self.width)))
+            self.mask = builder.icmp_signed("<", lanes, self.splat(nlast, ir.VectorType(intp, self.width)))
+
+    def const(self, v: int) -> ir.Constant:
+        return ir.Constant(ir.IntType(64), v)
+
+    def splat(self, x: Any, typ: ir.VectorType | None = None) -> Any:
+        typ = typ or self.vec
+        i32 = ir.IntType(32)
+        v = self.builder.insert_element(ir.Constant(typ, None), x, ir.Constant(i32, 0))
+        return self.builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, self.width), None))
+
+    def load(self, at: Any, last: bool) -> Any:
+        """The vector at ``at``, or its first ``nlast`` lanes (zeros beyond) when ``last`` of a masked tile."""
+        at = self.builder.bitcast(at, self.vec_ptr)
+        if last and self.masked:
+            return self.builder.call(self._masked_load, [at, self._align, self.mask, self.zero])
+        return self.builder.load(at, align=self.size)
+
+    def store(self, value: Any, at: Any, last: bool) -> None:
+        at = self.builder.bitcast(at, self.vec_ptr)
+        if last and self.masked:
+            self.builder.call(self._masked_store, [value, at, self._align, self.mask])
+        else:
+            self.builder.store(value, at, align=self.size)
+
+    def reduce(self, a_rows: list[Any], sak: Any, b_ptr: Any, sbk: Any, K: Any, nvec: int,
+               initial: list[list[Any]]) -> list[list[Any]]:
+        """The tile's sums ``initial[r][v] + Σ_k A[r, k] * B[k, v-th vector]`` over ``k < K``.
+
+        ``a_rows[r]`` points at row ``r``'s first element of the left operand (its ``k``-th element
+        ``sak`` further on), ``b_ptr`` at row 0 of the right one (row ``k`` ``k*sbk`` further on).  The
+        sums are loop-carried SSA values (phi nodes), i.e. registers, for the whole reduction.
+        """
+        builder, rows = self.builder, len(a_rows)
+        entry = builder.block
+        loop = builder.append_basic_block("loop")
+        done = builder.append_basic_block("done")
+        builder.cbranch(builder.icmp_signed(">", K, self.const(0)), loop, done)
+        builder.position_at_end(loop)
+        k = builder.phi(ir.IntType(64))
+        k.add_incoming(self.const(0), entry)
+        sums = [[builder.phi(self.vec) for _ in range(nvec)] for _ in range(rows)]
+        for r in range(rows):
+            for v in range(nvec):
+                sums[r][v].add_incoming(initial[r][v], entry)
+        b_row = builder.gep(b_ptr, [builder.mul(k, sbk)])
+        b = [self.load(builder.gep(b_row, [self.const(v * self.width)]), v == nvec - 1) for v in range(nvec)]
+        a_at = builder.mul(k, sak)
+        updated = []
+        for r in range(rows):
+            a = self.splat(builder.load(builder.gep(a_rows[r], [a_at])))
+            updated.append([builder.call(self.fma, [a, b[v], sums[r][v]]) for v in range(nvec)])
+        k_next = builder.add(k, self.const(1))
+        body_end = builder.block
+        k.add_incoming(k_next, body_end)
+        for r in range(rows):
+            for v in range(nvec):
+                sums[r][v].add_incoming(updated[r][v], body_end)
+        builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
+
+        builder.position_at_end(done)
+        final: list[list[Any]] = []
+        for r in range(rows):
+            final.append([])
+            for v in range(nvec):
+                phi = builder.phi(self.vec)
+                phi.add_incoming(initial[r][v], entry)
+                phi.add_incoming(updated[r][v], body_end)
+                final[r].append(phi)
+        return final
+
+
+def _new_function(module: ir.Module, name: str, args: list[ir.Type]) -> Any:
+    """An internal, never-inlined ``void`` function: the register allocator then sees only the tile
+    (inlined into a larger loop, the tile's sums were spilled to the stack)."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), args), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
+    return fn
+
+
 def _tile_function(module: ir.Module, scalar: ir.Type, size: int, rows: int, nvec: int, masked: bool) -> Any:
     """The LLVM function of one tile shape, defined in ``module`` on first use.
 
@@ -78,104 +186,31 @@ def _tile_function(module: ir.Module, scalar: ir.Type, size: int, rows: int, nve
     is ``a[r*sam + k*sak]`` (a transposed operand is just other strides), row ``k`` of the right one
     starts at ``b[k*sbk]``, row ``r`` of the result at ``c[r*scm]``; ``C = alpha*A@B + beta*C`` over
     ``rows`` rows and ``nvec`` vectors of columns, the last one holding ``nlast`` lanes when ``masked``.
-    ``beta == 0`` never reads C.  A function of its own (never inlined), so that the register
-    allocator sees only the tile: inlined into a larger loop, its sums were spilled to the stack.
+    ``beta == 0`` never reads C.
     """
     width = VECTOR_BYTES // size
     name = f"rnnkit_tile_{'f32' if size == 4 else 'f64'}_{rows}x{nvec}{'m' if masked else ''}_v{width}"
     if name in module.globals:
         return module.globals[name]
-    vec = ir.VectorType(scalar, width)
-    vec_ptr, ptr = ir.PointerType(vec), ir.PointerType(scalar)
-    intp, i32 = ir.IntType(64), ir.IntType(32)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, intp, intp, ptr, intp, ptr, intp, intp, intp,
-                                                              scalar, scalar]), name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    fn.attributes.add("nounwind")
+    ptr, intp = ir.PointerType(scalar), ir.IntType(64)
+    fn = _new_function(module, name, [ptr, intp, intp, ptr, intp, ptr, intp, intp, intp, scalar, scalar])
     a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nlast, alpha, beta = fn.args
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
-
-    vname = f"v{width}{'f32' if size == 4 else 'f64'}"
-    fma = _declare(module, f"llvm.fma.{vname}", vec, [vec, vec, vec])
-    mask_type = ir.VectorType(ir.IntType(1), width)
-    masked_load = _declare(module, f"llvm.masked.load.{vname}.p0", vec, [vec_ptr, i32, mask_type, vec])
-    masked_store = _declare(module, f"llvm.masked.store.{vname}.p0", ir.VoidType(), [vec, vec_ptr, i32, mask_type])
-    align = ir.Constant(i32, size)
-    zero = ir.Constant(vec, None)
-
-    def const(v: int) -> ir.Constant:
-        return ir.Constant(intp, v)
-
-    def splat(x: Any, typ: ir.VectorType) -> Any:
-        v = builder.insert_element(ir.Constant(typ, None), x, ir.Constant(i32, 0))
-        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, width), None))
-
-    mask = None
-    if masked:  # lanes 0 .. nlast-1 of the last vector
-        lanes = ir.Constant(ir.VectorType(intp, width), list(range(width)))
-        mask = builder.icmp_signed("<", lanes, splat(nlast, ir.VectorType(intp, width)))
-
-    def load(at: Any, last: bool) -> Any:
-        at = builder.bitcast(at, vec_ptr)
-        if last and masked:
-            return builder.call(masked_load, [at, align, mask, zero])
-        return builder.load(at, align=size)
-
-    def store(value: Any, at: Any, last: bool) -> None:
-        at = builder.bitcast(at, vec_ptr)
-        if last and masked:
-            builder.call(masked_store, [value, at, align, mask])
-        else:
-            builder.store(value, at, align=size)
-
-    # The reduction loop; the sums are loop-carried SSA values (phi nodes), i.e. registers.
-    entry = builder.block
-    loop = builder.append_basic_block("loop")
-    done = builder.append_basic_block("done")
-    builder.cbranch(builder.icmp_signed(">", K, const(0)), loop, done)
-    builder.position_at_end(loop)
-    k = builder.phi(intp)
-    k.add_incoming(const(0), entry)
-    sums = [[builder.phi(vec) for _ in range(nvec)] for _ in range(rows)]
-    for phi in (p for row in sums for p in row):
-        phi.add_incoming(zero, entry)
-    b_row = builder.gep(b_ptr, [builder.mul(k, sbk)])
-    b = [load(builder.gep(b_row, [const(v * width)]), v == nvec - 1) for v in range(nvec)]
-    a_col = builder.gep(a_ptr, [builder.mul(k, sak)])
-    updated = []
-    for r in range(rows):
-        a = splat(builder.load(builder.gep(a_col, [builder.mul(const(r), sam)])), vec)
-        updated.append([builder.call(fma, [a, b[v], sums[r][v]]) for v in range(nvec)])
-    k_next = builder.add(k, const(1))
-    body_end = builder.block
-    k.add_incoming(k_next, body_end)
-    for r in range(rows):
-        for v in range(nvec):
-            sums[r][v].add_incoming(updated[r][v], body_end)
-    builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
-
-    builder.position_at_end(done)
-    final: list[list[Any]] = []
-    for r in range(rows):
-        final.append([])
-        for v in range(nvec):
-            phi = builder.phi(vec)
-            phi.add_incoming(zero, entry)
-            phi.add_incoming(updated[r][v], body_end)
-            final[r].append(phi)
-    va, vb = splat(alpha, vec), splat(beta, vec)
+    t = _TileIR(builder, scalar, size, nlast, masked)
+    a_rows = [builder.gep(a_ptr, [builder.mul(t.const(r), sam)]) for r in range(rows)]
+    final = t.reduce(a_rows, sak, b_ptr, sbk, K, nvec, [[t.zero] * nvec for _ in range(rows)])
+    va, vb = t.splat(alpha), t.splat(beta)
     with builder.if_else(builder.fcmp_unordered("!=", beta, ir.Constant(scalar, 0.0))) as (scaled, plain):
         for keep_c in (True, False):
             with scaled if keep_c else plain:
                 for r in range(rows):
-                    c_row = builder.gep(c_ptr, [builder.mul(const(r), scm)])
+                    c_row = builder.gep(c_ptr, [builder.mul(t.const(r), scm)])
                     for v in range(nvec):
-                        at = builder.gep(c_row, [const(v * width)])
+                        at = builder.gep(c_row, [t.const(v * width)])
                         value = builder.fmul(va, final[r][v])
                         if keep_c:
-                            value = builder.call(fma, [vb, load(at, v == nvec - 1), value])
-                        store(value, at, v == nvec - 1)
+                            value = builder.call(t.fma, [vb, t.load(at, v == nvec - 1), value])
+                        t.store(value, at, v == nvec - 1)
     builder.ret_void()
     return fn
 
@@ -284,6 +319,163 @@ def tile_gemm(trans_a, alpha, A, Bm, beta, C):
             _tile_row_block(rows, A, m0 * sam + k0 * sak, sam, sak, Bm, k0 * sbk, sbk, C, m0 * scm, scm,
                             steps, N, alpha, block_beta, width)
             m0 += rows
+
+
+# ----------------------------------------------------------------------------- a cell's step as a tile
+class FusedStep:
+    """A cell's forward step as the epilogue of its per-step product (see :func:`fused_step`).
+
+    ``gates`` rows of ``W_hh`` belong to each hidden unit ``j``: rows ``g*H + j``, ``g < gates``.
+    ``inputs`` and ``outputs`` name the cell's other operands, each with its number of rows per unit
+    (``gates``, or 1 for a state); ``equations(a, *inputs)`` computes the step on :class:`Lanes`
+    (``a`` and each input a list with one value per row) and returns one tuple per output.
+    """
+
+    def __init__(self, name: str, gates: int, inputs: tuple[tuple[str, int], ...],
+                 outputs: tuple[tuple[str, int], ...], equations: Callable[..., tuple[tuple[Lanes, ...], ...]]) -> None:
+        self.name, self.gates, self.inputs, self.outputs, self.equations = name, gates, inputs, outputs, equations
+        self.units = max(1, MR // gates)
+        """Units per tile: ``units * gates`` rows of sums, at most :data:`MR`."""
+
+
+def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedStep, units: int, nvec: int,
+                    masked: bool, vectors: tuple[bool, ...]) -> Any:
+    """The LLVM function of one tile of ``cell``'s step: ``units`` hidden units, ``nvec`` vectors of columns.
+
+    ``f(w, w_unit, w_gate, b, sbk, K, nlast, accumulate, *operands)``; each operand (the inputs,
+    then the outputs) is three arguments: a pointer to its element for the tile's first unit and
+    column, and the distances to the next unit's and the next gate's row.  ``vectors[i]`` is False
+    for an operand that holds one number per row (a bias, applied to every column).  The sums start
+    at 0, or at the first output's rows when ``accumulate`` is nonzero (a product the caller made
+    another way, with ``K = 0``).
+    """
+    width = VECTOR_BYTES // size
+    kinds = "".join("r" if v else "b" for v in vectors)
+    name = (f"rnnkit_step_{cell.name}_{'f32' if size == 4 else 'f64'}_{units}x{nvec}{'m' if masked else ''}"
+            f"_v{width}_{kinds}")
+    if name in module.globals:
+        return module.globals[name]
+    ptr, intp = ir.PointerType(scalar), ir.IntType(64)
+    operands = [*cell.inputs, *cell.outputs]
+    fn = _new_function(module, name, [ptr, intp, intp, ptr, intp, intp, intp, intp] + [ptr, intp, intp] * len(operands))
+    w_ptr, w_unit, w_gate, b_ptr, sbk, K, nlast, accumulate = fn.args[:8]
+    where = [fn.args[8 + 3 * i : 11 + 3 * i] for i in range(len(operands))]
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    t = _TileIR(builder, scalar, size, nlast, masked)
+    G = cell.gates
+
+    def at(i: int, u: int, g: int, v: int) -> Any:
+        """Operand ``i``'s element for unit ``u``, gate ``g``, vector ``v`` of the tile."""
+        base, s_unit, s_gate = where[i]
+        offset = builder.add(builder.mul(t.const(u), s_unit), builder.mul(t.const(g), s_gate))
+        return builder.gep(base, [builder.add(offset, t.const(v * width))])
+
+    # The sums' starting values: zero, or the first output's rows.
+    first_out = len(cell.inputs)
+    entry = builder.block
+    load_block = builder.append_basic_block("accumulate")
+    start = builder.append_basic_block("start")
+    builder.cbranch(builder.icmp_signed("!=", accumulate, t.const(0)), load_block, start)
+    builder.position_at_end(load_block)
+    loaded = [[t.load(at(first_out, u, g, v), v == nvec - 1) for v in range(nvec)] for u in range(units)
+              for g in range(G)]
+    builder.branch(start)
+    builder.position_at_end(start)
+    initial: list[list[Any]] = []
+    for r in range(units * G):
+        initial.append([])
+        for v in range(nvec):
+            phi = builder.phi(t.vec)
+            phi.add_incoming(t.zero, entry)
+            phi.add_incoming(loaded[r][v], load_block)
+            initial[r].append(phi)
+
+    a_rows = [builder.gep(w_ptr, [builder.add(builder.mul(t.const(u), w_unit), builder.mul(t.const(g), w_gate))])
+              for u in range(units) for g in range(G)]
+    sums = t.reduce(a_rows, t.const(1), b_ptr, sbk, K, nvec, initial)
+
+    emit = Emitter(builder, size == 8, width)
+    for u in range(units):
+        for v in range(nvec):
+            last = v == nvec - 1
+            args = []
+            for i, (_, rows) in enumerate(cell.inputs):
+                if vectors[i]:
+                    args.append([Lanes(emit, t.load(at(i, u, g, v), last)) for g in range(rows)])
+                else:
+                    args.append([emit.splat(builder.load(at(i, u, g, 0))) for g in range(rows)])
+            a = [Lanes(emit, sums[u * G + g][v]) for g in range(G)]
+            results = cell.equations(a, *args)
+            for i, ((_, rows), values) in enumerate(zip(cell.outputs, results, strict=True)):
+                for g in range(rows):
+                    t.store(values[g].value, at(first_out + i, u, g, v), last)
+    builder.ret_void()
+    return fn
+
+
+def fused_step(cell: FusedStep) -> Any:
+    """The numba intrinsic running one tile of ``cell``'s step (see :class:`FusedStep`).
+
+    ``tile(units, nvec, masked, nlast, K, accumulate, j0, c0, H, w, h_prev, operands)``: for hidden
+    units ``j0 .. j0+units-1`` (``units`` a power of two, at most ``cell.units``) and the columns
+    ``c0 ..`` of ``nvec`` (1 or 2) vectors, the last ``masked`` to ``nlast`` lanes, the sums of
+    ``w[g*H + j] @ h_prev[:K]`` for every gate ``g``, then ``cell.equations`` on them, written to the
+    outputs.  ``operands`` is a tuple of the arrays named by ``cell.inputs`` then ``cell.outputs``:
+    2-D arrays with a contiguous last axis, or a 1-D contiguous array of one number per row.
+    """
+
+    @intrinsic
+    def tile(typingctx, units, nvec, masked, nlast, K, accumulate, j0, c0, H, w, h_prev, operands):
+        arrays = list(operands.types)
+        vectors = tuple(a.ndim == 2 for a in arrays)
+        sig = types.void(types.intp, types.intp, types.boolean, types.intp, types.intp, types.boolean, types.intp,
+                         types.intp, types.intp, w, h_prev, operands)
+
+        def codegen(context, builder, signature, args):
+            (units_, nvec_, masked_, nlast_, K_, acc_, j0_, c0_, H_, w_, h_, ops_) = args
+            scalar = context.get_value_type(w.dtype)
+            size = context.get_abi_sizeof(scalar)
+            intp = context.get_value_type(types.intp)
+            itemsize = ir.Constant(intp, size)
+
+            def place(typ: Any, value: Any, row: Any, col: Any) -> tuple[Any, Any, Any]:
+                """Pointer to element (row, col), and the unit and gate strides in elements."""
+                ary = context.make_array(typ)(context, builder, value)
+                if typ.ndim == 1:
+                    return builder.gep(ary.data, [row]), ir.Constant(intp, 1), H_
+                stride = builder.sdiv(cgutils.unpack_tuple(builder, ary.strides, 2)[0], itemsize)
+                at = builder.add(builder.mul(row, stride), col)
+                return builder.gep(ary.data, [at]), stride, builder.mul(H_, stride)
+
+            zero = ir.Constant(intp, 0)
+            w_ptr, w_unit, w_gate = place(w, w_, j0_, zero)
+            b_ptr, sbk, _ = place(h_prev, h_, zero, c0_)
+            flat: list[Any] = []
+            for typ, value in zip(arrays, cgutils.unpack_tuple(builder, ops_, len(arrays)), strict=True):
+                flat.extend(place(typ, value, j0_, c0_))
+            call_args = [w_ptr, w_unit, w_gate, b_ptr, sbk, K_, nlast_, builder.zext(acc_, intp), *flat]
+            key = builder.add(builder.mul(units_, ir.Constant(intp, 4)),
+                              builder.add(builder.mul(builder.sub(nvec_, ir.Constant(intp, 1)), ir.Constant(intp, 2)),
+                                          builder.zext(masked_, intp)))
+            done = builder.append_basic_block("step.done")
+            switch = builder.switch(key, done)
+            n_units = cell.units
+            while n_units >= 1:
+                for vecs in (1, 2):
+                    for ragged in (False, True):
+                        case = builder.append_basic_block(f"step.{n_units}x{vecs}{'m' if ragged else ''}")
+                        switch.add_case(ir.Constant(intp, 4 * n_units + 2 * (vecs - 1) + int(ragged)), case)
+                        with builder.goto_block(case):
+                            fn = _fused_function(builder.module, scalar, size, cell, n_units, vecs, ragged, vectors)
+                            builder.call(fn, call_args)
+                            builder.branch(done)
+                n_units //= 2
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
 
 
 # ----------------------------------------------------------------------------- square transposes

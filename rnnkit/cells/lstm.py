@@ -36,7 +36,9 @@ from typing import NamedTuple
 import numba
 
 from rnnkit._blas import gemm
+from rnnkit._tiles import MIN_COLUMNS, FusedStep, fused_step, tile_width_of
 from rnnkit._types import Array
+from rnnkit._vector import Lanes
 from rnnkit.cells._spec import (
     KERNEL_OPTIONS,
     ONE,
@@ -45,8 +47,8 @@ from rnnkit.cells._spec import (
     gates_product_t,
     register,
     row,
-    sigmoid,
-    tanh,
+    sigmoid_lanes,
+    tanh_lanes,
 )
 
 
@@ -62,34 +64,56 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
     return b_ih + b_hh, b_ih[:0]
 
 
+def forward_equations(a: list[Lanes], xp: list[Lanes], b_x: list[Lanes],
+                      c_prev: list[Lanes]) -> tuple[tuple[Lanes, ...], ...]:
+    """One step's equations, on the lanes of one tile (see the module docstring): ``a`` holds the
+    four gates' ``W_hh h_prev``, ``xp`` and ``b_x`` the same gates' input part and bias.  Returns
+    the cache's gates, then ``c``, ``tanh(c)`` and ``h`` (ĥ with a projection)."""
+    i = sigmoid_lanes(a[0] + xp[0] + b_x[0])
+    f = sigmoid_lanes(a[1] + xp[1] + b_x[1])
+    g = tanh_lanes(a[2] + xp[2] + b_x[2])
+    o = sigmoid_lanes(a[3] + xp[3] + b_x[3])
+    c = f * c_prev[0] + i * g
+    tanh_c = tanh_lanes(c)
+    return (i, f, g, o), (c,), (tanh_c,), (o * tanh_c,)
+
+
+_STEP = FusedStep("lstm", 4, (("xp", 4), ("b_x", 4), ("c_prev", 1)), (("ca", 4), ("c", 1), ("cb", 1), ("h", 1)),
+                  forward_equations)
+_tile = fused_step(_STEP)
+_TILE_UNITS = _STEP.units
+
+
 @numba.njit(**KERNEL_OPTIONS)
 def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
     """One LSTM step for units ``u0 .. u1-1`` (see the module docstring); ``b_in`` is unused,
-    ``w_hr`` empty without projection (with one, always all units)."""
+    ``w_hr`` empty without projection (with one, always all units).
+
+    Each tile of ``_TILE_UNITS`` units (all four gates of each) by up to two vectors of columns
+    makes its share of ``W_hh h_prev`` in registers and runs :func:`forward_equations` on it there:
+    the pre-activations never go to memory.  A batch too thin for tiles (under ``MIN_COLUMNS``
+    columns) takes BLAS's matrix-vector product into ``ca`` first, and the tiles start from it.
+    """
     H, n = c.shape
     project = w_hr.shape[0] > 0
     out = cb[H:] if project else h                          # ĥ: the cache's second half, or h itself
-    gates_product(w_hh, 4, H, u0, u1, h_prev, ca)           # a = W_hh h_prev
-    # Two passes, each a loop over few rows, which the compiler vectorises fully (one pass over
-    # all eleven rows a unit touches is slower: too many possibly-overlapping rows to check).
-    for gate in range(4):                                   # i, f, g, o = σ, σ, tanh, σ of a + xp + b_x
-        for r in range(gate * H + u0, gate * H + u1):
-            a, x, bias = row(ca, r), row(xp, r), b_x[r]
-            if gate == 2:
-                for b in range(n):
-                    a[b] = tanh(a[b] + x[b] + bias)
-            else:
-                for b in range(n):
-                    a[b] = sigmoid(a[b] + x[b] + bias)
-    for j in range(u0, u1):
-        i, f, g, o = row(ca, j), row(ca, H + j), row(ca, 2 * H + j), row(ca, 3 * H + j)
-        c_prev_j, c_j, tanh_c_j, h_j = row(c_prev, j), row(c, j), row(cb, j), row(out, j)
-        for b in range(n):
-            c_new = f[b] * c_prev_j[b] + i[b] * g[b]            # c = f ⊙ c_prev + i ⊙ g
-            tanh_c = tanh(c_new)
-            c_j[b] = c_new
-            tanh_c_j[b] = tanh_c
-            h_j[b] = o[b] * tanh_c                              # h = o ⊙ tanh(c)   (ĥ with projection)
+    thin = n < MIN_COLUMNS
+    if thin:
+        gates_product(w_hh, 4, H, u0, u1, h_prev, ca)       # a = W_hh h_prev
+    K = 0 if thin else h_prev.shape[0]
+    width = tile_width_of(ca)
+    operands = (xp, b_x, c_prev, ca, c, cb, out)
+    j = u0
+    while j < u1:
+        units = _TILE_UNITS
+        while j + units > u1:
+            units //= 2
+        for c0 in range(0, n, 2 * width):
+            cols = min(2 * width, n - c0)
+            nvec = 2 if cols > width else 1
+            nlast = cols - (nvec - 1) * width
+            _tile(units, nvec, nlast < width, nlast, K, thin, j, c0, H, w_hh, h_prev, operands)
+        j += units
     if project:
         gemm(False, 1.0, w_hr, out, 0.0, h)                 # h = W_hr ĥ
 
