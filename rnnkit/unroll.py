@@ -488,9 +488,7 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_hr, p, b_x, b_in, x2, x_bt, x_order,
         h_in = h_in_buf[:, lo:hi]
         if rd.shape[0] > 0:  # recurrent dropout: the cell reads m ⊙ h_{t-1}
             _masked(h_prev, rd[:, lo:hi], h_in)
-        elif rolling:  # two slots: rows 2*B apart, which the product reads as fast as its own copy
-            h_in = h_prev
-        else:
+        else:  # even two rolling slots (rows 2*B apart) are read slower in place than from a copy
             _copy(h_prev, h_in)
         h_out = h_cell[c_t, :, lo:hi] if zoning else h_new
         step_forward(kind, xp_buf[:, j * width : j * width + n], b_x, b_in, w_hh, w_hr, p, h_in,
