@@ -643,14 +643,34 @@ def to_feature_major(a: Array, order: IntArray | None = None) -> Array:
     One compiled pass (NumPy's 3-D transposing copy is several times slower); any byte order in,
     native out.
     """
+    a = _three_d(a)
     B = a.shape[0]
+    source = _permutation(order, B)
     a = a.astype(a.dtype.newbyteorder("="), copy=False)
     if a.shape[2] > 1 and a.strides[2] != a.itemsize:  # the tiles read rows of contiguous elements
         a = np.ascontiguousarray(a)
     out = np.empty((a.shape[2], a.shape[1], B), a.dtype)
-    _in_threads(_transpose_bt_to_ft, a, np.arange(B) if order is None else np.asarray(order, np.int64), out,
-                a.shape[1])
+    _in_threads(_transpose_bt_to_ft, a, source, out, a.shape[1])
     return out
+
+
+def _three_d(a: Array) -> Array:
+    """``a`` as a 3-D float32 or float64 array, or a ValueError naming what it is instead."""
+    a = np.asarray(a)
+    if a.ndim != 3 or a.dtype.kind != "f" or a.dtype.itemsize not in (4, 8):
+        raise ValueError(f"expected a 3-D float32 or float64 array, got shape {a.shape} and dtype {a.dtype}")
+    return a
+
+
+def _permutation(order: IntArray | None, B: int) -> IntArray:
+    """``order`` as int64, checked to be a permutation of ``range(B)`` (the copies index with it
+    unchecked); ``range(B)`` itself when None."""
+    if order is None:
+        return np.arange(B, dtype=np.int64)
+    o = np.asarray(order)
+    if o.shape != (B,) or o.dtype.kind not in "iu" or not np.array_equal(np.sort(o), np.arange(B)):
+        raise ValueError(f"order must be a permutation of 0..{B - 1} (shape ({B},)), got shape {o.shape}")
+    return o.astype(np.int64)
 
 
 def to_batch_first(a: Array, order: IntArray | None = None) -> Array:
@@ -658,12 +678,14 @@ def to_batch_first(a: Array, order: IntArray | None = None) -> Array:
 
     Always a copy: the result never shares memory with ``a`` (which may be part of a cache).
     """
+    a = _three_d(a)
     B = a.shape[2]
+    source = _permutation(order, B)
     if B > 1 and a.strides[2] != a.itemsize:  # the tiles read rows of contiguous elements
         a = np.ascontiguousarray(a)
     out = np.empty((B, a.shape[1], a.shape[0]), a.dtype)
     # The tiles read whole columns of a, so each column is sent to its row: the inverse permutation.
-    dest = np.arange(B) if order is None else np.argsort(np.asarray(order, np.int64)).astype(np.int64)
+    dest = np.argsort(source).astype(np.int64)
     _in_threads(_transpose_ft_to_bt, a, dest, out, a.shape[1])
     return out
 

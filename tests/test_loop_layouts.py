@@ -190,3 +190,20 @@ def test_a_refused_input_draws_nothing_from_the_generator() -> None:
     with pytest.raises(ValueError, match="x contains NaN"):
         layer.forward(x, training=True, rng=rng)
     assert rng.bit_generator.state == before
+
+
+@pytest.mark.parametrize("order", [5, [0, 1], [0, 0, 1], [0, 1, 3], [[0, 1, 2]], [0.0, 1.0, 2.0]])
+def test_layout_copies_refuse_an_order_that_is_not_a_permutation(order: Any) -> None:
+    a = np.zeros((3, 2, 4), np.float32)
+    with pytest.raises(ValueError, match="permutation of 0..2"):
+        to_feature_major(a, order)
+    with pytest.raises(ValueError, match="permutation of 0..2"):
+        to_batch_first(np.zeros((4, 2, 3), np.float32), order)
+
+
+@pytest.mark.parametrize("a", [np.zeros((3, 4), np.float32), np.zeros((2, 3, 4), np.int64), np.zeros((1, 1, 1, 1))])
+def test_layout_copies_refuse_other_arrays(a: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="3-D float32 or float64"):
+        to_feature_major(a)
+    with pytest.raises(ValueError, match="3-D float32 or float64"):
+        to_batch_first(a)
