@@ -4,7 +4,8 @@ The step kernel makes ``W_hh h_prev`` tile by tile and runs the cell's equations
 registers, so every tile shape must be right: two units or one (an odd share of the units), one or
 two vectors of columns, the last masked to any width, the thin-batch path (BLAS's product first,
 then tiles with no reduction), a projection, rows that are strided blocks of larger arrays, and
-nothing written outside the units and columns asked for.  float64 to rounding; float32 within the
+nothing written outside the units and columns asked for; and the same bits from packed weights
+(step_pack) as from W_hh itself.  float64 to rounding; float32 within the
 float32 tanh's precision.  A second test runs the gates through the vector tanh and σ (with AVX-512
 their division is a refined reciprocal estimate) on a dense grid of pre-activations.
 """
@@ -17,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnkit.cells import LSTM_CELL, step_forward
-from rnnkit.cells._spec import empty_state, empty_vector
+from rnnkit.cells import LSTM_CELL, step_forward, step_pack
+from rnnkit.cells._spec import empty_pack, empty_state, empty_vector
 
 TOL = {np.float64: 1e-12, np.float32: 2e-6}
 
@@ -29,6 +30,12 @@ def _wide(rng: np.random.Generator, rows: int, cols: int, dtype: type, scale: fl
 
 
 def _run(dtype: type, H: int, n: int, u0: int, u1: int, proj: int, seed: int) -> None:
+    _check(dtype, H, n, u0, u1, proj, seed, packed=False)
+    if not proj:
+        _check(dtype, H, n, u0, u1, proj, seed, packed=True)
+
+
+def _check(dtype: type, H: int, n: int, u0: int, u1: int, proj: int, seed: int, packed: bool) -> None:
     rng = np.random.default_rng(seed)
     P = proj or H
     xp, h_prev, c_prev = _wide(rng, 4 * H, n, dtype), _wide(rng, P, n, dtype, 0.5), _wide(rng, H, n, dtype)
@@ -38,8 +45,19 @@ def _run(dtype: type, H: int, n: int, u0: int, u1: int, proj: int, seed: int) ->
     # Outputs pre-filled with a marker, to see that nothing outside units u0..u1-1 is written.
     h, c, ca = (np.full(s, 7.0, dtype) for s in ((P, n), (H, n), (4 * H, n)))
     cb = np.full((2 * H if proj else H, n), 7.0, dtype)
+    w_pack = empty_pack(np.dtype(dtype))
+    if packed:
+        assert LSTM_CELL.pack_shape is not None
+        w_pack = np.full(LSTM_CELL.pack_shape(u1 - u0, P), np.nan, dtype)
+        step_pack(LSTM_CELL.kind, w_hh, u0, u1, w_pack)
     step_forward(LSTM_CELL.kind, xp, b_x, b_x[:0], w_hh, w_hr, empty_vector(np.dtype(dtype)), h_prev, c_prev, h, c,
-                 ca, cb, u0, u1)
+                 ca, cb, u0, u1, w_pack)
+    if packed:  # the same products in the same order: the same bits as from W_hh itself
+        again = [np.full_like(a, 7.0) for a in (h, c, ca, cb)]
+        step_forward(LSTM_CELL.kind, xp, b_x, b_x[:0], w_hh, w_hr, empty_vector(np.dtype(dtype)), h_prev, c_prev,
+                     *again, u0, u1)
+        for got, want in zip((h, c, ca, cb), again, strict=True):
+            np.testing.assert_array_equal(got, want)
     h_ref, c_ref, gates_ref, tanh_c_ref = oracle.lstm_forward(xp + b_x[:, None], h_prev, c_prev, w_hh)
     units = np.arange(u0, u1)
     rows = np.concatenate([g * H + units for g in range(4)])

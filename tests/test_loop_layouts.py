@@ -207,3 +207,34 @@ def test_layout_copies_refuse_other_arrays(a: np.ndarray) -> None:
         to_feature_major(a)
     with pytest.raises(ValueError, match="3-D float32 or float64"):
         to_batch_first(a)
+
+
+@pytest.mark.parametrize("split", ["none", "units", "batch"])
+@pytest.mark.parametrize("variable", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_weights_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, split: str, variable: bool,
+                                           dtype: Any) -> None:
+    """From T = _MIN_PACK_STEPS steps the LSTM's loop packs W_hh per thread; the result is the same
+    to the bit as reading W_hh itself (the same products in the same order), and torch's in float64."""
+    monkeypatch.setattr(rnnkit.unroll, "_MIN_SPLIT_FLOPS", 0)
+    monkeypatch.setattr(rnnkit.unroll, "_MIN_PART_UNITS", 2)
+    monkeypatch.setattr(rnnkit.unroll, "SPLIT_UNITS", split == "units")
+    monkeypatch.setattr(rnnkit.unroll, "SPLIT_BATCH", split == "batch")
+    B, T, I, H = 19, rnnkit.unroll._MIN_PACK_STEPS + 3, 7, 13
+    layer = rnnkit.LSTM(I, H, dtype=dtype, seed=3)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    lengths = rng.integers(1, T + 1, size=B) if variable else None
+    with rnnkit.threads(1 if split == "none" else 2):
+        packed = [layer.forward(x, None, lengths, keep_cache=keep)[:2] for keep in (True, False)]
+        monkeypatch.setattr(rnnkit.unroll, "_MIN_PACK_STEPS", 10**9)
+        plain = [layer.forward(x, None, lengths, keep_cache=keep)[:2] for keep in (True, False)]
+    for a, b in zip(packed, plain, strict=True):
+        _assert_same(a, b)
+    if dtype == np.float64 and not variable:
+        peer = torch.nn.LSTM(I, H, batch_first=True, dtype=torch.float64)
+        with torch.no_grad():
+            for name, value in layer.params.items():
+                getattr(peer, name).copy_(torch.from_numpy(value))
+            ref, _ = peer(torch.from_numpy(x))
+        np.testing.assert_allclose(packed[0][0], ref.numpy(), rtol=0, atol=1e-12)

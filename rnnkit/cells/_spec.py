@@ -6,7 +6,7 @@ pre-activations ``(G*H, n)``.  Every cell's kernels take the same arguments, so 
 drives them all; a cell ignores the ones it has no use for (an RNN has no ``c``), which the loop
 passes as empty arrays.
 
-``step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1) -> None``
+``step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1, w_pack) -> None``
     ``xp`` ``(G*H, n)`` is ``W_ih x`` for this step, computed for a chunk of steps by one matrix
     product outside the step; ``b_x`` ``(G*H,)`` the biases that add straight into the
     pre-activations, ``b_in`` the part that cannot (the GRU's ``b_hn``; empty otherwise).  The
@@ -19,7 +19,10 @@ passes as empty arrays.
     ``u0 .. u1-1`` only (their rows of every gate, state and cache field; every array is passed
     whole): threads that split a layer's units each make one call per step, and ``(0, H)`` is the
     whole step.  Cells whose units are coupled within a step (a projection, a layer norm) are only
-    ever called with ``(0, H)``.
+    ever called with ``(0, H)``.  ``w_pack`` (3-D) is either empty or ``W_hh``'s rows for units
+    ``u0 .. u1-1`` rearranged by the cell's ``step_pack(w_hh, u0, u1, w_pack)`` in the order its
+    product reads them (made once per pass, not per step); a cell that packs nothing ignores it.
+    From Python, ``w_pack`` may be left out (none).
 
 ``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev) -> None``
     ``dh`` (``dc``) hold ``∂L/∂h`` (``∂L/∂c``) of this step, ``dh`` already including this step's
@@ -107,6 +110,9 @@ class CellSpec:
     splits_units: bool = True
     """Whether a step can be computed a range of hidden units at a time (False: the units are coupled
     within a step, as by a layer norm, so the kernels always get all of them)."""
+    pack_shape: Callable[[int, int], tuple[int, int, int]] | None = None
+    """``(units, K) -> shape`` of the cell's packed ``W_hh`` (``w_pack``) for ``units`` hidden units
+    and ``K`` rows of ``h``; None: the cell packs nothing."""
 
     def cache_sizes(self, H: int) -> tuple[int, int]:
         """Rows of the cache fields ``ca``, ``cb`` for hidden size H."""
@@ -126,7 +132,8 @@ class CellSpec:
         b_x = np.zeros(xp.shape[0], xp.dtype)
         units = xp.shape[0] // self.num_gates
         step_forward(self.kind, _unit(xp), b_x, _unit(b_in), _unit(w_hh), empty_state(xp.dtype),
-                     empty_vector(xp.dtype) if p is None else p, _unit(h_prev), _unit(c_prev), h, c, ca, cb, 0, units)
+                     empty_vector(xp.dtype) if p is None else p, _unit(h_prev), _unit(c_prev), h, c, ca, cb, 0, units,
+                     empty_pack(xp.dtype))
 
     def backward(self, d_state: tuple[Array, ...], prev: tuple[Array, ...], new: tuple[Array, ...],
                  cache: tuple[Array, ...], w_hh_t: Array, d_xp: Array, d_hp: Array, p: Array | None = None,
@@ -165,6 +172,22 @@ def _pair(arrays: tuple[Array, ...], dtype: np.dtype[Any]) -> tuple[Array, Array
 # stable name) numba's on-disk cache keeps each compiled loop.  Cells register on import.
 _FORWARD: dict[int, Any] = {}
 _BACKWARD: dict[int, Any] = {}
+_PACK: dict[int, Any] = {}
+
+_EMPTY_PACK: dict[np.dtype[Any], Array] = {
+    np.dtype(np.float32): np.empty((0, 0, 0), np.float32),
+    np.dtype(np.float64): np.empty((0, 0, 0)),
+}
+
+
+def empty_pack(dtype: np.dtype[Any]) -> Array:
+    """A shared ``(0, 0, 0)`` array: the ``w_pack`` of a step that reads ``W_hh`` itself."""
+    return _EMPTY_PACK[np.dtype(dtype)]
+
+
+@numba.njit(cache=True, nogil=True)
+def _no_pack(w_hh, u0, u1, out):  # type: ignore[no-untyped-def]
+    """The packing kernel of a cell that reads ``W_hh`` as it is: nothing to do."""
 
 
 class CellKind:
@@ -198,15 +221,28 @@ def _unbox_kind(typ, obj, c):  # type: ignore[no-untyped-def]
     return NativeValue(c.context.get_dummy_value())
 
 
-def register(number: int, forward: Any, backward: Any) -> CellKind:
-    """Make ``forward`` / ``backward`` the kernels of cell ``number``; returns its :class:`CellKind`."""
-    _FORWARD[number], _BACKWARD[number] = forward, backward
+def register(number: int, forward: Any, backward: Any, pack: Any = None) -> CellKind:
+    """Make ``forward`` / ``backward`` the kernels of cell ``number`` and ``pack`` its weight-packing
+    kernel (None: the cell reads ``W_hh`` as it is); returns its :class:`CellKind`."""
+    _FORWARD[number], _BACKWARD[number], _PACK[number] = forward, backward, pack or _no_pack
     return CellKind(number)
 
 
+_FORWARD_ARGS = 15
+"""Arguments of a forward kernel (see the module docstring)."""
+
+
 def step_forward(kind: CellKind, *args: Any) -> None:
-    """Run cell ``kind``'s forward kernel (arguments as in the module docstring)."""
+    """Run cell ``kind``'s forward kernel (arguments as in the module docstring; ``w_pack`` may be
+    left out)."""
+    if len(args) == _FORWARD_ARGS - 1:
+        args = (*args, _EMPTY_PACK[np.dtype(args[0].dtype)])
     _FORWARD[kind.number](*args)
+
+
+def step_pack(kind: CellKind, w_hh: Array, u0: int, u1: int, out: Array) -> None:
+    """Fill ``out`` with cell ``kind``'s packed ``W_hh`` for units ``u0 .. u1-1`` (see :func:`pack_shape`)."""
+    _PACK[kind.number](w_hh, u0, u1, out)
 
 
 def step_backward(kind: CellKind, *args: Any) -> None:
@@ -230,6 +266,7 @@ def _table_overload(table: dict[int, Any]) -> Any:
 
 overload(step_forward, jit_options={"cache": True})(_table_overload(_FORWARD))
 overload(step_backward, jit_options={"cache": True})(_table_overload(_BACKWARD))
+overload(step_pack, jit_options={"cache": True})(_table_overload(_PACK))
 
 
 # ----------------------------------------------------------------------------- gate functions

@@ -56,7 +56,7 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
+def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1, w_pack):  # type: ignore[no-untyped-def]
     """One GRU step for units ``u0 .. u1-1`` (see the module docstring); ``c_prev`` and ``c`` are unused."""
     H, n = h.shape
     gates_product(w_hh, 3, H, u0, u1, h_prev, ca)           # hp = W_hh h_prev

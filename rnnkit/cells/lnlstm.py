@@ -136,7 +136,7 @@ def _normalise(src, dst, r):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
+def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1, w_pack):  # type: ignore[no-untyped-def]
     """One layer-normalised LSTM step (see the module docstring); ``b_x``, ``b_in``, ``w_hr`` are unused.
     Always all units (``u0, u1 = 0, H``): the layer norms couple them within the step."""
     H, n = c.shape

@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numba
 
 from rnnkit._blas import gemm
-from rnnkit._tiles import MIN_COLUMNS, FusedStep, fused_step, tile_width_of
+from rnnkit._tiles import MIN_COLUMNS, FusedStep, fused_step, pack_rows, tile_width_of
 from rnnkit._types import Array
 from rnnkit._vector import Lanes
 from rnnkit.cells._spec import (
@@ -85,14 +85,16 @@ _TILE_UNITS = _STEP.units
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
+def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1, w_pack):  # type: ignore[no-untyped-def]
     """One LSTM step for units ``u0 .. u1-1`` (see the module docstring); ``b_in`` is unused,
     ``w_hr`` empty without projection (with one, always all units).
 
     Each tile of ``_TILE_UNITS`` units (all four gates of each) by up to two vectors of columns
     makes its share of ``W_hh h_prev`` in registers and runs :func:`forward_equations` on it there:
-    the pre-activations never go to memory.  A batch too thin for tiles (under ``MIN_COLUMNS``
-    columns) takes BLAS's matrix-vector product into ``ca`` first, and the tiles start from it.
+    the pre-activations never go to memory.  With ``w_pack`` (:func:`step_pack`, for these units)
+    the tiles read their weights from it, each tile's as one contiguous block.  A batch too thin
+    for tiles (under ``MIN_COLUMNS`` columns) takes BLAS's matrix-vector product into ``ca`` first,
+    and the tiles start from it.
     """
     H, n = c.shape
     project = w_hr.shape[0] > 0
@@ -101,9 +103,10 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
     if thin:
         gates_product(w_hh, 4, H, u0, u1, h_prev, ca)       # a = W_hh h_prev
     K = 0 if thin else h_prev.shape[0]
+    packed = w_pack.shape[0] > 0 and not thin
     width = tile_width_of(ca)
     operands = (xp, b_x, c_prev, ca, c, cb, out)
-    j = u0
+    j, i = u0, 0
     while j < u1:
         units = _TILE_UNITS
         while j + units > u1:
@@ -112,10 +115,26 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
             cols = min(2 * width, n - c0)
             nvec = 2 if cols > width else 1
             nlast = cols - (nvec - 1) * width
-            _tile(units, nvec, nlast < width, nlast, K, thin, j, c0, H, w_hh, h_prev, operands)
+            if packed:
+                _tile(units, nvec, nlast < width, nlast, K, thin, j, c0, H, w_pack, i, h_prev, operands)
+            else:
+                _tile(units, nvec, nlast < width, nlast, K, thin, j, c0, H, w_hh, i, h_prev, operands)
         j += units
+        i += 1
     if project:
         gemm(False, 1.0, w_hr, out, 0.0, h)                 # h = W_hr ĥ
+
+
+def pack_shape(units: int, K: int) -> tuple[int, int, int]:
+    """The shape of :func:`step_pack`'s output for ``units`` hidden units and ``K`` rows of ``h``."""
+    return (-(-units // _TILE_UNITS), K, 4 * _TILE_UNITS)
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def step_pack(w_hh, u0, u1, out):  # type: ignore[no-untyped-def]
+    """``out`` (:func:`pack_shape`) = the rows of ``W_hh`` for units ``u0 .. u1-1``, tile by tile
+    in the order :func:`step_forward` reads them (see :func:`rnnkit._tiles.pack_rows`)."""
+    pack_rows(w_hh, 4, w_hh.shape[0] // 4, _TILE_UNITS, u0, u1, out)
 
 
 @numba.njit(**KERNEL_OPTIONS)
@@ -151,7 +170,7 @@ def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp
     gates_product_t(w_hh_t, 4, H, u0, u1, d_xp, 0.0, dh_prev)    # dh_prev = W_hhᵀ da
 
 
-KIND = register(2, step_forward, step_backward)
+KIND = register(2, step_forward, step_backward, step_pack)
 
 LSTM_CELL = CellSpec(
     name="lstm",
@@ -163,4 +182,5 @@ LSTM_CELL = CellSpec(
     separate_hidden_grad=False,
     split_bias=split_bias,
     options={},
+    pack_shape=pack_shape,
 )

@@ -44,7 +44,7 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def tanh_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
+def tanh_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1, w_pack):  # type: ignore[no-untyped-def]
     """One RNN step with f = tanh for units ``u0 .. u1-1``; only ``h`` is written."""
     H, n = h.shape
     gates_product(w_hh, 1, H, u0, u1, h_prev, h)            # a = W_hh h_prev
@@ -66,7 +66,7 @@ def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def relu_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1):  # type: ignore[no-untyped-def]
+def relu_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0, u1, w_pack):  # type: ignore[no-untyped-def]
     """One RNN step with f = relu for units ``u0 .. u1-1``; only ``h`` is written."""
     H, n = h.shape
     gates_product(w_hh, 1, H, u0, u1, h_prev, h)
