@@ -326,14 +326,18 @@ class FusedStep:
     """A cell's forward step as the epilogue of its per-step product (see :func:`fused_step`).
 
     ``gates`` rows of ``W_hh`` belong to each hidden unit ``j``: rows ``g*H + j``, ``g < gates``.
-    ``inputs`` and ``outputs`` name the cell's other operands, each with its number of rows per unit
-    (``gates``, or 1 for a state); ``equations(a, *inputs)`` computes the step on :class:`Lanes`
-    (``a`` and each input a list with one value per row) and returns one tuple per output.
+    The sums start from the operand named ``start`` (``gates`` rows per unit: the input side of
+    the pre-activations), so that they leave the reduction as ``W_hh h_prev + start`` at no extra
+    cost.  ``inputs`` and ``outputs`` name the cell's other operands, each with its number of rows
+    per unit (``gates``, or 1 for a state); ``equations(a, *inputs)`` computes the step on
+    :class:`Lanes` (``a`` and each input a list with one value per row) and returns one tuple per
+    output.
     """
 
-    def __init__(self, name: str, gates: int, inputs: tuple[tuple[str, int], ...],
+    def __init__(self, name: str, gates: int, start: str, inputs: tuple[tuple[str, int], ...],
                  outputs: tuple[tuple[str, int], ...], equations: Callable[..., tuple[tuple[Lanes, ...], ...]]) -> None:
-        self.name, self.gates, self.inputs, self.outputs, self.equations = name, gates, inputs, outputs, equations
+        self.name, self.gates, self.start, self.equations = name, gates, start, equations
+        self.inputs, self.outputs = inputs, outputs
         self.units = max(1, MR // gates)
         """Units per tile: ``units * gates`` rows of sums, at most :data:`MR`."""
 
@@ -343,12 +347,12 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
     """The LLVM function of one tile of ``cell``'s step: ``units`` hidden units, ``nvec`` vectors of columns.
 
     ``f(w, w_unit, w_gate, w_k, b, sbk, K, nlast, accumulate, *operands)``: element ``k`` of the
-    weights' row for unit ``u``, gate ``g`` is ``w[u*w_unit + g*w_gate + k*w_k]``; each operand (the inputs,
-    then the outputs) is three arguments: a pointer to its element for the tile's first unit and
-    column, and the distances to the next unit's and the next gate's row.  ``vectors[i]`` is False
-    for an operand that holds one number per row (a bias, applied to every column).  The sums start
-    at 0, or at the first output's rows when ``accumulate`` is nonzero (a product the caller made
-    another way, with ``K = 0``).
+    weights' row for unit ``u``, gate ``g`` is ``w[u*w_unit + g*w_gate + k*w_k]``; each operand (the
+    start, the inputs, then the outputs) is three arguments: a pointer to its element for the tile's
+    first unit and column, and the distances to the next unit's and the next gate's row.
+    ``vectors[i]`` is False for an operand that holds one number per row (a bias, applied to every
+    column).  The sums start at the start operand's rows, plus the first output's when
+    ``accumulate`` is nonzero (a product the caller made another way, with ``K = 0``).
     """
     width = VECTOR_BYTES // size
     kinds = "".join("r" if v else "b" for v in vectors)
@@ -357,7 +361,7 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
     if name in module.globals:
         return module.globals[name]
     ptr, intp = ir.PointerType(scalar), ir.IntType(64)
-    operands = [*cell.inputs, *cell.outputs]
+    operands = [(cell.start, cell.gates), *cell.inputs, *cell.outputs]
     fn = _new_function(module, name, [ptr, intp, intp, intp, ptr, intp, intp, intp, intp]
                        + [ptr, intp, intp] * len(operands))
     w_ptr, w_unit, w_gate, w_k, b_ptr, sbk, K, nlast, accumulate = fn.args[:9]
@@ -372,15 +376,17 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
         offset = builder.add(builder.mul(t.const(u), s_unit), builder.mul(t.const(g), s_gate))
         return builder.gep(base, [builder.add(offset, t.const(v * width))])
 
-    # The sums' starting values: zero, or the first output's rows.
-    first_out = len(cell.inputs)
+    # The sums' starting values: the start operand's rows, plus the first output's with ``accumulate``.
+    first_out = 1 + len(cell.inputs)
+    rows_of = [(u, g) for u in range(units) for g in range(G)]
+    base = [[t.load(at(0, u, g, v), v == nvec - 1) for v in range(nvec)] for u, g in rows_of]
     entry = builder.block
     load_block = builder.append_basic_block("accumulate")
     start = builder.append_basic_block("start")
     builder.cbranch(builder.icmp_signed("!=", accumulate, t.const(0)), load_block, start)
     builder.position_at_end(load_block)
-    loaded = [[t.load(at(first_out, u, g, v), v == nvec - 1) for v in range(nvec)] for u in range(units)
-              for g in range(G)]
+    added = [[builder.fadd(base[r][v], t.load(at(first_out, u, g, v), v == nvec - 1)) for v in range(nvec)]
+             for r, (u, g) in enumerate(rows_of)]
     builder.branch(start)
     builder.position_at_end(start)
     initial: list[list[Any]] = []
@@ -388,8 +394,8 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
         initial.append([])
         for v in range(nvec):
             phi = builder.phi(t.vec)
-            phi.add_incoming(t.zero, entry)
-            phi.add_incoming(loaded[r][v], load_block)
+            phi.add_incoming(base[r][v], entry)
+            phi.add_incoming(added[r][v], load_block)
             initial[r].append(phi)
 
     a_rows = [builder.gep(w_ptr, [builder.add(builder.mul(t.const(u), w_unit), builder.mul(t.const(g), w_gate))])
@@ -401,7 +407,7 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
         for v in range(nvec):
             last = v == nvec - 1
             args = []
-            for i, (_, rows) in enumerate(cell.inputs):
+            for i, (_, rows) in enumerate(cell.inputs, start=1):
                 if vectors[i]:
                     args.append([Lanes(emit, t.load(at(i, u, g, v), last)) for g in range(rows)])
                 else:
@@ -444,8 +450,8 @@ def fused_step(cell: FusedStep) -> Any:
     of ``w[g*H + j] @ h_prev[:K]`` for every gate ``g``, then ``cell.equations`` on them, written to
     the outputs.  ``w`` is ``W_hh`` itself (2-D), or packed (3-D, :func:`pack_rows`): then its
     ``tile``-th block holds these units' rows.  ``operands`` is a tuple of the arrays named by
-    ``cell.inputs`` then ``cell.outputs``: 2-D arrays with a contiguous last axis, or a 1-D
-    contiguous array of one number per row.
+    ``cell.start``, ``cell.inputs`` and ``cell.outputs``: 2-D arrays with a contiguous last axis, or
+    a 1-D contiguous array of one number per row.
     """
 
     @intrinsic

@@ -64,21 +64,20 @@ def split_bias(b_ih: Array, b_hh: Array) -> tuple[Array, Array]:
     return b_ih + b_hh, b_ih[:0]
 
 
-def forward_equations(a: list[Lanes], xp: list[Lanes], b_x: list[Lanes],
-                      c_prev: list[Lanes]) -> tuple[tuple[Lanes, ...], ...]:
+def forward_equations(a: list[Lanes], b_x: list[Lanes], c_prev: list[Lanes]) -> tuple[tuple[Lanes, ...], ...]:
     """One step's equations, on the lanes of one tile (see the module docstring): ``a`` holds the
-    four gates' ``W_hh h_prev``, ``xp`` and ``b_x`` the same gates' input part and bias.  Returns
-    the cache's gates, then ``c``, ``tanh(c)`` and ``h`` (ĥ with a projection)."""
-    i = sigmoid_lanes(a[0] + xp[0] + b_x[0])
-    f = sigmoid_lanes(a[1] + xp[1] + b_x[1])
-    g = tanh_lanes(a[2] + xp[2] + b_x[2])
-    o = sigmoid_lanes(a[3] + xp[3] + b_x[3])
+    four gates' ``W_hh h_prev + xp`` (the product's sums start from ``xp``), ``b_x`` their biases.
+    Returns the cache's gates, then ``c``, ``tanh(c)`` and ``h`` (ĥ with a projection)."""
+    i = sigmoid_lanes(a[0] + b_x[0])
+    f = sigmoid_lanes(a[1] + b_x[1])
+    g = tanh_lanes(a[2] + b_x[2])
+    o = sigmoid_lanes(a[3] + b_x[3])
     c = f * c_prev[0] + i * g
     tanh_c = tanh_lanes(c)
     return (i, f, g, o), (c,), (tanh_c,), (o * tanh_c,)
 
 
-_STEP = FusedStep("lstm", 4, (("xp", 4), ("b_x", 4), ("c_prev", 1)), (("ca", 4), ("c", 1), ("cb", 1), ("h", 1)),
+_STEP = FusedStep("lstm", 4, "xp", (("b_x", 4), ("c_prev", 1)), (("ca", 4), ("c", 1), ("cb", 1), ("h", 1)),
                   forward_equations)
 _tile = fused_step(_STEP)
 _TILE_UNITS = _STEP.units
