@@ -109,6 +109,23 @@ class Emitter:
         y = a * r
         return self.fma(y, e, y)          # a r (1 + e) = (a / b)(1 - e²)
 
+    def pow2_from_rounding(self, t: Lanes, magic: float) -> Lanes:
+        """``2**n`` where ``t = magic + n`` exactly (``magic`` = 1.5·2^23 in float32, 1.5·2^52 in
+        float64, so that ``n`` sits in ``t``'s low mantissa bits), for ``n`` within the normal
+        exponents: built from the bits, with no float-to-integer conversion (which is undefined for
+        NaN; here a NaN ``t`` gives some power of two, and the caller's NaN survives its product)."""
+        b = self.builder
+        int_type = ir.IntType(64 if self.double else 32)
+        vec_int = int_type if self.width == 1 else ir.VectorType(int_type, self.width)
+        mantissa, bias = (52, 1023) if self.double else (23, 127)
+
+        def splat_int(v: int) -> Any:
+            return ir.Constant(vec_int, v if self.width == 1 else [ir.Constant(int_type, v)] * self.width)
+
+        magic_bits = int.from_bytes(_float_bytes(magic, self.double), "little")
+        n_biased = b.sub(b.bitcast(t.value, vec_int), splat_int(magic_bits - bias))      # n + bias
+        return Lanes(self, b.bitcast(b.shl(n_biased, splat_int(mantissa)), self.type))
+
     def libm(self, name: str, x: Lanes) -> Lanes:
         """The C library's ``name`` (a function of one double, e.g. ``tanh``), lane by lane."""
         b = self.builder
@@ -121,6 +138,12 @@ class Emitter:
             index = ir.Constant(_I32, lane)
             out = b.insert_element(out, b.call(fn, [b.extract_element(x.value, index)]), index)
         return Lanes(self, out)
+
+
+def _float_bytes(x: float, double: bool) -> bytes:
+    import struct
+
+    return struct.pack("<d" if double else "<f", x)
 
 
 def _binary(op: str, swap: bool = False) -> Callable[[Lanes, Lanes | float], Lanes]:
@@ -152,10 +175,11 @@ class Lanes:
     __rsub__ = _binary("fsub", swap=True)
     __mul__ = _binary("fmul")
     __rmul__ = _binary("fmul", swap=True)
-    __rtruediv__ = _binary("fdiv", swap=True)
-
     def __truediv__(self, other: Lanes | float) -> Lanes:
         return self.emit.divide(self, self.emit.lift(other))
+
+    def __rtruediv__(self, other: Lanes | float) -> Lanes:
+        return self.emit.divide(self.emit.lift(other), self)
 
     def __neg__(self) -> Lanes:
         return Lanes(self.emit, self.emit.builder.fneg(self.value))
