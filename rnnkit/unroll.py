@@ -55,8 +55,9 @@ from rnnkit._types import Array, IntArray
 from rnnkit.cells import CellSpec, step_backward, step_forward, step_pack
 from rnnkit.cells._spec import KERNEL_OPTIONS, empty_state, empty_vector, row
 
-_CHUNK_COLUMNS = 128
-"""Columns (steps x batch) of one input-projection GEMM in the forward loop."""
+_CHUNK_COLUMNS = 256
+"""Columns (steps x batch) of one input-projection GEMM in the forward loop (256 against 128:
+the same forward, training steps 0-2% faster, LSTM and GRU at B = 32 and 128)."""
 
 _MIN_PACK_STEPS = 32
 """Steps from which the forward loop packs ``W_hh`` for the cell (a copy of it per thread, about
