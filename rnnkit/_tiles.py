@@ -346,13 +346,12 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
                     masked: bool, vectors: tuple[bool, ...]) -> Any:
     """The LLVM function of one tile of ``cell``'s step: ``units`` hidden units, ``nvec`` vectors of columns.
 
-    ``f(w, w_unit, w_gate, w_k, b, sbk, K, nlast, accumulate, *operands)``: element ``k`` of the
-    weights' row for unit ``u``, gate ``g`` is ``w[u*w_unit + g*w_gate + k*w_k]``; each operand (the
-    start, the inputs, then the outputs) is three arguments: a pointer to its element for the tile's
-    first unit and column, and the distances to the next unit's and the next gate's row.
-    ``vectors[i]`` is False for an operand that holds one number per row (a bias, applied to every
-    column).  The sums start at the start operand's rows, plus the first output's when
-    ``accumulate`` is nonzero (a product the caller made another way, with ``K = 0``).
+    ``f(w, w_unit, w_gate, w_k, b, sbk, K, nlast, *operands)``: element ``k`` of the weights' row
+    for unit ``u``, gate ``g`` is ``w[u*w_unit + g*w_gate + k*w_k]``; each operand (the start, the
+    inputs, then the outputs) is three arguments: a pointer to its element for the tile's first unit
+    and column, and the distances to the next unit's and the next gate's row.  ``vectors[i]`` is
+    False for an operand that holds one number per row (a bias, applied to every column).  The sums
+    start at the start operand's rows.
     """
     width = VECTOR_BYTES // size
     kinds = "".join("r" if v else "b" for v in vectors)
@@ -362,10 +361,9 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
         return module.globals[name]
     ptr, intp = ir.PointerType(scalar), ir.IntType(64)
     operands = [(cell.start, cell.gates), *cell.inputs, *cell.outputs]
-    fn = _new_function(module, name, [ptr, intp, intp, intp, ptr, intp, intp, intp, intp]
-                       + [ptr, intp, intp] * len(operands))
-    w_ptr, w_unit, w_gate, w_k, b_ptr, sbk, K, nlast, accumulate = fn.args[:9]
-    where = [fn.args[9 + 3 * i : 12 + 3 * i] for i in range(len(operands))]
+    fn = _new_function(module, name, [ptr, intp, intp, intp, ptr, intp, intp, intp] + [ptr, intp, intp] * len(operands))
+    w_ptr, w_unit, w_gate, w_k, b_ptr, sbk, K, nlast = fn.args[:8]
+    where = [fn.args[8 + 3 * i : 11 + 3 * i] for i in range(len(operands))]
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     t = _TileIR(builder, scalar, size, nlast, masked)
     G = cell.gates
@@ -376,27 +374,9 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
         offset = builder.add(builder.mul(t.const(u), s_unit), builder.mul(t.const(g), s_gate))
         return builder.gep(base, [builder.add(offset, t.const(v * width))])
 
-    # The sums' starting values: the start operand's rows, plus the first output's with ``accumulate``.
+    # The sums start from the start operand's rows.
     first_out = 1 + len(cell.inputs)
-    rows_of = [(u, g) for u in range(units) for g in range(G)]
-    base = [[t.load(at(0, u, g, v), v == nvec - 1) for v in range(nvec)] for u, g in rows_of]
-    entry = builder.block
-    load_block = builder.append_basic_block("accumulate")
-    start = builder.append_basic_block("start")
-    builder.cbranch(builder.icmp_signed("!=", accumulate, t.const(0)), load_block, start)
-    builder.position_at_end(load_block)
-    added = [[builder.fadd(base[r][v], t.load(at(first_out, u, g, v), v == nvec - 1)) for v in range(nvec)]
-             for r, (u, g) in enumerate(rows_of)]
-    builder.branch(start)
-    builder.position_at_end(start)
-    initial: list[list[Any]] = []
-    for r in range(units * G):
-        initial.append([])
-        for v in range(nvec):
-            phi = builder.phi(t.vec)
-            phi.add_incoming(base[r][v], entry)
-            phi.add_incoming(added[r][v], load_block)
-            initial[r].append(phi)
+    initial = [[t.load(at(0, u, g, v), v == nvec - 1) for v in range(nvec)] for u in range(units) for g in range(G)]
 
     a_rows = [builder.gep(w_ptr, [builder.add(builder.mul(t.const(u), w_unit), builder.mul(t.const(g), w_gate))])
               for u in range(units) for g in range(G)]
@@ -419,6 +399,51 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
                     t.store(values[g].value, at(first_out + i, u, g, v), last)
     builder.ret_void()
     return fn
+
+
+def fused_point(cell: FusedStep) -> Any:
+    """The numba intrinsic running ``cell``'s step equations on one unit and one column, the product
+    already made: ``point(j, col, operands)`` (operands as for :func:`fused_step`), where the sums
+    are the first output's rows plus the start operand's.  For batches too thin for the tiles (one
+    column of a 16-lane vector would waste 15): the same equations, emitted on scalars."""
+
+    @intrinsic
+    def point(typingctx, j, col, H, operands):
+        arrays = list(operands.types)
+        sig = types.void(types.intp, types.intp, types.intp, operands)
+
+        def codegen(context, builder, signature, args):
+            j_, col_, H_, ops_ = args
+            intp = context.get_value_type(types.intp)
+            G = cell.gates
+            values = cgutils.unpack_tuple(builder, ops_, len(arrays))
+
+            def element(i: int, g: int) -> Any:
+                """Pointer to operand ``i``'s entry for unit ``j``, gate ``g``, column ``col``."""
+                typ = arrays[i]
+                ary = context.make_array(typ)(context, builder, values[i])
+                row = builder.add(j_, builder.mul(ir.Constant(intp, g), H_))
+                if typ.ndim == 1:
+                    return builder.gep(ary.data, [row])
+                size = ir.Constant(intp, context.get_abi_sizeof(context.get_value_type(typ.dtype)))
+                stride = builder.sdiv(cgutils.unpack_tuple(builder, ary.strides, 2)[0], size)
+                return builder.gep(ary.data, [builder.add(builder.mul(row, stride), col_)])
+
+            emit = Emitter(builder, arrays[0].dtype == types.float64, 1)
+            first_out = 1 + len(cell.inputs)
+            a = [Lanes(emit, builder.fadd(builder.load(element(0, g)), builder.load(element(first_out, g))))
+                 for g in range(G)]
+            inputs = [[Lanes(emit, builder.load(element(i, g))) for g in range(rows)]
+                      for i, (_, rows) in enumerate(cell.inputs, start=1)]
+            results = cell.equations(a, *inputs)
+            for i, ((_, rows), out) in enumerate(zip(cell.outputs, results, strict=True)):
+                for g in range(rows):
+                    builder.store(out[g].value, element(first_out + i, g))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return point
 
 
 @numba.njit(**_OPTIONS)
@@ -444,7 +469,7 @@ def pack_rows(w, G, H, U, u0, u1, out):
 def fused_step(cell: FusedStep) -> Any:
     """The numba intrinsic running one tile of ``cell``'s step (see :class:`FusedStep`).
 
-    ``tile(units, nvec, masked, nlast, K, accumulate, j0, c0, H, w, tile, h_prev, operands)``: for
+    ``tile(units, nvec, masked, nlast, K, j0, c0, H, w, tile, h_prev, operands)``: for
     hidden units ``j0 .. j0+units-1`` (``units`` ``cell.units`` or a smaller power of two) and the
     columns ``c0 ..`` of ``nvec`` (1 or 2) vectors, the last ``masked`` to ``nlast`` lanes, the sums
     of ``w[g*H + j] @ h_prev[:K]`` for every gate ``g``, then ``cell.equations`` on them, written to
@@ -455,14 +480,14 @@ def fused_step(cell: FusedStep) -> Any:
     """
 
     @intrinsic
-    def tile(typingctx, units, nvec, masked, nlast, K, accumulate, j0, c0, H, w, tile_, h_prev, operands):
+    def tile(typingctx, units, nvec, masked, nlast, K, j0, c0, H, w, tile_, h_prev, operands):
         arrays = list(operands.types)
         vectors = tuple(a.ndim == 2 for a in arrays)
-        sig = types.void(types.intp, types.intp, types.boolean, types.intp, types.intp, types.boolean, types.intp,
-                         types.intp, types.intp, w, types.intp, h_prev, operands)
+        sig = types.void(types.intp, types.intp, types.boolean, types.intp, types.intp, types.intp, types.intp,
+                         types.intp, w, types.intp, h_prev, operands)
 
         def codegen(context, builder, signature, args):
-            (units_, nvec_, masked_, nlast_, K_, acc_, j0_, c0_, H_, w_, tile_index, h_, ops_) = args
+            (units_, nvec_, masked_, nlast_, K_, j0_, c0_, H_, w_, tile_index, h_, ops_) = args
             scalar = context.get_value_type(w.dtype)
             size = context.get_abi_sizeof(scalar)
             intp = context.get_value_type(types.intp)
@@ -490,7 +515,7 @@ def fused_step(cell: FusedStep) -> Any:
             flat: list[Any] = []
             for typ, value in zip(arrays, cgutils.unpack_tuple(builder, ops_, len(arrays)), strict=True):
                 flat.extend(place(typ, value, j0_, c0_))
-            call_args = [w_ptr, w_unit, w_gate, w_k, b_ptr, sbk, K_, nlast_, builder.zext(acc_, intp), *flat]
+            call_args = [w_ptr, w_unit, w_gate, w_k, b_ptr, sbk, K_, nlast_, *flat]
             key = builder.add(builder.mul(units_, ir.Constant(intp, 4)),
                               builder.add(builder.mul(builder.sub(nvec_, ir.Constant(intp, 1)), ir.Constant(intp, 2)),
                                           builder.zext(masked_, intp)))

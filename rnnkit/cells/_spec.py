@@ -183,7 +183,7 @@ _EMPTY_PACK: dict[np.dtype[Any], Array] = {
 
 def empty_pack(dtype: np.dtype[Any]) -> Array:
     """A shared ``(0, 0, 0)`` array: the ``w_pack`` of a step that reads ``W_hh`` itself."""
-    return _EMPTY_PACK[np.dtype(dtype)]
+    return _EMPTY_PACK[dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)]
 
 
 @numba.njit(cache=True, nogil=True)

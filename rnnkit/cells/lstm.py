@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numba
 
 from rnnkit._blas import gemm
-from rnnkit._tiles import MIN_COLUMNS, FusedStep, fused_step, pack_rows, tile_width_of
+from rnnkit._tiles import MIN_COLUMNS, FusedStep, fused_point, fused_step, pack_rows, tile_width_of
 from rnnkit._types import Array
 from rnnkit._vector import Lanes
 from rnnkit.cells._spec import (
@@ -80,6 +80,7 @@ def forward_equations(a: list[Lanes], b_x: list[Lanes], c_prev: list[Lanes]) -> 
 _STEP = FusedStep("lstm", 4, "xp", (("b_x", 4), ("c_prev", 1)), (("ca", 4), ("c", 1), ("cb", 1), ("h", 1)),
                   forward_equations)
 _tile = fused_step(_STEP)
+_point = fused_point(_STEP)
 _TILE_UNITS = _STEP.units
 
 
@@ -93,18 +94,29 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
     the pre-activations never go to memory.  With ``w_pack`` (:func:`step_pack`, for these units)
     the tiles read their weights from it, each tile's as one contiguous block.  A batch too thin
     for tiles (under ``MIN_COLUMNS`` columns) takes BLAS's matrix-vector product into ``ca`` first,
-    and the tiles start from it.
+    then the same equations unit by unit (:func:`rnnkit._tiles.fused_point`).
     """
     H, n = c.shape
     project = w_hr.shape[0] > 0
     out = cb[H:] if project else h                          # ĥ: the cache's second half, or h itself
-    thin = n < MIN_COLUMNS
-    if thin:
-        gates_product(w_hh, 4, H, u0, u1, h_prev, ca)       # a = W_hh h_prev
-    K = 0 if thin else h_prev.shape[0]
-    packed = w_pack.shape[0] > 0 and not thin
-    width = tile_width_of(ca)
     operands = (xp, b_x, c_prev, ca, c, cb, out)
+    if n < MIN_COLUMNS:                                     # thin: BLAS's product, then unit by unit
+        gates_product(w_hh, 4, H, u0, u1, h_prev, ca)       # a = W_hh h_prev
+        for j in range(u0, u1):
+            for col in range(n):
+                _point(j, col, H, operands)
+    else:
+        _tiles(n, u0, u1, H, w_hh, w_pack, h_prev, operands)
+    if project:
+        gemm(False, 1.0, w_hr, out, 0.0, h)                 # h = W_hr ĥ
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def _tiles(n, u0, u1, H, w_hh, w_pack, h_prev, operands):  # type: ignore[no-untyped-def]
+    """The step's tiles over units ``u0 .. u1-1`` and ``n`` columns (see :func:`step_forward`)."""
+    K = h_prev.shape[0]
+    packed = w_pack.shape[0] > 0
+    width = tile_width_of(h_prev)
     j, i = u0, 0
     while j < u1:
         units = _TILE_UNITS
@@ -115,13 +127,11 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
             nvec = 2 if cols > width else 1
             nlast = cols - (nvec - 1) * width
             if packed:
-                _tile(units, nvec, nlast < width, nlast, K, thin, j, c0, H, w_pack, i, h_prev, operands)
+                _tile(units, nvec, nlast < width, nlast, K, j, c0, H, w_pack, i, h_prev, operands)
             else:
-                _tile(units, nvec, nlast < width, nlast, K, thin, j, c0, H, w_hh, i, h_prev, operands)
+                _tile(units, nvec, nlast < width, nlast, K, j, c0, H, w_hh, i, h_prev, operands)
         j += units
         i += 1
-    if project:
-        gemm(False, 1.0, w_hr, out, 0.0, h)                 # h = W_hr ĥ
 
 
 def pack_shape(units: int, K: int) -> tuple[int, int, int]:

@@ -41,7 +41,7 @@ import numpy as np
 
 from rnnkit._types import Array, Grads, IntArray, Params
 from rnnkit.cells import GRU_CELL, LNLSTM_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellSpec, step_forward
-from rnnkit.cells._spec import empty_state, empty_vector
+from rnnkit.cells._spec import empty_pack, empty_state, empty_vector
 from rnnkit.cells.lnlstm import param_slices
 from rnnkit.layers import init
 from rnnkit.layers._checks import check_dtype, check_float_input, check_size, checked_state_dict
@@ -481,7 +481,8 @@ class Recurrent:
             cb = np.empty((rows_b + (H if self.proj_size else 0), B), self.dtype) if rows_b else empty_state(self.dtype)
             c_prev = prevs[layer][1] if has_c else empty_state(self.dtype)
             step_forward(self.cell.kind, xp, b_x, b_in, w.w_hh, empty_state(self.dtype) if w.w_hr is None else w.w_hr,
-                         empty_vector(self.dtype) if w.p is None else w.p, prevs[layer][0], c_prev, h, c, ca, cb, 0, H)
+                         empty_vector(self.dtype) if w.p is None else w.p, prevs[layer][0], c_prev, h, c, ca, cb, 0, H,
+                         empty_pack(self.dtype))
             if self.zoneout:  # at inference each unit keeps p of its previous value (the masks' expectation)
                 h += self.zoneout * (prevs[layer][0] - h)
                 if has_c:
