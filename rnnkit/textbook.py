@@ -340,16 +340,17 @@ def _run_forward(cell: CellSpec, weights: Weights, x: Array, prev0: tuple[Array,
     # One block per state and per cache field for all steps; each step works on its own slices.
     # The hidden states' block has a slot before the first step, so that all the states the steps
     # start from are one (T, n_a, m) block for the weight gradient (the caches keep prev0 itself).
-    h = np.empty((T + 1, n_a, m), dtype)
-    h[0] = prev0[0]
-    states = [h[1:], *(np.empty((T, n_a, m), dtype) for _ in prev0[1:])]
-    fields = [np.empty((T, rows, m), dtype) for rows in cell.cache_sizes(n_a) if rows]  # 0 rows: field unused
-    news: list[tuple[Array, ...]] = list(zip(*states, strict=True))  # iterating a block gives its step views
-    cores = [cell.cache_type(*views) for views in zip(*fields, strict=True)] if fields else [cell.cache_type()] * T
+    blocks = [np.empty((T + 1, n_a, m), dtype) for _ in prev0]   # h (and c), the initial states in slot 0
+    for block, s0 in zip(blocks, prev0, strict=True):
+        block[0] = s0
+    sizes = cell.cache_sizes(n_a)
+    fields = [np.empty((T, rows, m), dtype) if rows else None for rows in sizes]  # None: the cell has no such field
+    cell.forward_steps(xp, blocks[0], blocks[1] if len(blocks) > 1 else None, fields[0], fields[1], weights.w_hh, b_in)
+    news: list[tuple[Array, ...]] = list(zip(*(b[1:] for b in blocks), strict=True))  # a block's step views
+    used = [f for f in fields if f is not None]
+    cores = [cell.cache_type(*views) for views in zip(*used, strict=True)] if used else [cell.cache_type()] * T
     prevs = [prev0, *news[:-1]]
-    for t in range(T):
-        cell.forward(xp[t], prevs[t], news[t], cores[t], weights.w_hh, b_in)
-    return _Run(prevs, news, cores, h)
+    return _Run(prevs, news, cores, blocks[0])
 
 
 def _run_backward(

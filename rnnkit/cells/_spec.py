@@ -130,11 +130,31 @@ class CellSpec:
         h_prev, c_prev = _pair(prev, xp.dtype)
         h, c = _pair(new, xp.dtype)
         ca, cb = _pair(cache, xp.dtype)
-        b_x = np.zeros(xp.shape[0], xp.dtype)
+        b_x = _zeros(xp.shape[0], xp.dtype)
         units = xp.shape[0] // self.num_gates
         step_forward(self.kind, _unit(xp), b_x, _unit(b_in), _unit(w_hh), empty_state(xp.dtype),
                      empty_vector(xp.dtype) if p is None else p, _unit(h_prev), _unit(c_prev), h, c, ca, cb, 0, units,
                      empty_pack(xp.dtype))
+
+    def forward_steps(self, xp: Array, h: Array, c: Array | None, ca: Array | None, cb: Array | None,
+                      w_hh: Array, b_in: Array, p: Array | None = None) -> None:
+        """The steps of a whole sequence from Python in one compiled call (the textbook API's
+        ``*_forward``): step ``t`` is :meth:`forward` from ``h[t]`` (``c[t]``) with ``xp[t]``,
+        into ``h[t+1]`` (``c[t+1]``) and the cache fields ``ca[t]``, ``cb[t]``.
+
+        ``xp`` is ``(T, G*H, n)`` (``W_ih x + b_x`` of every step), ``h`` and ``c`` ``(T+1, H, n)``
+        with the initial states in slot 0; ``c``, ``ca``, ``cb`` None where the cell has no such
+        array.  Everything is written in place.
+        """
+        dtype = xp.dtype
+        T = xp.shape[0]
+
+        def block(a: Array | None, slots: int) -> Array:
+            return np.empty((slots, 0, 0), dtype) if a is None else _unit(a)
+
+        _forward_steps(self.kind, _unit(xp), _zeros(xp.shape[1], dtype), _unit(b_in), _unit(w_hh),
+                       empty_state(dtype), empty_vector(dtype) if p is None else p, block(h, T + 1),
+                       block(c, T + 1), block(ca, T), block(cb, T), xp.shape[1] // self.num_gates, empty_pack(dtype))
 
     def backward(self, d_state: tuple[Array, ...], prev: tuple[Array, ...], new: tuple[Array, ...],
                  cache: tuple[Array, ...], w_hh_t: Array, d_xp: Array, d_hp: Array, p: Array | None = None,
@@ -153,6 +173,19 @@ class CellSpec:
         step_backward(self.kind, dh, dc, _unit(h_prev), _unit(c_prev), _unit(h), _unit(ca), _unit(cb), _unit(w_hh_t),
                       empty_state(dtype), empty_vector(dtype) if p is None else p, d_xp, d_hp,
                       empty_vector(dtype) if dp is None else dp, 0, units, dh)
+
+
+_ZEROS: dict[tuple[int, np.dtype[Any]], Array] = {}
+
+
+def _zeros(n: int, dtype: np.dtype[Any]) -> Array:
+    """A shared vector of ``n`` zeros (the kernels only read their bias vectors): the textbook's
+    steps pass one per step, and a fresh one cost about 1% of a course-sized ``optimize`` call."""
+    key = (n, np.dtype(dtype))
+    zeros = _ZEROS.get(key)
+    if zeros is None:
+        zeros = _ZEROS[key] = np.zeros(n, key[1])
+    return zeros
 
 
 def _unit(a: Array) -> Array:
@@ -266,6 +299,14 @@ def _table_overload(table: dict[int, Any]) -> Any:
 
 
 overload(step_forward, jit_options={"cache": True})(_table_overload(_FORWARD))
+
+
+@numba.njit(cache=True)
+def _forward_steps(kind, xp, b_x, b_in, w_hh, w_hr, p, h, c, ca, cb, units, w_pack):  # type: ignore[no-untyped-def]
+    """:meth:`CellSpec.forward_steps`: one step after the other, with nothing in between."""
+    for t in range(xp.shape[0]):
+        step_forward(kind, xp[t], b_x, b_in, w_hh, w_hr, p, h[t], c[t], h[t + 1], c[t + 1], ca[t], cb[t], 0, units,
+                     w_pack)
 overload(step_backward, jit_options={"cache": True})(_table_overload(_BACKWARD))
 overload(step_pack, jit_options={"cache": True})(_table_overload(_PACK))
 
