@@ -32,8 +32,7 @@ def _wide(rng: np.random.Generator, rows: int, cols: int, dtype: type, scale: fl
 
 def _run(dtype: type, H: int, n: int, u0: int, u1: int, proj: int, seed: int) -> None:
     _check(dtype, H, n, u0, u1, proj, seed, packed=False)
-    if not proj:
-        _check(dtype, H, n, u0, u1, proj, seed, packed=True)
+    _check(dtype, H, n, u0, u1, proj, seed, packed=True)
 
 
 def _check(dtype: type, H: int, n: int, u0: int, u1: int, proj: int, seed: int, packed: bool) -> None:

@@ -212,8 +212,9 @@ def test_layout_copies_refuse_other_arrays(a: np.ndarray) -> None:
 @pytest.mark.parametrize("split", ["none", "units", "batch"])
 @pytest.mark.parametrize("variable", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("proj_size", [0, 5])
 def test_packed_weights_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, split: str, variable: bool,
-                                           dtype: Any) -> None:
+                                           dtype: Any, proj_size: int) -> None:
     """From T = _MIN_PACK_STEPS steps the LSTM's loop packs W_hh per thread; the result is the same
     to the bit as reading W_hh itself (the same products in the same order), and torch's in float64."""
     monkeypatch.setattr(rnnkit.unroll, "_MIN_SPLIT_FLOPS", 0)
@@ -221,7 +222,7 @@ def test_packed_weights_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, spli
     monkeypatch.setattr(rnnkit.unroll, "SPLIT_UNITS", split == "units")
     monkeypatch.setattr(rnnkit.unroll, "SPLIT_BATCH", split == "batch")
     B, T, I, H = 19, rnnkit.unroll._MIN_PACK_STEPS + 3, 7, 13
-    layer = rnnkit.LSTM(I, H, dtype=dtype, seed=3)
+    layer = rnnkit.LSTM(I, H, proj_size=proj_size, dtype=dtype, seed=3)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((B, T, I)).astype(dtype)
     lengths = rng.integers(1, T + 1, size=B) if variable else None
@@ -232,7 +233,7 @@ def test_packed_weights_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, spli
     for a, b in zip(packed, plain, strict=True):
         _assert_same(a, b)
     if dtype == np.float64 and not variable:
-        peer = torch.nn.LSTM(I, H, batch_first=True, dtype=torch.float64)
+        peer = torch.nn.LSTM(I, H, proj_size=proj_size, batch_first=True, dtype=torch.float64)
         with torch.no_grad():
             for name, value in layer.params.items():
                 getattr(peer, name).copy_(torch.from_numpy(value))
