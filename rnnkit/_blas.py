@@ -45,13 +45,14 @@ def _drop_stale_kernel_cache() -> None:
     """Delete numba's cached machine code for rnnkit when any kernel source has changed.
 
     numba checks a cached function against its *own* file only, but the compiled time loop
-    (unroll.py) inlines the cell kernels (cells/*.py), which inline the gate functions and
-    :func:`gemm` (this file): after an edit or an upgrade of one of those, the cache could hand back
-    the old code.  So every cached kernel is keyed on a hash of all of them together.
+    (unroll.py) inlines the cell kernels (cells/*.py), which inline the gate functions (written in
+    _vector.py's language), the tiles and :func:`gemm` (this file): after an edit or an upgrade of
+    one of those, the cache could hand back the old code.  So every cached kernel is keyed on a hash
+    of all of them together.
     """
     package = Path(__file__).resolve().parent
-    sources = sorted([package / "_blas.py", package / "_fpu.py", package / "_sync.py", package / "_tiles.py",
-                      package / "unroll.py",
+    sources = sorted([package / "_blas.py", package / "_finite.py", package / "_fpu.py", package / "_sync.py",
+                      package / "_tiles.py", package / "_vector.py", package / "unroll.py",
                       *(package / "cells").glob("*.py")])
     try:
         digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sources)).hexdigest()

@@ -219,6 +219,33 @@ _ROWS = tuple(rows for rows in (8, 4, 2, 1) if rows <= MR)
 """The tiles' heights: MR for the bulk of C, then MR/2, ..., 1 cover any rest (MR is a power of two)."""
 
 
+def _dispatch(builder: ir.IRBuilder, heights: Any, rows: Any, nvec: Any, masked: Any,
+              call: Callable[[int, int, bool], None]) -> None:
+    """Emit a switch on the run-time tile shape -- ``rows`` (one of ``heights``), ``nvec`` (1 or 2)
+    vectors, the last ``masked`` or not -- with one case calling ``call(height, vectors, ragged)``
+    for each shape.  Any other shape is a bug in the caller: it traps rather than skip the tile and
+    leave its part of the result unwritten."""
+    intp = ir.IntType(64)
+    key = builder.add(builder.mul(rows, ir.Constant(intp, 4)),
+                      builder.add(builder.mul(builder.sub(nvec, ir.Constant(intp, 1)), ir.Constant(intp, 2)),
+                                  builder.zext(masked, intp)))
+    done = builder.append_basic_block("tile.done")
+    invalid = builder.append_basic_block("tile.invalid")
+    switch = builder.switch(key, invalid)
+    for height in heights:
+        for vectors in (1, 2):
+            for ragged in (False, True):
+                case = builder.append_basic_block(f"tile.{height}x{vectors}{'m' if ragged else ''}")
+                switch.add_case(ir.Constant(intp, 4 * height + 2 * (vectors - 1) + int(ragged)), case)
+                with builder.goto_block(case):
+                    call(height, vectors, ragged)
+                    builder.branch(done)
+    with builder.goto_block(invalid):
+        builder.call(_declare(builder.module, "llvm.trap", ir.VoidType(), []), [])
+        builder.unreachable()
+    builder.position_at_end(done)
+
+
 @intrinsic
 def _tile(typingctx, rows, nvec, masked, A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, nlast, alpha, beta):
     """One tile: ``rows`` (one of :data:`_ROWS`) x ``nvec`` (1 or 2) vectors of C, the last vector
@@ -233,26 +260,14 @@ def _tile(typingctx, rows, nvec, masked, A, a0, sam, sak, Bm, b0, sbk, C, c0, sc
         (rows_, nvec_, masked_, A_, a0, sam, sak, B_, b0, sbk, C_, c0, scm, K, nlast, alpha, beta) = args
         scalar = context.get_value_type(dtype)
         size = context.get_abi_sizeof(scalar)
-        intp = context.get_value_type(types.intp)
         a_ptr = builder.gep(context.make_array(A)(context, builder, A_).data, [a0])
         b_ptr = builder.gep(context.make_array(Bm)(context, builder, B_).data, [b0])
         c_ptr = builder.gep(context.make_array(C)(context, builder, C_).data, [c0])
-        # key = 4 * rows + 2 * (nvec - 1) + masked, one case per tile shape
-        key = builder.add(builder.mul(rows_, ir.Constant(intp, 4)),
-                          builder.add(builder.mul(builder.sub(nvec_, ir.Constant(intp, 1)), ir.Constant(intp, 2)),
-                                      builder.zext(masked_, intp)))
-        done = builder.append_basic_block("tile.done")
-        switch = builder.switch(key, done)
-        for height in _ROWS:
-            for vectors in (1, 2):
-                for ragged in (False, True):
-                    case = builder.append_basic_block(f"tile.{height}x{vectors}{'m' if ragged else ''}")
-                    switch.add_case(ir.Constant(intp, 4 * height + 2 * (vectors - 1) + int(ragged)), case)
-                    with builder.goto_block(case):
-                        fn = _tile_function(builder.module, scalar, size, height, vectors, ragged)
-                        builder.call(fn, [a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nlast, alpha, beta])
-                        builder.branch(done)
-        builder.position_at_end(done)
+        def call(height: int, vectors: int, ragged: bool) -> None:
+            fn = _tile_function(builder.module, scalar, size, height, vectors, ragged)
+            builder.call(fn, [a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nlast, alpha, beta])
+
+        _dispatch(builder, _ROWS, rows_, nvec_, masked_, call)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -403,7 +418,7 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
 
 def fused_point(cell: FusedStep) -> Any:
     """The numba intrinsic running ``cell``'s step equations on one unit and one column, the product
-    already made: ``point(j, col, operands)`` (operands as for :func:`fused_step`), where the sums
+    already made: ``point(j, col, H, operands)`` (operands as for :func:`fused_step`), where the sums
     are the first output's rows plus the start operand's.  For batches too thin for the tiles (one
     column of a 16-lane vector would waste 15): the same equations, emitted on scalars."""
 
@@ -516,23 +531,12 @@ def fused_step(cell: FusedStep) -> Any:
             for typ, value in zip(arrays, cgutils.unpack_tuple(builder, ops_, len(arrays)), strict=True):
                 flat.extend(place(typ, value, j0_, c0_))
             call_args = [w_ptr, w_unit, w_gate, w_k, b_ptr, sbk, K_, nlast_, *flat]
-            key = builder.add(builder.mul(units_, ir.Constant(intp, 4)),
-                              builder.add(builder.mul(builder.sub(nvec_, ir.Constant(intp, 1)), ir.Constant(intp, 2)),
-                                          builder.zext(masked_, intp)))
-            done = builder.append_basic_block("step.done")
-            switch = builder.switch(key, done)
-            n_units = cell.units
-            while n_units >= 1:
-                for vecs in (1, 2):
-                    for ragged in (False, True):
-                        case = builder.append_basic_block(f"step.{n_units}x{vecs}{'m' if ragged else ''}")
-                        switch.add_case(ir.Constant(intp, 4 * n_units + 2 * (vecs - 1) + int(ragged)), case)
-                        with builder.goto_block(case):
-                            fn = _fused_function(builder.module, scalar, size, cell, n_units, vecs, ragged, vectors)
-                            builder.call(fn, call_args)
-                            builder.branch(done)
-                n_units //= 2
-            builder.position_at_end(done)
+            def call(n_units: int, vecs: int, ragged: bool) -> None:
+                fn = _fused_function(builder.module, scalar, size, cell, n_units, vecs, ragged, vectors)
+                builder.call(fn, call_args)
+
+            heights = [cell.units >> i for i in range(cell.units.bit_length()) if cell.units >> i > 0]
+            _dispatch(builder, heights, units_, nvec_, masked_, call)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -558,11 +562,7 @@ def _transpose_function(module: ir.Module, scalar: ir.Type, size: int) -> Any:
     vec = ir.VectorType(scalar, width)
     ptr, vec_ptr, i64 = ir.PointerType(scalar), ir.PointerType(vec), ir.IntType(64)
     i32 = ir.IntType(32)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ir.PointerType(i64), ptr, ir.PointerType(i64)]),
-                     name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    fn.attributes.add("nounwind")
+    fn = _new_function(module, name, [ptr, ir.PointerType(i64), ptr, ir.PointerType(i64)])
     src, src_rows, dst, dst_rows = fn.args
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     rows = []

@@ -99,7 +99,9 @@ class Emitter:
     def divide(self, a: Lanes, b: Lanes) -> Lanes:
         """``a / b``.  16 float32 lanes on AVX-512: ``a`` times the reciprocal estimate of ``b``
         refined by one Newton step (within 2 ulp; a division instruction has a throughput of one
-        per 10 cycles there, the estimate one per 2), else the division instruction."""
+        per 10 cycles there, the estimate one per 2), else the division instruction.  The estimate
+        needs ``b`` finite, normal and nonzero (``b = 0`` or ``±inf`` give NaN there): every divisor
+        in rnnkit's equations is at least 4.9e-3."""
         if self.double or self.width != 16 or not _AVX512:
             return Lanes(self, self.builder.fdiv(a.value, b.value))
         fn = cgutils.get_or_insert_function(
@@ -161,7 +163,8 @@ class Lanes:
 
     Each operator is one IEEE instruction, rounded on its own (no contraction into fused
     multiply-adds unless :meth:`Emitter.fma` is asked for), so an equation computes what it says;
-    the one exception is ``/`` on 16 float32 lanes with AVX-512, within 2 ulp (:meth:`Emitter.divide`).
+    the one exception is ``/`` on 16 float32 lanes with AVX-512, within 2 ulp for a finite, normal,
+    nonzero divisor (:meth:`Emitter.divide`).
     """
 
     __slots__ = ("emit", "value")

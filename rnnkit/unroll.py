@@ -680,8 +680,10 @@ def _permutation(order: IntArray | None, B: int) -> IntArray:
     if order is None:
         return np.arange(B, dtype=np.int64)
     o = np.asarray(order)
-    if o.shape != (B,) or o.dtype.kind not in "iu" or not np.array_equal(np.sort(o), np.arange(B)):
-        raise ValueError(f"order must be a permutation of 0..{B - 1} (shape ({B},)), got shape {o.shape}")
+    if o.shape != (B,):
+        raise ValueError(f"order must be a permutation of 0..{B - 1}, shape ({B},); got shape {o.shape}")
+    if o.dtype.kind not in "iu" or not np.array_equal(np.sort(o), np.arange(B)):
+        raise ValueError(f"order must be a permutation of 0..{B - 1}: integers, each once; got {o.tolist()}")
     return o.astype(np.int64)
 
 
@@ -693,6 +695,7 @@ def to_batch_first(a: Array, order: IntArray | None = None) -> Array:
     a = _three_d(a)
     B = a.shape[2]
     source = _permutation(order, B)
+    a = a.astype(a.dtype.newbyteorder("="), copy=False)
     if B > 1 and a.strides[2] != a.itemsize:  # the tiles read rows of contiguous elements
         a = np.ascontiguousarray(a)
     out = np.empty((B, a.shape[1], a.shape[0]), a.dtype)

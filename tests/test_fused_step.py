@@ -3,7 +3,8 @@
 The step kernel makes ``W_hh h_prev`` tile by tile and runs the cell's equations on the sums in
 registers, so every tile shape must be right: two units or one (an odd share of the units), one or
 two vectors of columns, the last masked to any width, the thin-batch path (BLAS's product first,
-then tiles with no reduction), a projection, rows that are strided blocks of larger arrays, and
+then the equations unit by unit as scalars), a projection, rows that are strided blocks of larger
+arrays, and
 nothing written outside the units and columns asked for; and the same bits from packed weights
 (step_pack) as from W_hh itself.  float64 to rounding; float32 within the
 float32 tanh's precision.  A second test runs the gates through the vector tanh and σ (with AVX-512
@@ -104,8 +105,8 @@ def test_fused_gates_on_a_dense_grid(n: int) -> None:
     """With W_hh = 0 and c_prev = 0 the cache's gates are σ and tanh of the pre-activations
     themselves: every float32 gate within 5e-7 relative of the exact one, σ included where it is
     tiny (a saturated gate: a σ made as ½·tanh(½x) + ½ had only absolute precision there)."""
-    grid = np.concatenate([np.linspace(-20, 20, 40_001), np.geomspace(1e-8, 20, 4_001),
-                           -np.geomspace(1e-8, 20, 4_001), [0.0, -0.0, 1e-38]]).astype(np.float32)
+    grid = np.concatenate([np.linspace(-87, 87, 40_001), np.geomspace(1e-8, 87, 4_001),
+                           -np.geomspace(1e-8, 87, 4_001), [0.0, -0.0, 1e-38]]).astype(np.float32)
     H = 4
     cols = -(-grid.size // (4 * H))
     pre = np.resize(grid, 4 * H * cols).reshape(4 * H, cols)[:, :cols]
@@ -124,6 +125,29 @@ def test_fused_gates_on_a_dense_grid(n: int) -> None:
         gates = ca.astype(np.float64)                               # c = i ⊙ g (c_prev = 0), one rounding
         np.testing.assert_allclose(c, gates[:H] * gates[2 * H : 3 * H], rtol=1.2e-7, atol=1e-30)
         np.testing.assert_allclose(cb, np.tanh(c.astype(np.float64)), rtol=5e-7, atol=1e-30)
+
+
+@pytest.mark.parametrize("n", [16, 37])
+def test_fused_gates_far_out_and_not_finite(n: int) -> None:
+    """Beyond the grid: σ of -87 and below is tiny (at most 1.6e-38) but not negative, of +inf 1;
+    tanh of ±inf is ±1; NaN stays NaN in every gate (the tiles' bit-built powers of two and their
+    reciprocal estimate must not turn it into a number)."""
+    H = 4
+    xs = np.array([-87.0, -88.0, -100.0, -1e30, -np.inf, np.inf, 1e30, np.nan], np.float32)
+    xp = np.resize(xs, (4 * H, n)).astype(np.float32)
+    zeros = np.zeros((H, n), np.float32)
+    h, c, ca, cb = (np.empty(s, np.float32) for s in ((H, n), (H, n), (4 * H, n), (H, n)))
+    step_forward(LSTM_CELL.kind, xp, np.zeros(4 * H, np.float32), np.empty(0, np.float32),
+                 np.zeros((4 * H, H), np.float32), empty_state(np.dtype(np.float32)),
+                 empty_vector(np.dtype(np.float32)), zeros, zeros, h, c, ca, cb, 0, H)
+    sig = np.concatenate([ca[: 2 * H], ca[3 * H :]])
+    x_sig = np.concatenate([xp[: 2 * H], xp[3 * H :]])
+    tanh_g, x_g = ca[2 * H : 3 * H], xp[2 * H : 3 * H]
+    assert np.isnan(sig[np.isnan(x_sig)]).all() and np.isnan(tanh_g[np.isnan(x_g)]).all()
+    far_left = x_sig <= -87
+    assert ((sig[far_left] >= 0) & (sig[far_left] <= 1.7e-38)).all()
+    assert (sig[x_sig >= 1e30] == 1).all()
+    assert (tanh_g[x_g == np.inf] == 1).all() and (tanh_g[x_g == -np.inf] == -1).all()
 
 
 def test_saturated_output_gates_match_torch_relatively() -> None:

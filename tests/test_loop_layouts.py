@@ -12,6 +12,7 @@ splitting the loop over threads, and against PyTorch.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -201,6 +202,12 @@ def test_layout_copies_refuse_an_order_that_is_not_a_permutation(order: Any) -> 
         to_batch_first(np.zeros((4, 2, 3), np.float32), order)
 
 
+def test_layout_copies_take_any_byte_order() -> None:
+    a = np.arange(24, dtype=">f4").reshape(2, 3, 4)
+    np.testing.assert_array_equal(to_feature_major(a), a.transpose(2, 1, 0))
+    np.testing.assert_array_equal(to_batch_first(a), a.transpose(2, 1, 0))
+
+
 @pytest.mark.parametrize("a", [np.zeros((3, 4), np.float32), np.zeros((2, 3, 4), np.int64), np.zeros((1, 1, 1, 1))])
 def test_layout_copies_refuse_other_arrays(a: np.ndarray) -> None:
     with pytest.raises(ValueError, match="3-D float32 or float64"):
@@ -226,10 +233,21 @@ def test_packed_weights_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, spli
     rng = np.random.default_rng(5)
     x = rng.standard_normal((B, T, I)).astype(dtype)
     lengths = rng.integers(1, T + 1, size=B) if variable else None
+    packs = []
+    pack_shape = LSTM_CELL.pack_shape
+    assert pack_shape is not None
+
+    def counted(units: int, K: int) -> tuple[int, int, int]:
+        packs.append((units, K))
+        return pack_shape(units, K)
+
+    monkeypatch.setattr(layer, "cell", dataclasses.replace(LSTM_CELL, pack_shape=counted))
     with rnnkit.threads(1 if split == "none" else 2):
         packed = [layer.forward(x, None, lengths, keep_cache=keep)[:2] for keep in (True, False)]
+        assert len(packs) == 2          # both passes packed W_hh (else this test compares plain with plain)
         monkeypatch.setattr(rnnkit.unroll, "_MIN_PACK_STEPS", 10**9)
         plain = [layer.forward(x, None, lengths, keep_cache=keep)[:2] for keep in (True, False)]
+    assert len(packs) == 2
     for a, b in zip(packed, plain, strict=True):
         _assert_same(a, b)
     if dtype == np.float64 and not variable:

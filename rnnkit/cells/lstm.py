@@ -82,6 +82,8 @@ _STEP = FusedStep("lstm", 4, "xp", (("b_x", 4), ("c_prev", 1)), (("ca", 4), ("c"
 _tile = fused_step(_STEP)
 _point = fused_point(_STEP)
 _TILE_UNITS = _STEP.units
+# step_pack's blocks follow the tiles of _tiles below only while a short last tile is a single unit.
+assert _TILE_UNITS <= 2, "an LSTM tile holds at most 2 units (MR <= 8 rows)"
 
 
 @numba.njit(**KERNEL_OPTIONS)
