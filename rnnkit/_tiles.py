@@ -42,17 +42,16 @@ from numba import types
 from numba.core import cgutils, config
 from numba.extending import intrinsic, overload
 
-from rnnkit._vector import Emitter, Lanes
+from rnnkit._vector import Emitter, Lanes, host_feature
 
 
 def _vector_bytes() -> tuple[int, int]:
     """(bytes per vector register, number of vector registers) of the CPU numba compiles for."""
     if config.CPU_NAME not in (None, "host"):  # a portable build (NUMBA_CPU_NAME=generic): assume SSE2
         return 16, 16
-    features = llvm.get_host_cpu_features()
-    if features.get("avx512f", False):
+    if host_feature("avx512f"):
         return 64, 32
-    if features.get("avx2", False) or features.get("avx", False):
+    if host_feature("avx2") or host_feature("avx"):
         return 32, 16
     triple = llvm.get_process_triple()
     return 16, (32 if triple.startswith(("aarch64", "arm64")) else 16)

@@ -28,12 +28,13 @@ from numba.core import cgutils, config
 _I32 = ir.IntType(32)
 
 
-def _has_avx512() -> bool:
-    """Whether numba compiles for this CPU and it has AVX-512 (a portable build may not use it)."""
-    return config.CPU_NAME in (None, "host") and bool(llvm.get_host_cpu_features().get("avx512f", False))
+def host_feature(name: str) -> bool:
+    """Whether numba compiles for this very CPU and it has LLVM feature ``name`` (``"avx512f"``,
+    ``"avx2"``, ...); False in a portable build (``NUMBA_CPU_NAME=generic``), which may not use it."""
+    return config.CPU_NAME in (None, "host") and bool(llvm.get_host_cpu_features().get(name, False))
 
 
-_AVX512 = _has_avx512()
+_AVX512 = host_feature("avx512f")
 
 
 class Emitter:
