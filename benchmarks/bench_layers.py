@@ -11,11 +11,12 @@ every parameter) and prints ratio = torch_time / rnnkit_time (above 1: rnnkit is
 of quiet, interleaved blocks.
 
 ``floor`` is the time of the same matrix products and nothing else, made the way rnnkit makes them
-(:func:`floor_fns`: the input projection a chunk of steps at a time, T per-step ``W_hh h`` products
-with the register-tile kernel split over the threads like the layer's, and for training T
-``W_hhᵀ da`` products plus the three weight/input-gradient GEMMs); ``/floor`` is rnnkit's time as a
-multiple of it.  torch gets ``torch.set_num_threads`` equal to rnnkit's BLAS threads.  torch is a
-benchmark peer only, never a dependency of rnnkit.
+(:func:`floor_fns`: the input projection a chunk of steps at a time and T per-step ``W_hh h``
+products -- for the LSTM, whose steps make their own input projection, T per-step
+``[W_ih | W_hh] [x; h]`` products -- with the register-tile kernel split over the threads like the
+layer's, and for training T ``W_hhᵀ da`` products plus the three weight/input-gradient GEMMs);
+``/floor`` is rnnkit's time as a multiple of it.  torch gets ``torch.set_num_threads`` equal to
+rnnkit's BLAS threads.  torch is a benchmark peer only, never a dependency of rnnkit.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from _harness import Busy, Harness, footer, header  # noqa: E402
 import rnnkit  # noqa: E402
 from rnnkit._blas import matmul, run_in_threads  # noqa: E402
 from rnnkit._sync import barrier, new_counter  # noqa: E402
+from rnnkit._tiles import MIN_COLUMNS  # noqa: E402
 from rnnkit.cells import CellSpec  # noqa: E402
 from rnnkit.cells._spec import gates_product, gates_product_t  # noqa: E402
-from rnnkit.unroll import _CHUNK_COLUMNS, _project, plan_parts  # noqa: E402
+from rnnkit.unroll import _CHUNK_COLUMNS, _INPUT_IN_STEP, _MIN_PACK_STEPS, _project, plan_parts  # noqa: E402
 
 try:
     import torch
@@ -49,14 +51,17 @@ SHAPES = [(32, 100, 128, 128), (32, 100, 256, 256), (32, 100, 512, 512), (128, 5
 
 
 @numba.njit(nogil=True, cache=True)
-def _step_products(G, H, T, B, chunk, w_ih, w_hh, xg, xp, h, gate, da, share, backward,
+def _step_products(G, H, T, B, chunk, w_ih, w_hh, w_cat, xg, xp, xh, h, gate, da, share, backward, in_step,
                    sync, parties, u0, u1):  # type: ignore[no-untyped-def]
     """The time loop's matrix products for one part (units u0..u1) and nothing else: the chunked
-    input projection and each step's W_hh h (forward), or each step's W_hhᵀ da share (backward),
-    meeting the other parts at the same per-step barrier as the loop."""
+    input projection and each step's W_hh h, or with ``in_step`` each step's [W_ih | W_hh] [x; h]
+    (forward), or each step's W_hhᵀ da share (backward), meeting the other parts at the same
+    per-step barrier as the loop."""
     for t in range(T):
         if backward:
             gates_product_t(w_hh, G, H, u0, u1, da, 0.0, share)
+        elif in_step:
+            gates_product(w_cat, G, H, u0, u1, xh, gate)
         else:
             if t % chunk == 0:
                 _project(w_ih, G, H, u0, u1, xg, xp, parties > 1)
@@ -81,6 +86,9 @@ def floor_fns(cell: CellSpec, B: int, T: int, I: int, H: int, rng: np.random.Gen
     dA = rng.standard_normal((G * H, T * B), dtype=f)
     parts = plan_parts(cell, H, B, None)
     chunk = max(1, min(T, _CHUNK_COLUMNS // B))
+    in_step = cell.pack_shape is not None and _INPUT_IN_STEP and T >= _MIN_PACK_STEPS and B >= MIN_COLUMNS
+    w_cat = np.concatenate([w_ih, w_hh], axis=1)
+    xh = rng.standard_normal((I + H, B), dtype=f)
     xg, xp = rng.standard_normal((I, chunk * B), dtype=f), np.empty((G * H, chunk * B), f)
     h, gate = rng.standard_normal((H, B), dtype=f), np.empty((G * H, B), f)
     da = rng.standard_normal((G * H, B), dtype=f)
@@ -88,8 +96,8 @@ def floor_fns(cell: CellSpec, B: int, T: int, I: int, H: int, rng: np.random.Gen
 
     def products(backward: bool) -> None:
         sync = new_counter()
-        run_in_threads([functools.partial(_step_products, G, H, T, B, chunk, w_ih, w_hh, xg, xp, h, gate, da,
-                                          shares[i], backward, sync, len(parts), u0, u1)
+        run_in_threads([functools.partial(_step_products, G, H, T, B, chunk, w_ih, w_hh, w_cat, xg, xp, xh, h,
+                                          gate, da, shares[i], backward, in_step, sync, len(parts), u0, u1)
                         for i, (_, _, u0, u1) in enumerate(parts)])
 
     def forward() -> None:

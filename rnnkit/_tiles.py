@@ -357,25 +357,31 @@ class FusedStep:
 
 
 def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedStep, units: int, nvec: int,
-                    masked: bool, vectors: tuple[bool, ...]) -> Any:
+                    masked: bool, kinds: str, from_input: bool) -> Any:
     """The LLVM function of one tile of ``cell``'s step: ``units`` hidden units, ``nvec`` vectors of columns.
 
     ``f(w, w_unit, w_gate, w_k, b, sbk, K, nlast, *operands)``: element ``k`` of the weights' row
     for unit ``u``, gate ``g`` is ``w[u*w_unit + g*w_gate + k*w_k]``; each operand (the start, the
     inputs, then the outputs) is three arguments: a pointer to its element for the tile's first unit
-    and column, and the distances to the next unit's and the next gate's row.  ``vectors[i]`` is
-    False for an operand that holds one number per row (a bias, applied to every column).  The sums
-    start at the start operand's rows.
+    and column, and the distances to the next unit's and the next gate's row.  ``kinds[i]`` is
+    ``r`` for an operand of rows, ``b`` for one that holds one number per row (a bias, applied to
+    every column).  The sums start at the start operand's rows.
+
+    ``from_input``: the function takes three more arguments, ``x, sxk, Kx``; its sums start at
+    zero and run first over the ``Kx`` rows of ``x`` (row ``k`` at ``x[k*sxk]``) with the weights
+    ``k = 0 .. Kx-1``, then over ``b`` with the weights ``k = Kx ..``: the step's input projection
+    made in the same registers (the start operand is not read).
     """
     width = VECTOR_BYTES // size
-    kinds = "".join("r" if v else "b" for v in vectors)
     name = (f"rnnkit_step_{cell.name}_{'f32' if size == 4 else 'f64'}_{units}x{nvec}{'m' if masked else ''}"
-            f"_v{width}_{kinds}")
+            f"_v{width}_{kinds}{'_x' if from_input else ''}")
     if name in module.globals:
         return module.globals[name]
     ptr, intp = ir.PointerType(scalar), ir.IntType(64)
     operands = [(cell.start, cell.gates), *cell.inputs, *cell.outputs]
-    fn = _new_function(module, name, [ptr, intp, intp, intp, ptr, intp, intp, intp] + [ptr, intp, intp] * len(operands))
+    extra = [ptr, intp, intp] if from_input else []
+    fn = _new_function(module, name, [ptr, intp, intp, intp, ptr, intp, intp, intp] + [ptr, intp, intp] * len(operands)
+                       + extra)
     w_ptr, w_unit, w_gate, w_k, b_ptr, sbk, K, nlast = fn.args[:8]
     where = [fn.args[8 + 3 * i : 11 + 3 * i] for i in range(len(operands))]
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -388,12 +394,15 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
         offset = builder.add(builder.mul(t.const(u), s_unit), builder.mul(t.const(g), s_gate))
         return builder.gep(base, [builder.add(offset, t.const(v * width))])
 
-    # The sums start from the start operand's rows.
     first_out = 1 + len(cell.inputs)
-    initial = [[t.load(at(0, u, g, v), v == nvec - 1) for v in range(nvec)] for u in range(units) for g in range(G)]
-
     a_rows = [builder.gep(w_ptr, [builder.add(builder.mul(t.const(u), w_unit), builder.mul(t.const(g), w_gate))])
               for u in range(units) for g in range(G)]
+    if from_input:  # the sums start at zero and take in W_ih x first; W_hh's weights follow W_ih's
+        x_ptr, sxk, Kx = fn.args[-3:]
+        initial = t.reduce(a_rows, w_k, x_ptr, sxk, Kx, nvec, [[t.zero] * nvec for _ in a_rows])
+        a_rows = [builder.gep(a, [builder.mul(Kx, w_k)]) for a in a_rows]
+    else:  # the sums start from the start operand's rows
+        initial = [[t.load(at(0, u, g, v), v == nvec - 1) for v in range(nvec)] for u in range(units) for g in range(G)]
     sums = t.reduce(a_rows, w_k, b_ptr, sbk, K, nvec, initial)
 
     emit = Emitter(builder, size == 8, width)
@@ -402,7 +411,7 @@ def _fused_function(module: ir.Module, scalar: ir.Type, size: int, cell: FusedSt
             last = v == nvec - 1
             args = []
             for i, (_, rows) in enumerate(cell.inputs, start=1):
-                if vectors[i]:
+                if kinds[i] == "r":
                     args.append([Lanes(emit, t.load(at(i, u, g, v), last)) for g in range(rows)])
                 else:
                     args.append([emit.splat(builder.load(at(i, u, g, 0))) for g in range(rows)])
@@ -483,25 +492,30 @@ def pack_rows(w, G, H, U, u0, u1, out):
 def fused_step(cell: FusedStep) -> Any:
     """The numba intrinsic running one tile of ``cell``'s step (see :class:`FusedStep`).
 
-    ``tile(units, nvec, masked, nlast, K, j0, c0, H, w, tile, h_prev, operands)``: for
+    ``tile(units, nvec, masked, nlast, K, j0, c0, H, w, tile, h_prev, operands, x)``: for
     hidden units ``j0 .. j0+units-1`` (``units`` ``cell.units`` or a smaller power of two) and the
     columns ``c0 ..`` of ``nvec`` (1 or 2) vectors, the last ``masked`` to ``nlast`` lanes, the sums
     of ``w[g*H + j] @ h_prev[:K]`` for every gate ``g``, then ``cell.equations`` on them, written to
     the outputs.  ``w`` is ``W_hh`` itself (2-D), or packed (3-D, :func:`pack_rows`): then its
     ``tile``-th block holds these units' rows.  ``operands`` is a tuple of the arrays named by
     ``cell.start``, ``cell.inputs`` and ``cell.outputs``: 2-D arrays with a contiguous last axis, or
-    a 1-D contiguous array of one number per row.
+    a 1-D contiguous array of one number per row.  The sums start at the start operand's rows when
+    ``x`` is None.  Otherwise ``x`` is the step's input ``(I, n)`` (a contiguous last axis), ``w``'s
+    rows (or blocks) hold ``[W_ih | W_hh]`` (``I + K`` weights each), and the sums are
+    ``w[g*H + j] @ [x; h_prev]``: the input projection made in the step's own registers (the start
+    operand is then not read).
     """
 
     @intrinsic
-    def tile(typingctx, units, nvec, masked, nlast, K, j0, c0, H, w, tile_, h_prev, operands):
+    def tile(typingctx, units, nvec, masked, nlast, K, j0, c0, H, w, tile_, h_prev, operands, x):
         arrays = list(operands.types)
-        vectors = tuple(a.ndim == 2 for a in arrays)
+        kinds = "".join("r" if a.ndim == 2 else "b" for a in arrays)
+        from_input = x != types.none
         sig = types.void(types.intp, types.intp, types.boolean, types.intp, types.intp, types.intp, types.intp,
-                         types.intp, w, types.intp, h_prev, operands)
+                         types.intp, w, types.intp, h_prev, operands, x)
 
         def codegen(context, builder, signature, args):
-            (units_, nvec_, masked_, nlast_, K_, j0_, c0_, H_, w_, tile_index, h_, ops_) = args
+            (units_, nvec_, masked_, nlast_, K_, j0_, c0_, H_, w_, tile_index, h_, ops_, x_) = args
             scalar = context.get_value_type(w.dtype)
             size = context.get_abi_sizeof(scalar)
             intp = context.get_value_type(types.intp)
@@ -530,8 +544,13 @@ def fused_step(cell: FusedStep) -> Any:
             for typ, value in zip(arrays, cgutils.unpack_tuple(builder, ops_, len(arrays)), strict=True):
                 flat.extend(place(typ, value, j0_, c0_))
             call_args = [w_ptr, w_unit, w_gate, w_k, b_ptr, sbk, K_, nlast_, *flat]
+            if from_input:
+                x_ptr, sxk, _ = place(x, x_, zero, c0_)
+                rows_x = cgutils.unpack_tuple(builder, context.make_array(x)(context, builder, x_).shape, 2)[0]
+                call_args += [x_ptr, sxk, rows_x]
+
             def call(n_units: int, vecs: int, ragged: bool) -> None:
-                fn = _fused_function(builder.module, scalar, size, cell, n_units, vecs, ragged, vectors)
+                fn = _fused_function(builder.module, scalar, size, cell, n_units, vecs, ragged, kinds, from_input)
                 builder.call(fn, call_args)
 
             heights = [cell.units >> i for i in range(cell.units.bit_length()) if cell.units >> i > 0]
@@ -544,7 +563,7 @@ def fused_step(cell: FusedStep) -> Any:
 
 
 # ----------------------------------------------------------------------------- square transposes
-def _transpose_function(module: ir.Module, scalar: ir.Type, size: int) -> Any:
+def _transpose_function(module: ir.Module, scalar: ir.Type, size: int, streaming: bool = False) -> Any:
     """The LLVM function transposing one ``W x W`` tile (``W`` the vector width), defined on first use.
 
     ``f(src, src_rows, dst, dst_rows)``: row ``r`` of the tile starts at ``src[src_rows[r]]``; row
@@ -552,10 +571,11 @@ def _transpose_function(module: ir.Module, scalar: ir.Type, size: int) -> Any:
     src[src_rows[r] + c]``).  The rows are loaded as vectors and transposed in registers by
     ``log2(W)`` stages of two-input shuffles (stage ``j`` swaps bit ``j`` of the row index with bit
     ``j`` of the lane index), then stored as vectors: about one shuffle per element of a row, where
-    an element-by-element copy costs a load and a store per element.
+    an element-by-element copy costs a load and a store per element.  ``streaming``: the stores are
+    non-temporal (every ``dst`` row must then start a whole vector).
     """
     width = VECTOR_BYTES // size
-    name = f"rnnkit_transpose_{'f32' if size == 4 else 'f64'}_v{width}"
+    name = f"rnnkit_transpose_{'f32' if size == 4 else 'f64'}_v{width}{'_nt' if streaming else ''}"
     if name in module.globals:
         return module.globals[name]
     vec = ir.VectorType(scalar, width)
@@ -582,29 +602,56 @@ def _transpose_function(module: ir.Module, scalar: ir.Type, size: int) -> Any:
         step *= 2
     for c in range(width):
         offset = builder.load(builder.gep(dst_rows, [ir.Constant(i32, c)]))
-        builder.store(rows[c], builder.bitcast(builder.gep(dst, [offset]), vec_ptr), align=size)
+        store = builder.store(rows[c], builder.bitcast(builder.gep(dst, [offset]), vec_ptr),
+                              align=VECTOR_BYTES if streaming else size)
+        if streaming:
+            store.set_metadata("nontemporal", module.add_metadata([ir.Constant(i32, 1)]))
     builder.ret_void()
     return fn
 
 
-@intrinsic
-def transpose_tile(typingctx, src, src_rows, dst, dst_rows):
-    """Transpose one ``W x W`` tile (``W = VECTOR_BYTES // itemsize``) from ``src`` to ``dst``.
+def _transpose_intrinsic(streaming: bool) -> Any:
+    @intrinsic
+    def transpose(typingctx, src, src_rows, dst, dst_rows):
+        sig = types.void(src, src_rows, dst, dst_rows)
 
-    ``src_rows`` / ``dst_rows`` (int64, ``W`` entries) are the element offsets, from the first
-    element of each array (any shape and strides), of the tile's rows in ``src`` and of the result's
-    rows in ``dst``, each row ``W`` contiguous elements (see :func:`_transpose_function`).
-    """
-    sig = types.void(src, src_rows, dst, dst_rows)
+        def codegen(context, builder, signature, args):
+            scalar = context.get_value_type(src.dtype)
+            fn = _transpose_function(builder.module, scalar, context.get_abi_sizeof(scalar), streaming)
+            pointers = [context.make_array(t)(context, builder, v).data
+                        for t, v in zip(signature.args, args, strict=True)]
+            builder.call(fn, pointers)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return transpose
+
+
+transpose_tile = _transpose_intrinsic(False)
+"""``transpose_tile(src, src_rows, dst, dst_rows)``: transpose one ``W x W`` tile (``W =
+VECTOR_BYTES // itemsize``) from ``src`` to ``dst``.
+
+``src_rows`` / ``dst_rows`` (int64, ``W`` entries) are the element offsets, from the first element
+of each array (any shape and strides), of the tile's rows in ``src`` and of the result's rows in
+``dst``, each row ``W`` contiguous elements (see :func:`_transpose_function`)."""
+
+transpose_tile_streaming = _transpose_intrinsic(True)
+""":data:`transpose_tile` with streaming (non-temporal) stores, which go to memory without first
+reading the lines they fill into the cache (and evicting what the caller works on for them).
+Every ``dst`` row must start a whole vector (``VECTOR_BYTES``-aligned); the stores are weakly
+ordered until :func:`store_fence`."""
+
+
+@intrinsic
+def store_fence(typingctx):
+    """A full memory fence: every streaming store before it is visible to other threads after it."""
 
     def codegen(context, builder, signature, args):
-        scalar = context.get_value_type(src.dtype)
-        fn = _transpose_function(builder.module, scalar, context.get_abi_sizeof(scalar))
-        pointers = [context.make_array(t)(context, builder, v).data for t, v in zip(signature.args, args, strict=True)]
-        builder.call(fn, pointers)
+        builder.fence("seq_cst")
         return context.get_dummy_value()
 
-    return sig, codegen
+    return types.void(), codegen
 
 
 def tile_width_of(a: Any) -> int:

@@ -40,6 +40,16 @@ def _both(layer: Any, x: np.ndarray, lengths: np.ndarray | None, state: Any = No
     return trained, inferred
 
 
+def _assert_close(a: Any, b: Any, tol: float) -> None:
+    out_a, state_a = a
+    out_b, state_b = b
+    assert out_b.shape == out_a.shape
+    np.testing.assert_allclose(out_a, out_b, rtol=tol, atol=tol)
+    for s, t in zip(state_a if isinstance(state_a, tuple) else (state_a,),
+                    state_b if isinstance(state_b, tuple) else (state_b,), strict=True):
+        np.testing.assert_allclose(s, t, rtol=tol, atol=tol)
+
+
 def _assert_same(a: Any, b: Any) -> None:
     out_a, state_a = a
     out_b, state_b = b
@@ -220,10 +230,16 @@ def test_layout_copies_refuse_other_arrays(a: np.ndarray) -> None:
 @pytest.mark.parametrize("variable", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("proj_size", [0, 5])
+@pytest.mark.parametrize("in_step", [False, True])
 def test_packed_weights_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, split: str, variable: bool,
-                                           dtype: Any, proj_size: int) -> None:
+                                           dtype: Any, proj_size: int, in_step: bool) -> None:
     """From T = _MIN_PACK_STEPS steps the LSTM's loop packs W_hh per thread; the result is the same
-    to the bit as reading W_hh itself (the same products in the same order), and torch's in float64."""
+    to the bit as reading W_hh itself (the same products in the same order), and torch's in float64.
+    ``in_step``: the pack holds [W_ih | W_hh] and each step makes its input projection too; the
+    same bits as the tile kernel's projection made apart (two threads), and to rounding where the
+    loop without it sums in another order (OpenBLAS's projection with one thread; the thin steps
+    of variable lengths)."""
+    monkeypatch.setattr(rnnkit.unroll, "_INPUT_IN_STEP", in_step)
     monkeypatch.setattr(rnnkit.unroll, "_MIN_SPLIT_FLOPS", 0)
     monkeypatch.setattr(rnnkit.unroll, "_MIN_PART_UNITS", 2)
     monkeypatch.setattr(rnnkit.unroll, "SPLIT_UNITS", split == "units")
@@ -245,11 +261,17 @@ def test_packed_weights_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, spli
     with rnnkit.threads(1 if split == "none" else 2):
         packed = [layer.forward(x, None, lengths, keep_cache=keep)[:2] for keep in (True, False)]
         assert len(packs) == 2          # both passes packed W_hh (else this test compares plain with plain)
+        assert all(K == (proj_size or H) + (I if in_step else 0) for _, K in packs)
         monkeypatch.setattr(rnnkit.unroll, "_MIN_PACK_STEPS", 10**9)
         plain = [layer.forward(x, None, lengths, keep_cache=keep)[:2] for keep in (True, False)]
     assert len(packs) == 2
     for a, b in zip(packed, plain, strict=True):
-        _assert_same(a, b)
+        # Other orders of the same sums: OpenBLAS's projection apart (one thread), or BLAS's
+        # product on the steps whose running columns are too few for the tiles (variable lengths).
+        if in_step and (split == "none" or variable):
+            _assert_close(a, b, 1e-12 if dtype == np.float64 else 2e-6)
+        else:
+            _assert_same(a, b)
     if dtype == np.float64 and not variable:
         peer = torch.nn.LSTM(I, H, proj_size=proj_size, batch_first=True, dtype=torch.float64)
         with torch.no_grad():

@@ -20,8 +20,11 @@ passes as empty arrays.
     whole): threads that split a layer's units each make one call per step, and ``(0, H)`` is the
     whole step.  Cells whose units are coupled within a step (a projection, a layer norm) are only
     ever called with ``(0, H)``.  ``w_pack`` (3-D) is either empty or ``W_hh``'s rows for units
-    ``u0 .. u1-1`` rearranged by the cell's ``step_pack(w_hh, u0, u1, w_pack)`` in the order its
-    product reads them (made once per pass, not per step); a cell that packs nothing ignores it.
+    ``u0 .. u1-1`` rearranged by the cell's ``step_pack(w_ih, w_hh, u0, u1, w_pack)`` in the order
+    its product reads them (made once per pass, not per step); a cell that packs nothing ignores it.
+    A pack with more weights a row than ``h_prev`` has rows (``I + P``) holds ``[W_ih | W_hh]``:
+    then ``xp`` is the step's input ``x`` itself, ``(I, n)``, and the kernel makes ``W_ih x`` in
+    the same pass (only a cell whose ``pack_shape`` is set is ever handed one).
     From Python, ``w_pack`` may be left out (none).
 
 ``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev) -> None``
@@ -225,7 +228,7 @@ def empty_pack(dtype: np.dtype[Any]) -> Array:
 
 
 @numba.njit(cache=True, nogil=True)
-def _no_pack(w_hh, u0, u1, out):  # type: ignore[no-untyped-def]
+def _no_pack(w_ih, w_hh, u0, u1, out):  # type: ignore[no-untyped-def]
     """The packing kernel of a cell that reads ``W_hh`` as it is: nothing to do."""
 
 
@@ -279,9 +282,10 @@ def step_forward(kind: CellKind, *args: Any) -> None:
     _FORWARD[kind.number](*args)
 
 
-def step_pack(kind: CellKind, w_hh: Array, u0: int, u1: int, out: Array) -> None:
-    """Fill ``out`` with cell ``kind``'s packed ``W_hh`` for units ``u0 .. u1-1`` (see :func:`pack_shape`)."""
-    _PACK[kind.number](w_hh, u0, u1, out)
+def step_pack(kind: CellKind, w_ih: Array, w_hh: Array, u0: int, u1: int, out: Array) -> None:
+    """Fill ``out`` with cell ``kind``'s packed ``W_hh`` (``[W_ih | W_hh]`` when ``out`` has room
+    for both) for units ``u0 .. u1-1`` (see :attr:`CellSpec.pack_shape`)."""
+    _PACK[kind.number](w_ih, w_hh, u0, u1, out)
 
 
 def step_backward(kind: CellKind, *args: Any) -> None:
