@@ -37,10 +37,10 @@ from _harness import Busy, Harness, footer, header  # noqa: E402
 import rnnkit  # noqa: E402
 from rnnkit._blas import matmul, run_in_threads  # noqa: E402
 from rnnkit._sync import barrier, new_counter  # noqa: E402
-from rnnkit._tiles import MIN_COLUMNS  # noqa: E402
-from rnnkit.cells import CellSpec  # noqa: E402
+from rnnkit._tiles import MIN_COLUMNS, tile_gemm  # noqa: E402
+from rnnkit.cells import CellSpec, step_pack  # noqa: E402
 from rnnkit.cells._spec import gates_product, gates_product_t  # noqa: E402
-from rnnkit.unroll import _CHUNK_COLUMNS, _INPUT_IN_STEP, _MIN_PACK_STEPS, _project, plan_parts  # noqa: E402
+from rnnkit.unroll import _CHUNK_COLUMNS, _INPUT_IN_STEP, _MIN_PACK_STEPS, _aligned, _project, plan_parts  # noqa: E402
 
 try:
     import torch
@@ -51,23 +51,31 @@ SHAPES = [(32, 100, 128, 128), (32, 100, 256, 256), (32, 100, 512, 512), (128, 5
 
 
 @numba.njit(nogil=True, cache=True)
-def _step_products(G, H, T, B, chunk, w_ih, w_hh, w_cat, xg, xp, xh, h, gate, da, share, backward, in_step,
+def _step_products(G, H, T, B, chunk, w_ih, w_hh, pack, xg, xp, xh, h, gate, da, share, backward, in_step,
                    sync, parties, u0, u1):  # type: ignore[no-untyped-def]
     """The time loop's matrix products for one part (units u0..u1) and nothing else: the chunked
     input projection and each step's W_hh h, or with ``in_step`` each step's [W_ih | W_hh] [x; h]
-    (forward), or each step's W_hhᵀ da share (backward), meeting the other parts at the same
-    per-step barrier as the loop."""
+    from the part's packed blocks, as the LSTM's steps read them (forward), or each step's W_hhᵀ da
+    share (backward), meeting the other parts at the same per-step barrier as the loop."""
+    rows = pack.shape[2]
     for t in range(T):
         if backward:
             gates_product_t(w_hh, G, H, u0, u1, da, 0.0, share)
         elif in_step:
-            gates_product(w_cat, G, H, u0, u1, xh, gate)
+            for i in range(pack.shape[0]):
+                tile_gemm(True, 1.0, pack[i], xh, 0.0, gate[i * rows : (i + 1) * rows])
         else:
             if t % chunk == 0:
                 _project(w_ih, G, H, u0, u1, xg, xp, parties > 1)
             gates_product(w_hh, G, H, u0, u1, h, gate)
         if parties > 1:
             barrier(sync, parties, t + 1)
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    a = _aligned(shape, np.float32)
+    a[...] = rng.standard_normal(shape, dtype=np.float32)
+    return a
 
 
 def floor_fns(cell: CellSpec, B: int, T: int, I: int, H: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
@@ -87,17 +95,22 @@ def floor_fns(cell: CellSpec, B: int, T: int, I: int, H: int, rng: np.random.Gen
     parts = plan_parts(cell, H, B, None)
     chunk = max(1, min(T, _CHUNK_COLUMNS // B))
     in_step = cell.pack_shape is not None and _INPUT_IN_STEP and T >= _MIN_PACK_STEPS and B >= MIN_COLUMNS
-    w_cat = np.concatenate([w_ih, w_hh], axis=1)
-    xh = rng.standard_normal((I + H, B), dtype=f)
-    xg, xp = rng.standard_normal((I, chunk * B), dtype=f), np.empty((G * H, chunk * B), f)
-    h, gate = rng.standard_normal((H, B), dtype=f), np.empty((G * H, B), f)
-    da = rng.standard_normal((G * H, B), dtype=f)
-    shares = np.empty((len(parts), H, B), f)
+    packs = [np.empty((0, 0, 0), f)] * len(parts)
+    if in_step:
+        assert cell.pack_shape is not None
+        packs = [_aligned(cell.pack_shape(u1 - u0, I + H), f) for _, _, u0, u1 in parts]
+        for pack, (_, _, u0, u1) in zip(packs, parts, strict=True):
+            step_pack(cell.kind, w_ih, w_hh, u0, u1, pack)
+    # The step operands start cache lines, as the loop's own buffers do (a vector load across two
+    # lines is slower).
+    xh, xg, h, da = (_noise(rng, shape) for shape in ((I + H, B), (I, chunk * B), (H, B), (G * H, B)))
+    xp, gates = _aligned((G * H, chunk * B), f), _aligned((len(parts), G * H, B), f)  # gates: one block a thread
+    shares = _aligned((len(parts), H, B), f)
 
     def products(backward: bool) -> None:
         sync = new_counter()
-        run_in_threads([functools.partial(_step_products, G, H, T, B, chunk, w_ih, w_hh, w_cat, xg, xp, xh, h,
-                                          gate, da, shares[i], backward, in_step, sync, len(parts), u0, u1)
+        run_in_threads([functools.partial(_step_products, G, H, T, B, chunk, w_ih, w_hh, packs[i], xg, xp, xh, h,
+                                          gates[i], da, shares[i], backward, in_step, sync, len(parts), u0, u1)
                         for i, (_, _, u0, u1) in enumerate(parts)])
 
     def forward() -> None:

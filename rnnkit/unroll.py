@@ -75,8 +75,9 @@ _INPUT_IN_STEP = True
 """Whether a packing cell's pack holds ``[W_ih | W_hh]``, so that each step makes its own input
 projection in the same registers as ``W_hh h_prev`` (the chunked projection, its ``(G*H, ·)``
 buffer written and read back, then never runs).  Measured, LSTM forward with 2 threads: B = 128,
-T = 50, 256/256 27.3 -> 26.3 ms; 64/512 29.1 -> 27.7; the other shapes unchanged.  The sums run in
-the same order either way, so the results are the same to the bit (tests/test_fused_step.py)."""
+T = 50, 256/256 27.3 -> 26.3 ms; 64/512 29.1 -> 27.7; the other shapes unchanged.  With threads
+the separate projection is the tile kernel's, whose sums run in the same order: the same bits
+either way (for I <= 512; tests/test_loop_layouts.py); with one thread, OpenBLAS's, to rounding."""
 
 
 class Weights(NamedTuple):
@@ -462,31 +463,35 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_packs, w_hr, p, b_x, b_in, x2, x_bt,
     ``W_ih x`` is made here, a chunk of steps at a time, one matrix product per chunk, into the
     group's ``xp_bufs[g]`` (``(G*H, chunk*(g1-g0))``, ``g`` the group's place in ``group_starts``):
     it is then still in cache when the steps read it (parts of one group write their own gate rows
-    of it).  The product reads the chunk's inputs from ``xg_bufs[part]``, where the loop gathers the
-    group's columns first.
+    of it).  The product reads the chunk's inputs from ``xg_bufs[part]`` (``(I, chunk*(g1-g0))``: its
+    width sets the chunk), where the loop gathers the group's columns first.
     With zoneout (``zh``) the cell writes ``h̃`` into ``h_cell``'s slot and the step's state is
     mixed from it (and ``c`` in place).
     The layout copies around the loop can be left to it: with a non-empty ``x_bt`` (``(B, T, I)``,
     batch-first) the chunk's inputs are gathered from it, column ``b`` from row ``x_order[b]``, and
     ``x2`` (when not empty: a cache is kept) receives them, and ``nonfinite[part]`` (when not empty)
-    counts the NaN and ±inf among them; with a non-empty ``out_bt``
+    counts the NaN and ±inf among them (parts splitting the units each do both for their own share
+    of the input's rows); with a non-empty ``out_bt``
     (``(B, T, P)``) each step's states are also written there, column ``b`` to row ``out_dest[b]``,
     and without a cache ``hs2`` holds only two rolling slots.
     ``w_packs[part]`` (when not empty) receives the cell's packed ``W_hh`` for this part's units
-    first (:func:`rnnkit.cells.step_pack`), which every step then reads."""
+    first (:func:`rnnkit.cells.step_pack`), which every step then reads; a pack with room for
+    ``[W_ih | W_hh]`` makes the steps take in the input themselves (``xp_bufs`` then unused, and empty)."""
     B = final_h.shape[1]
     T = active.shape[0] - 1
     h0, h1 = (u0, u1) if parties > 1 else (0, hs2.shape[0])  # this part's rows of h (P of them with a projection)
     width = g1 - g0
     group = np.searchsorted(group_starts, g0)
     xp_buf, xg_buf, h_in_buf = xp_bufs[group], xg_bufs[part], hm_bufs[part]
-    chunk = xp_buf.shape[1] // width
+    chunk = xg_buf.shape[1] // width
     threaded = parties > 1 or width < B
     zoning = zh.shape[0] > 0
     gather, scatter = x_bt.shape[0] > 0, out_bt.shape[0] > 0
     rolling = hs2.shape[1] < (T + 1) * B          # two slots of h: the output goes to out_bt
     W = tile_width_of(hs2)
     src_rows, dst_rows = np.empty(W, np.int64), np.empty(W, np.int64)
+    I = xg_buf.shape[0]
+    f0, f1 = (I * part // parties, I * (part + 1) // parties) if parties > 1 else (0, I)  # this part's rows of x
     w_pack = w_packs[part]
     if w_pack.shape[0] > 0:
         step_pack(kind, w_ih, w_hh, u0, u1, w_pack)
@@ -503,12 +508,13 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_packs, w_hr, p, b_x, b_in, x2, x_bt,
                 if gather:
                     _gather_columns(x_bt, x_order, t + s, g0, width, 0, x_bt.shape[2], x_chunk, s * width, src_rows,
                                     dst_rows)
-                    if u0 == 0:  # one part of those splitting the units keeps the cache's copy and counts
-                        gathered = x_chunk[:, s * width : (s + 1) * width]
-                        if x2.shape[0] > 0:
-                            _copy(gathered, x2[:, (t + s) * B + g0 : (t + s) * B + g1])
-                        if nonfinite.shape[0] > 0:
-                            nonfinite[part] += _count_non_finite_rows(gathered)
+                    # Parts splitting the units each gather all of it; each keeps the cache's copy
+                    # of, and counts, its own share of the rows.
+                    gathered = x_chunk[f0:f1, s * width : (s + 1) * width]
+                    if x2.shape[0] > 0:
+                        _copy(gathered, x2[f0:f1, (t + s) * B + g0 : (t + s) * B + g1])
+                    if nonfinite.shape[0] > 0:
+                        nonfinite[part] += _count_non_finite_rows(gathered)
                 else:
                     _copy(x2[:, (t + s) * B + g0 : (t + s) * B + g1], x_chunk[:, s * width : (s + 1) * width])
             if not in_step:
@@ -813,12 +819,18 @@ def unroll_forward(
     # The input side of the gates for a chunk of steps at a time (inside the loop, per group of the
     # batch): one GEMM of about _CHUNK_COLUMNS columns is as fast per column as one over all T*B,
     # and its output, reused chunk after chunk, stays in cache instead of being a fresh (G*H, T*B)
-    # array that every step would read a line from per row.
+    # array that every step would read a line from per row.  The cell's packed W_hh, one per part,
+    # is made by the part itself (in its core's cache): for enough steps to repay the copy, and a
+    # batch wide enough for the tiles that read it.  When the pack holds W_ih too, the steps make
+    # the input side themselves, and the loop only gathers each step's inputs (a step at a time:
+    # measured as fast as 2-8 steps at a time, and the smaller block stays nearer the core).
     parts = plan_parts(cell, H, B, batch_sizes, projected=weights.w_hr is not None)
     groups = sorted({(g0, g1) for g0, g1, _, _ in parts})
     width = max(g1 - g0 for g0, g1 in groups)
-    chunk = max(1, min(T, _CHUNK_COLUMNS // width))
-    xp_bufs = _padded_rows((len(groups), GH, chunk * width), dtype)
+    packing = cell.pack_shape is not None and T >= _MIN_PACK_STEPS and width >= MIN_COLUMNS
+    in_step = packing and _INPUT_IN_STEP
+    chunk = 1 if in_step else max(1, min(T, _CHUNK_COLUMNS // width))
+    xp_bufs = _padded_rows((len(groups), GH, 0 if in_step else chunk * width), dtype)
     xg_bufs = _aligned((len(parts), I, chunk * width), dtype)
     group_starts = np.array([g0 for g0, _ in groups], np.int64)
 
@@ -854,10 +866,9 @@ def unroll_forward(
     hm_bufs = _aligned((len(parts), P, B), dtype)
     h_cell = _aligned((T if keep_cache else 1, P, B), dtype, zero=True) if zh.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
 
-    # The cell's packed W_hh, one per part, made by the part itself (in its core's cache): for
-    # enough steps to repay the copy, and a batch wide enough for the tiles that read it.
-    if cell.pack_shape is not None and T >= _MIN_PACK_STEPS and width >= MIN_COLUMNS:
-        K = P + I if _INPUT_IN_STEP else P
+    if packing:
+        assert cell.pack_shape is not None
+        K = P + I if in_step else P
         w_packs = _aligned((len(parts), *cell.pack_shape(max(u1 - u0 for _, _, u0, u1 in parts), K)), dtype)
     else:
         w_packs = np.empty((len(parts), 0, 0, 0), dtype)
