@@ -40,7 +40,7 @@ from rnnkit._sync import barrier, new_counter  # noqa: E402
 from rnnkit._tiles import MIN_COLUMNS, tile_gemm  # noqa: E402
 from rnnkit.cells import CellSpec, step_pack  # noqa: E402
 from rnnkit.cells._spec import gates_product, gates_product_t  # noqa: E402
-from rnnkit.unroll import _CHUNK_COLUMNS, _INPUT_IN_STEP, _MIN_PACK_STEPS, _aligned, _project, plan_parts  # noqa: E402
+from rnnkit.unroll import _CHUNK_COLUMNS, _MIN_PACK_STEPS, _aligned, _project, plan_parts  # noqa: E402
 
 try:
     import torch
@@ -94,7 +94,7 @@ def floor_fns(cell: CellSpec, B: int, T: int, I: int, H: int, rng: np.random.Gen
     dA = rng.standard_normal((G * H, T * B), dtype=f)
     parts = plan_parts(cell, H, B, None)
     chunk = max(1, min(T, _CHUNK_COLUMNS // B))
-    in_step = cell.pack_shape is not None and _INPUT_IN_STEP and T >= _MIN_PACK_STEPS and B >= MIN_COLUMNS
+    in_step = cell.pack_shape is not None and T >= _MIN_PACK_STEPS and B >= MIN_COLUMNS
     packs = [np.empty((0, 0, 0), f)] * len(parts)
     if in_step:
         assert cell.pack_shape is not None

@@ -67,17 +67,15 @@ _CHUNK_COLUMNS = 256
 the same forward, training steps 0-2% faster, LSTM and GRU at B = 32 and 128)."""
 
 _MIN_PACK_STEPS = 32
-"""Steps from which the forward loop packs ``W_hh`` for the cell.  The copy (each thread its own
-units, measured 235 µs at H = 512) takes about as long as one step's products, and each step then
-runs some 4-10% faster: it repays itself in about ten steps, and 32 leaves a margin."""
-
-_INPUT_IN_STEP = True
-"""Whether a packing cell's pack holds ``[W_ih | W_hh]``, so that each step makes its own input
-projection in the same registers as ``W_hh h_prev`` (the chunked projection, its ``(G*H, ·)``
-buffer written and read back, then never runs).  Measured, LSTM forward with 2 threads: B = 128,
-T = 50, 256/256 27.3 -> 26.3 ms; 64/512 29.1 -> 27.7; the other shapes unchanged.  With threads
-the separate projection is the tile kernel's, whose sums run in the same order: the same bits
-either way (for I <= 512; tests/test_loop_layouts.py); with one thread, OpenBLAS's, to rounding."""
+"""Steps from which the forward loop packs ``[W_ih | W_hh]`` for the cell.  The copy (each thread
+its own units, measured 235 µs for ``W_hh`` alone at H = 512) takes about as long as one step's
+products, and each step then runs some 4-10% faster: it repays itself in about ten steps, and 32
+leaves a margin.  With the pack each step also makes its own input projection, in the same
+registers as ``W_hh h_prev``: the chunked projection, its ``(G*H, ·)`` buffer written and read
+back, never runs (measured, LSTM forward with 2 threads: B = 128, T = 50, 256/256 27.3 -> 26.3 ms;
+64/512 29.1 -> 27.7; the other shapes unchanged).  With threads the separate projection is the tile
+kernel's, whose sums run in the same order: the same bits either way (for I <= 512;
+tests/test_loop_layouts.py); with one thread, OpenBLAS's, to rounding."""
 
 
 class Weights(NamedTuple):
@@ -474,9 +472,9 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_packs, w_hr, p, b_x, b_in, x2, x_bt,
     of the input's rows); with a non-empty ``out_bt``
     (``(B, T, P)``) each step's states are also written there, column ``b`` to row ``out_dest[b]``,
     and without a cache ``hs2`` holds only two rolling slots.
-    ``w_packs[part]`` (when not empty) receives the cell's packed ``W_hh`` for this part's units
-    first (:func:`rnnkit.cells.step_pack`), which every step then reads; a pack with room for
-    ``[W_ih | W_hh]`` makes the steps take in the input themselves (``xp_bufs`` then unused, and empty)."""
+    ``w_packs[part]`` (when not empty) receives the cell's packed ``[W_ih | W_hh]`` for this part's
+    units first (:func:`rnnkit.cells.step_pack`), which every step then reads, taking in its input
+    itself (``xp_bufs`` then unused, and empty)."""
     B = final_h.shape[1]
     T = active.shape[0] - 1
     h0, h1 = (u0, u1) if parties > 1 else (0, hs2.shape[0])  # this part's rows of h (P of them with a projection)
@@ -495,7 +493,7 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_packs, w_hr, p, b_x, b_in, x2, x_bt,
     w_pack = w_packs[part]
     if w_pack.shape[0] > 0:
         step_pack(kind, w_ih, w_hh, u0, u1, w_pack)
-    in_step = w_pack.shape[1] > w_hh.shape[1]     # the pack holds W_ih too: the step makes W_ih x itself
+    in_step = w_pack.shape[0] > 0                 # the pack holds W_ih too: the step makes W_ih x itself
     fpu = flush_subnormals()  # vanishing gradients and saturated gates pass through subnormals: see rnnkit._fpu
     for t in range(T):
         j = t % chunk
@@ -819,16 +817,15 @@ def unroll_forward(
     # The input side of the gates for a chunk of steps at a time (inside the loop, per group of the
     # batch): one GEMM of about _CHUNK_COLUMNS columns is as fast per column as one over all T*B,
     # and its output, reused chunk after chunk, stays in cache instead of being a fresh (G*H, T*B)
-    # array that every step would read a line from per row.  The cell's packed W_hh, one per part,
-    # is made by the part itself (in its core's cache): for enough steps to repay the copy, and a
-    # batch wide enough for the tiles that read it.  When the pack holds W_ih too, the steps make
-    # the input side themselves, and the loop only gathers each step's inputs (a step at a time:
-    # measured as fast as 2-8 steps at a time, and the smaller block stays nearer the core).
+    # array that every step would read a line from per row.  A cell that packs its weights gets its
+    # [W_ih | W_hh] packed, one copy per part, made by the part itself (in its core's cache): for
+    # enough steps to repay the copy, and a batch wide enough for the tiles that read it.  Its steps
+    # then make the input side themselves, and the loop only gathers each step's inputs (a step at
+    # a time: measured as fast as 2-8 steps at a time, and the smaller block stays nearer the core).
     parts = plan_parts(cell, H, B, batch_sizes, projected=weights.w_hr is not None)
     groups = sorted({(g0, g1) for g0, g1, _, _ in parts})
     width = max(g1 - g0 for g0, g1 in groups)
-    packing = cell.pack_shape is not None and T >= _MIN_PACK_STEPS and width >= MIN_COLUMNS
-    in_step = packing and _INPUT_IN_STEP
+    in_step = cell.pack_shape is not None and T >= _MIN_PACK_STEPS and width >= MIN_COLUMNS
     chunk = 1 if in_step else max(1, min(T, _CHUNK_COLUMNS // width))
     xp_bufs = _padded_rows((len(groups), GH, 0 if in_step else chunk * width), dtype)
     xg_bufs = _aligned((len(parts), I, chunk * width), dtype)
@@ -866,10 +863,9 @@ def unroll_forward(
     hm_bufs = _aligned((len(parts), P, B), dtype)
     h_cell = _aligned((T if keep_cache else 1, P, B), dtype, zero=True) if zh.shape[0] > 0 else _EMPTY3[np.dtype(dtype)]
 
-    if packing:
+    if in_step:
         assert cell.pack_shape is not None
-        K = P + I if in_step else P
-        w_packs = _aligned((len(parts), *cell.pack_shape(max(u1 - u0 for _, _, u0, u1 in parts), K)), dtype)
+        w_packs = _aligned((len(parts), *cell.pack_shape(max(u1 - u0 for _, _, u0, u1 in parts), I + P)), dtype)
     else:
         w_packs = np.empty((len(parts), 0, 0, 0), dtype)
     nonfinite = np.zeros(len(parts) if counted else 0, np.int64)

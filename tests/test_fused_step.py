@@ -4,12 +4,11 @@ The step kernel makes ``W_hh h_prev`` tile by tile and runs the cell's equations
 registers, so every tile shape must be right: two units or one (an odd share of the units), one or
 two vectors of columns, the last masked to any width, the thin-batch path (BLAS's product first,
 then the equations unit by unit as scalars), a projection, rows that are strided blocks of larger
-arrays, and nothing written outside the units and columns asked for; and the same bits from packed
-weights (step_pack) as from W_hh itself, and from a pack of [W_ih | W_hh] with the input x (the
-step making its own input projection) as from the tile kernel's projection W_ih x made first.
-float64 to rounding; float32 within the float32 tanh's precision.  A second test runs the gates
-through the vector tanh and σ (with AVX-512 their division is a refined reciprocal estimate) on a
-dense grid of pre-activations.
+arrays, and nothing written outside the units and columns asked for; and the same bits from a pack
+of [W_ih | W_hh] (step_pack) with the input x (the step making its own input projection) as from
+W_hh itself after the tile kernel's projection W_ih x made first.  float64 to rounding; float32
+within the float32 tanh's precision.  A second test runs the gates through the vector tanh and σ
+(with AVX-512 their division is a refined reciprocal estimate) on a dense grid of pre-activations.
 """
 
 from __future__ import annotations
@@ -34,13 +33,13 @@ def _wide(rng: np.random.Generator, rows: int, cols: int, dtype: type, scale: fl
 
 
 def _run(dtype: type, H: int, n: int, u0: int, u1: int, proj: int, seed: int) -> None:
-    for packing in ("none", "w_hh", "w_ih"):
+    for packing in ("none", "w_ih"):
         _check(dtype, H, n, u0, u1, proj, seed, packing)
 
 
 def _check(dtype: type, H: int, n: int, u0: int, u1: int, proj: int, seed: int, packing: str) -> None:
-    """One step; ``packing``: "none" (W_hh itself), "w_hh" (W_hh packed) or "w_ih" ([W_ih | W_hh]
-    packed, the step given x and making W_ih x itself)."""
+    """One step; ``packing``: "none" (W_hh itself) or "w_ih" ([W_ih | W_hh] packed, the step given
+    x and making W_ih x itself)."""
     rng = np.random.default_rng(seed)
     P = proj or H
     xp, h_prev, c_prev = _wide(rng, 4 * H, n, dtype), _wide(rng, P, n, dtype, 0.5), _wide(rng, H, n, dtype)
@@ -59,18 +58,18 @@ def _check(dtype: type, H: int, n: int, u0: int, u1: int, proj: int, seed: int, 
     w_pack = empty_pack(np.dtype(dtype))
     if packing != "none":
         assert LSTM_CELL.pack_shape is not None
-        w_pack = np.full(LSTM_CELL.pack_shape(u1 - u0, P + (I if packing == "w_ih" else 0)), np.nan, dtype)
+        w_pack = np.full(LSTM_CELL.pack_shape(u1 - u0, I + P), np.nan, dtype)
         step_pack(LSTM_CELL.kind, w_ih, w_hh, u0, u1, w_pack)
     step_forward(LSTM_CELL.kind, x if packing == "w_ih" else xp, b_x, b_x[:0], w_hh, w_hr,
                  empty_vector(np.dtype(dtype)), h_prev, c_prev, h, c, ca, cb, u0, u1, w_pack)
     # The same products in the same order: the same bits as from W_hh itself (except the thin
-    # path's product, BLAS's, in another order than the tiles a pack with W_ih always takes).
+    # path's product, BLAS's, in another order than the tiles a pack always takes).
     if packing != "none":
         again = [np.full_like(a, 7.0) for a in (h, c, ca, cb)]
         step_forward(LSTM_CELL.kind, xp, b_x, b_x[:0], w_hh, w_hr, empty_vector(np.dtype(dtype)), h_prev, c_prev,
                      *again, u0, u1)
         for got, want in zip((h, c, ca, cb), again, strict=True):
-            if packing == "w_ih" and n < MIN_COLUMNS:
+            if n < MIN_COLUMNS:
                 np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
             else:
                 np.testing.assert_array_equal(got, want)

@@ -230,16 +230,13 @@ def test_layout_copies_refuse_other_arrays(a: np.ndarray) -> None:
 @pytest.mark.parametrize("variable", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("proj_size", [0, 5])
-@pytest.mark.parametrize("in_step", [False, True])
 def test_packed_weights_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, split: str, variable: bool,
-                                           dtype: Any, proj_size: int, in_step: bool) -> None:
-    """From T = _MIN_PACK_STEPS steps the LSTM's loop packs W_hh per thread; the result is the same
-    to the bit as reading W_hh itself (the same products in the same order), and torch's in float64.
-    ``in_step``: the pack holds [W_ih | W_hh] and each step makes its input projection too; the
-    same bits as the tile kernel's projection made apart (two threads), and to rounding where the
-    loop without it sums in another order (OpenBLAS's projection with one thread; the thin steps
-    of variable lengths)."""
-    monkeypatch.setattr(rnnkit.unroll, "_INPUT_IN_STEP", in_step)
+                                           dtype: Any, proj_size: int) -> None:
+    """From T = _MIN_PACK_STEPS steps the LSTM's loop packs [W_ih | W_hh] per thread and each step
+    makes its input projection too: the same bits as the tile kernel's projection made apart and
+    W_hh read in place (the same products in the same order, with two threads), to rounding where
+    the loop without the pack sums in another order (OpenBLAS's projection with one thread; the
+    thin steps of variable lengths), and torch's in float64."""
     monkeypatch.setattr(rnnkit.unroll, "_MIN_SPLIT_FLOPS", 0)
     monkeypatch.setattr(rnnkit.unroll, "_MIN_PART_UNITS", 2)
     monkeypatch.setattr(rnnkit.unroll, "SPLIT_UNITS", split == "units")
@@ -260,15 +257,15 @@ def test_packed_weights_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, spli
     monkeypatch.setattr(layer, "cell", dataclasses.replace(LSTM_CELL, pack_shape=counted))
     with rnnkit.threads(1 if split == "none" else 2):
         packed = [layer.forward(x, None, lengths, keep_cache=keep)[:2] for keep in (True, False)]
-        assert len(packs) == 2          # both passes packed W_hh (else this test compares plain with plain)
-        assert all(K == (proj_size or H) + (I if in_step else 0) for _, K in packs)
+        assert len(packs) == 2          # both passes packed (else this test compares plain with plain)
+        assert all(K == I + (proj_size or H) for _, K in packs)
         monkeypatch.setattr(rnnkit.unroll, "_MIN_PACK_STEPS", 10**9)
         plain = [layer.forward(x, None, lengths, keep_cache=keep)[:2] for keep in (True, False)]
     assert len(packs) == 2
     for a, b in zip(packed, plain, strict=True):
         # Other orders of the same sums: OpenBLAS's projection apart (one thread), or BLAS's
         # product on the steps whose running columns are too few for the tiles (variable lengths).
-        if in_step and (split == "none" or variable):
+        if split == "none" or variable:
             _assert_close(a, b, 1e-12 if dtype == np.float64 else 2e-6)
         else:
             _assert_same(a, b)

@@ -19,12 +19,11 @@ passes as empty arrays.
     ``u0 .. u1-1`` only (their rows of every gate, state and cache field; every array is passed
     whole): threads that split a layer's units each make one call per step, and ``(0, H)`` is the
     whole step.  Cells whose units are coupled within a step (a projection, a layer norm) are only
-    ever called with ``(0, H)``.  ``w_pack`` (3-D) is either empty or ``W_hh``'s rows for units
-    ``u0 .. u1-1`` rearranged by the cell's ``step_pack(w_ih, w_hh, u0, u1, w_pack)`` in the order
-    its product reads them (made once per pass, not per step); a cell that packs nothing ignores it.
-    A pack with more weights a row than ``h_prev`` has rows (``I + P``) holds ``[W_ih | W_hh]``:
-    then ``xp`` is the step's input ``x`` itself, ``(I, n)``, and the kernel makes ``W_ih x`` in
-    the same pass (only a cell whose ``pack_shape`` is set is ever handed one).
+    ever called with ``(0, H)``.  ``w_pack`` (3-D) is either empty or ``[W_ih | W_hh]``'s rows for
+    units ``u0 .. u1-1`` (``I + P`` weights a row) rearranged by the cell's
+    ``step_pack(w_ih, w_hh, u0, u1, w_pack)`` in the order its product reads them (made once per
+    pass, not per step): then ``xp`` is the step's input ``x`` itself, ``(I, n)``, and the kernel
+    makes ``W_ih x`` in the same pass.  Only a cell whose ``pack_shape`` is set is handed one.
     From Python, ``w_pack`` may be left out (none).
 
 ``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev) -> None``
@@ -116,8 +115,8 @@ class CellSpec:
     """Whether a step can be computed a range of hidden units at a time (False: the units are coupled
     within a step, as by a layer norm, so the kernels always get all of them)."""
     pack_shape: Callable[[int, int], tuple[int, int, int]] | None = None
-    """``(units, K) -> shape`` of the cell's packed ``W_hh`` (``w_pack``) for ``units`` hidden units
-    and ``K`` rows of ``h``; None: the cell packs nothing."""
+    """``(units, K) -> shape`` of the cell's packed ``[W_ih | W_hh]`` (``w_pack``) for ``units``
+    hidden units and ``K = I + P`` weights a row; None: the cell packs nothing."""
 
     def cache_sizes(self, H: int) -> tuple[int, int]:
         """Rows of the cache fields ``ca``, ``cb`` for hidden size H."""
@@ -283,8 +282,8 @@ def step_forward(kind: CellKind, *args: Any) -> None:
 
 
 def step_pack(kind: CellKind, w_ih: Array, w_hh: Array, u0: int, u1: int, out: Array) -> None:
-    """Fill ``out`` with cell ``kind``'s packed ``W_hh`` (``[W_ih | W_hh]`` when ``out`` has room
-    for both) for units ``u0 .. u1-1`` (see :attr:`CellSpec.pack_shape`)."""
+    """Fill ``out`` with cell ``kind``'s packed ``[W_ih | W_hh]`` for units ``u0 .. u1-1`` (see
+    :attr:`CellSpec.pack_shape`)."""
     _PACK[kind.number](w_ih, w_hh, u0, u1, out)
 
 

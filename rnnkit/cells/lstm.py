@@ -93,28 +93,25 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 
     Each tile of ``_TILE_UNITS`` units (all four gates of each) by up to two vectors of columns
     makes its share of ``W_hh h_prev`` in registers and runs :func:`forward_equations` on it there:
-    the pre-activations never go to memory.  With ``w_pack`` (:func:`step_pack`, for these units)
-    the tiles read their weights from it, each tile's as one contiguous block; a pack that holds
-    ``[W_ih | W_hh]`` (more weights a row than ``h_prev`` has rows) comes with the step's input
-    ``x`` ``(I, n)`` in place of ``xp``, and the tiles' sums then take in ``W_ih x`` first (for
-    I <= 512 the same sums in the same order as :func:`rnnkit._tiles.tile_gemm`'s projection),
-    then ``W_hh h_prev``.  Otherwise a
-    batch too thin for tiles (under ``MIN_COLUMNS`` columns) takes BLAS's matrix-vector product
-    into ``ca`` first, then the same equations unit by unit (:func:`rnnkit._tiles.fused_point`).
+    the pre-activations never go to memory.  With ``w_pack`` (:func:`step_pack`: ``[W_ih | W_hh]``
+    for these units, ``I + P`` weights a row) the step comes with its input ``x`` ``(I, n)`` in
+    place of ``xp``; the tiles read their weights from the pack, each tile's as one contiguous
+    block, and their sums take in ``W_ih x`` first (for I <= 512 the same sums in the same order
+    as :func:`rnnkit._tiles.tile_gemm`'s projection), then ``W_hh h_prev``.  Otherwise a batch
+    too thin for tiles (under ``MIN_COLUMNS`` columns) takes BLAS's matrix-vector product into
+    ``ca`` first, then the same equations unit by unit (:func:`rnnkit._tiles.fused_point`).
     """
     H, n = c.shape
     project = w_hr.shape[0] > 0
     out = cb[H:] if project else h                          # ĥ: the cache's second half, or h itself
     operands = (xp, b_x, c_prev, ca, c, cb, out)
-    if w_pack.shape[1] > h_prev.shape[0]:                   # packed with W_ih: xp is x itself, any n
+    if w_pack.shape[0] > 0:                                 # packed with W_ih: xp is x itself, any n
         _tiles(n, u0, u1, H, w_pack, h_prev, operands, xp)
     elif n < MIN_COLUMNS:                                   # thin: BLAS's product, then unit by unit
         gates_product(w_hh, 4, H, u0, u1, h_prev, ca)       # a = W_hh h_prev
         for j in range(u0, u1):
             for col in range(n):
                 _point(j, col, H, operands)
-    elif w_pack.shape[0] > 0:
-        _tiles(n, u0, u1, H, w_pack, h_prev, operands, None)
     else:
         _tiles(n, u0, u1, H, w_hh, h_prev, operands, None)
     if project:
@@ -124,7 +121,7 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 @numba.njit(**KERNEL_OPTIONS)
 def _tiles(n, u0, u1, H, w, h_prev, operands, x):  # type: ignore[no-untyped-def]
     """The step's tiles over units ``u0 .. u1-1`` and ``n`` columns (see :func:`step_forward`):
-    ``w`` is ``W_hh`` or its pack, ``x`` None or the input (then ``w`` is the pack with ``W_ih``)."""
+    ``w`` is ``W_hh`` with ``x`` None, or the pack of ``[W_ih | W_hh]`` with ``x`` the input."""
     K = h_prev.shape[0]
     width = tile_width_of(h_prev)
     j, i = u0, 0
@@ -142,21 +139,17 @@ def _tiles(n, u0, u1, H, w, h_prev, operands, x):  # type: ignore[no-untyped-def
 
 
 def pack_shape(units: int, K: int) -> tuple[int, int, int]:
-    """The shape of :func:`step_pack`'s output for ``units`` hidden units and ``K`` weights a row
-    (the rows of ``h``, plus the inputs' when ``W_ih`` is packed too)."""
+    """The shape of :func:`step_pack`'s output for ``units`` hidden units and ``K = I + P`` weights
+    a row (the input's and ``h``'s)."""
     return (-(-units // _TILE_UNITS), K, 4 * _TILE_UNITS)
 
 
 @numba.njit(**KERNEL_OPTIONS)
 def step_pack(w_ih, w_hh, u0, u1, out):  # type: ignore[no-untyped-def]
-    """``out`` (:func:`pack_shape`) = the rows of ``W_hh`` for units ``u0 .. u1-1``, tile by tile
-    in the order :func:`step_forward` reads them (see :func:`rnnkit._tiles.pack_rows`); when
-    ``out`` has room for ``I + K`` weights a row, ``[W_ih | W_hh]``'s rows (the step then makes
-    its input projection too)."""
-    H = w_hh.shape[0] // 4
-    I = out.shape[1] - w_hh.shape[1]
-    if I > 0:
-        pack_rows(w_ih, 4, H, _TILE_UNITS, u0, u1, out[:, :I])
+    """``out`` (:func:`pack_shape`) = the rows of ``[W_ih | W_hh]`` for units ``u0 .. u1-1``, tile
+    by tile in the order :func:`step_forward` reads them (see :func:`rnnkit._tiles.pack_rows`)."""
+    H, I = w_hh.shape[0] // 4, w_ih.shape[1]
+    pack_rows(w_ih, 4, H, _TILE_UNITS, u0, u1, out[:, :I])
     pack_rows(w_hh, 4, H, _TILE_UNITS, u0, u1, out[:, I:])
 
 
