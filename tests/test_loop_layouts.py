@@ -276,3 +276,27 @@ def test_packed_weights_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, spli
                 getattr(peer, name).copy_(torch.from_numpy(value))
             ref, _ = peer(torch.from_numpy(x))
         np.testing.assert_allclose(packed[0][0], ref.numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_batch_first_output_streamed_or_not(dtype: Any, aligned: bool) -> None:
+    """The loop writes a step's states into the batch-first output with streaming stores when the
+    output starts a cache line and every tile row falls on whole vectors (here: 48 features, rows
+    16..47), with plain stores otherwise (the output one element off): either way every entry of
+    the step and rows asked for, in its permuted row, and nothing else."""
+    from rnnkit._tiles import VECTOR_BYTES
+    from rnnkit.unroll import _aligned, _scatter_columns
+
+    B, T, F, t, f0 = 37, 3, 48, 1, 16
+    rng = np.random.default_rng(3)
+    src = rng.standard_normal((F, B)).astype(dtype)
+    dest = rng.permutation(B).astype(np.int64)
+    raw = _aligned((B * T * F + 1,), dtype)
+    raw[...] = 7.0
+    out = (raw[:-1] if aligned else raw[1:]).reshape(B, T, F)
+    W = VECTOR_BYTES // np.dtype(dtype).itemsize
+    _scatter_columns(src, f0, F, dest, 0, t, out, np.empty(W, np.int64), np.empty(W, np.int64))
+    want = np.full((B, T, F), 7.0, dtype)
+    want[dest, t, f0:] = src[f0:].T
+    np.testing.assert_array_equal(out, want)
