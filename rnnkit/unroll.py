@@ -474,7 +474,7 @@ def _forward_loop(kind, G, H, w_ih, w_hh, w_packs, w_hr, p, b_x, b_in, x2, x_bt,
     and without a cache ``hs2`` holds only two rolling slots.
     ``w_packs[part]`` (when not empty) receives the cell's packed ``[W_ih | W_hh]`` for this part's
     units first (:func:`rnnkit.cells.step_pack`), which every step then reads, taking in its input
-    itself (``xp_bufs`` then unused, and empty)."""
+    itself (``xp_bufs`` then unused)."""
     B = final_h.shape[1]
     T = active.shape[0] - 1
     h0, h1 = (u0, u1) if parties > 1 else (0, hs2.shape[0])  # this part's rows of h (P of them with a projection)
@@ -827,7 +827,9 @@ def unroll_forward(
     width = max(g1 - g0 for g0, g1 in groups)
     in_step = cell.pack_shape is not None and T >= _MIN_PACK_STEPS and width >= MIN_COLUMNS
     chunk = 1 if in_step else max(1, min(T, _CHUNK_COLUMNS // width))
-    xp_bufs = _padded_rows((len(groups), GH, 0 if in_step else chunk * width), dtype)
+    # Packed steps never read xp_bufs: one column then, not zero (a zero-width block counts as
+    # contiguous, a second array type, which compiled the whole loop a second time).
+    xp_bufs = _padded_rows((len(groups), GH, 1 if in_step else chunk * width), dtype)
     xg_bufs = _aligned((len(parts), I, chunk * width), dtype)
     group_starts = np.array([g0 for g0, _ in groups], np.int64)
 
