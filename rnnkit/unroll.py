@@ -802,8 +802,11 @@ def unroll_forward(
     if gathered:
         B, T, I = x.shape
         x_bt, x_order = np.ascontiguousarray(x), np.ascontiguousarray(x_order, dtype=np.int64)
-        # With a cache the loop also leaves the feature-major x (for the weight gradients) behind.
-        x_ft = _aligned((I, T, B), dtype) if keep_cache else None
+        # With a cache the loop also leaves the feature-major x (for the weight gradients) behind:
+        # zero where it stops before T (with variable lengths it never gathers the steps after a
+        # group's longest sequence, and dW_ih's product multiplies them by zero: stale NaN there
+        # would make NaN).
+        x_ft = _aligned((I, T, B), dtype, zero=batch_sizes is not None) if keep_cache else None
     else:
         I, T, B = x.shape
         x_bt, x_order, x_ft = _EMPTY3[np.dtype(dtype)], _NO_ORDER, np.ascontiguousarray(x)

@@ -300,3 +300,48 @@ def test_batch_first_output_streamed_or_not(dtype: Any, aligned: bool) -> None:
     want = np.full((B, T, F), 7.0, dtype)
     want[dest, t, f0:] = src[f0:].T
     np.testing.assert_array_equal(out, want)
+
+
+
+@pytest.mark.parametrize("split", ["none", "units", "batch"])
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("T", [5, rnnkit.unroll._MIN_PACK_STEPS + 1])
+def test_no_stale_memory_reaches_a_result(monkeypatch: pytest.MonkeyPatch, split: str, kind: str, T: int) -> None:
+    """Every buffer the loops allocate without zeroing is written before it is read: with each such
+    allocation filled with NaN first, a training step (variable lengths, the longest shorter than T,
+    so that the loops stop early; two layers, every layout copy left to the loops) gives the same
+    finite results as with fresh memory.  (dW_ih once read the cache's copy of x past the longest
+    sequence, where the loop had never written: stale NaN there made NaN gradients.)"""
+    if split != "none":
+        monkeypatch.setattr(rnnkit.unroll, "_MIN_SPLIT_FLOPS", 0)
+        monkeypatch.setattr(rnnkit.unroll, "_MIN_PART_UNITS", 2)
+        monkeypatch.setattr(rnnkit.unroll, "SPLIT_UNITS", split == "units")
+        monkeypatch.setattr(rnnkit.unroll, "SPLIT_BATCH", split == "batch")
+    B, I, H = 37, 11, 20
+    layer = KINDS[kind](I, H, num_layers=2, seed=2)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    lengths = rng.integers(1, T, size=B)                  # every sequence ends before T
+    d_out = rng.standard_normal((B, T, H)).astype(np.float32)
+
+    def step() -> list[np.ndarray]:
+        with rnnkit.threads(1 if split == "none" else 2):
+            out, state, cache = layer.forward(x, None, lengths)
+            dx, d_state, grads = layer.backward(d_out, None, cache)
+        states = list(state) if isinstance(state, tuple) else [state]
+        d_states = list(d_state) if isinstance(d_state, tuple) else [d_state]
+        return [out, *states, dx, *d_states, *grads.values()]
+
+    fresh = step()
+    aligned = rnnkit.unroll._aligned
+
+    def poisoned(shape: tuple[int, ...], dtype: Any, zero: bool = False) -> np.ndarray:
+        a = aligned(shape, dtype, zero)
+        if not zero and np.dtype(dtype).kind == "f":
+            a[...] = np.nan
+        return a
+
+    monkeypatch.setattr(rnnkit.unroll, "_aligned", poisoned)
+    for a, b in zip(fresh, step(), strict=True):
+        assert np.isfinite(b).all()
+        np.testing.assert_array_equal(a, b)
