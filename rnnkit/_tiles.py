@@ -167,6 +167,45 @@ class _TileIR:
                 final[r].append(phi)
         return final
 
+    def reduce_segments(self, a_rows: list[Any], sak: Any, b_ptr: Any, sbk: Any, K: Any, nseg: Any, sseg: Any,
+                        nvec: int, initial: list[list[Any]]) -> list[list[Any]]:
+        """:meth:`reduce` over ``nseg`` segments of ``K`` steps each, the sums carried in registers from
+        one segment to the next: segment ``s`` takes the left operand's steps ``s*K .. (s+1)*K - 1``
+        and the right operand's ``K`` rows from ``b_ptr + s*sseg`` on (a product whose reduction runs
+        over several blocks of rows far apart, such as one thread's units in each gate)."""
+        builder, rows = self.builder, len(a_rows)
+        entry = builder.block
+        outer = builder.append_basic_block("segment")
+        done = builder.append_basic_block("segments.done")
+        builder.cbranch(builder.icmp_signed(">", nseg, self.const(0)), outer, done)
+        builder.position_at_end(outer)
+        s = builder.phi(ir.IntType(64))
+        s.add_incoming(self.const(0), entry)
+        carried = [[builder.phi(self.vec) for _ in range(nvec)] for _ in range(rows)]
+        for r in range(rows):
+            for v in range(nvec):
+                carried[r][v].add_incoming(initial[r][v], entry)
+        a_step = builder.mul(builder.mul(s, K), sak)
+        sums = self.reduce([builder.gep(a, [a_step]) for a in a_rows], sak, builder.gep(b_ptr, [builder.mul(s, sseg)]),
+                           sbk, K, nvec, carried)
+        latch = builder.block
+        s_next = builder.add(s, self.const(1))
+        s.add_incoming(s_next, latch)
+        for r in range(rows):
+            for v in range(nvec):
+                carried[r][v].add_incoming(sums[r][v], latch)
+        builder.cbranch(builder.icmp_signed("<", s_next, nseg), outer, done)
+        builder.position_at_end(done)
+        final: list[list[Any]] = []
+        for r in range(rows):
+            final.append([])
+            for v in range(nvec):
+                phi = builder.phi(self.vec)
+                phi.add_incoming(initial[r][v], entry)
+                phi.add_incoming(sums[r][v], latch)
+                final[r].append(phi)
+        return final
+
 
 def _new_function(module: ir.Module, name: str, args: list[ir.Type]) -> Any:
     """An internal, never-inlined ``void`` function: the register allocator then sees only the tile
@@ -181,10 +220,13 @@ def _new_function(module: ir.Module, name: str, args: list[ir.Type]) -> Any:
 def _tile_function(module: ir.Module, scalar: ir.Type, size: int, rows: int, nvec: int, masked: bool) -> Any:
     """The LLVM function of one tile shape, defined in ``module`` on first use.
 
-    ``f(a, sam, sak, b, sbk, c, scm, K, nlast, alpha, beta)``: element ``(r, k)`` of the left operand
-    is ``a[r*sam + k*sak]`` (a transposed operand is just other strides), row ``k`` of the right one
-    starts at ``b[k*sbk]``, row ``r`` of the result at ``c[r*scm]``; ``C = alpha*A@B + beta*C`` over
-    ``rows`` rows and ``nvec`` vectors of columns, the last one holding ``nlast`` lanes when ``masked``.
+    ``f(a, sam, sak, b, sbk, c, scm, K, nseg, sseg, nlast, alpha, beta)``: element ``(r, k)`` of the
+    left operand is ``a[r*sam + k*sak]`` (a transposed operand is just other strides), row ``k`` of
+    the right one starts at ``b[k*sbk]``, row ``r`` of the result at ``c[r*scm]``; ``C = alpha*A@B +
+    beta*C`` over ``rows`` rows and ``nvec`` vectors of columns, the last one holding ``nlast`` lanes
+    when ``masked``.  The reduction runs over ``nseg`` segments of ``K`` steps (one for a plain
+    product): the right operand's rows of segment ``s`` start ``s*sseg`` further on, while the left
+    operand's steps simply continue (see :meth:`_TileIR.reduce_segments`).
     ``beta == 0`` never reads C.
     """
     width = VECTOR_BYTES // size
@@ -192,12 +234,12 @@ def _tile_function(module: ir.Module, scalar: ir.Type, size: int, rows: int, nve
     if name in module.globals:
         return module.globals[name]
     ptr, intp = ir.PointerType(scalar), ir.IntType(64)
-    fn = _new_function(module, name, [ptr, intp, intp, ptr, intp, ptr, intp, intp, intp, scalar, scalar])
-    a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nlast, alpha, beta = fn.args
+    fn = _new_function(module, name, [ptr, intp, intp, ptr, intp, ptr, intp, intp, intp, intp, intp, scalar, scalar])
+    a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nseg, sseg, nlast, alpha, beta = fn.args
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     t = _TileIR(builder, scalar, size, nlast, masked)
     a_rows = [builder.gep(a_ptr, [builder.mul(t.const(r), sam)]) for r in range(rows)]
-    final = t.reduce(a_rows, sak, b_ptr, sbk, K, nvec, [[t.zero] * nvec for _ in range(rows)])
+    final = t.reduce_segments(a_rows, sak, b_ptr, sbk, K, nseg, sseg, nvec, [[t.zero] * nvec for _ in range(rows)])
     va, vb = t.splat(alpha), t.splat(beta)
     with builder.if_else(builder.fcmp_unordered("!=", beta, ir.Constant(scalar, 0.0))) as (scaled, plain):
         for keep_c in (True, False):
@@ -246,17 +288,18 @@ def _dispatch(builder: ir.IRBuilder, heights: Any, rows: Any, nvec: Any, masked:
 
 
 @intrinsic
-def _tile(typingctx, rows, nvec, masked, A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, nlast, alpha, beta):
+def _tile(typingctx, rows, nvec, masked, A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, nseg, sseg, nlast, alpha, beta):
     """One tile: ``rows`` (one of :data:`_ROWS`) x ``nvec`` (1 or 2) vectors of C, the last vector
     ``masked`` to ``nlast`` lanes, whose first elements are ``A.flat[a0]``, ``Bm.flat[b0]`` and
-    ``C.flat[c0]`` (strides as in :func:`_tile_function`).  The shape is chosen at run time by a
-    switch over the tile functions, all defined in the calling module."""
+    ``C.flat[c0]`` (strides and segments as in :func:`_tile_function`).  The shape is chosen at run
+    time by a switch over the tile functions, all defined in the calling module."""
     dtype = A.dtype
     sig = types.void(types.intp, types.intp, types.boolean, A, types.intp, types.intp, types.intp, Bm, types.intp,
-                     types.intp, C, types.intp, types.intp, types.intp, types.intp, dtype, dtype)
+                     types.intp, C, types.intp, types.intp, types.intp, types.intp, types.intp, types.intp, dtype,
+                     dtype)
 
     def codegen(context, builder, signature, args):
-        (rows_, nvec_, masked_, A_, a0, sam, sak, B_, b0, sbk, C_, c0, scm, K, nlast, alpha, beta) = args
+        (rows_, nvec_, masked_, A_, a0, sam, sak, B_, b0, sbk, C_, c0, scm, K, nseg, sseg, nlast, alpha, beta) = args
         scalar = context.get_value_type(dtype)
         size = context.get_abi_sizeof(scalar)
         a_ptr = builder.gep(context.make_array(A)(context, builder, A_).data, [a0])
@@ -264,7 +307,7 @@ def _tile(typingctx, rows, nvec, masked, A, a0, sam, sak, Bm, b0, sbk, C, c0, sc
         c_ptr = builder.gep(context.make_array(C)(context, builder, C_).data, [c0])
         def call(height: int, vectors: int, ragged: bool) -> None:
             fn = _tile_function(builder.module, scalar, size, height, vectors, ragged)
-            builder.call(fn, [a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nlast, alpha, beta])
+            builder.call(fn, [a_ptr, sam, sak, b_ptr, sbk, c_ptr, scm, K, nseg, sseg, nlast, alpha, beta])
 
         _dispatch(builder, _ROWS, rows_, nvec_, masked_, call)
         return context.get_dummy_value()
@@ -288,13 +331,14 @@ def _scalar_impl(C, x):
 
 
 @numba.njit(**_OPTIONS)
-def _tile_row_block(rows, A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, N, alpha, beta, width):
+def _tile_row_block(rows, A, a0, sam, sak, Bm, b0, sbk, C, c0, scm, K, nseg, sseg, N, alpha, beta, width):
     """``rows`` (one of :data:`_ROWS`) rows of C, all its N columns, in tiles of up to two vectors."""
     for j0 in range(0, N, 2 * width):
         w = min(2 * width, N - j0)
         nvec = 2 if w > width else 1
         nlast = w - (nvec - 1) * width
-        _tile(rows, nvec, nlast < width, A, a0, sam, sak, Bm, b0 + j0, sbk, C, c0 + j0, scm, K, nlast, alpha, beta)
+        _tile(rows, nvec, nlast < width, A, a0, sam, sak, Bm, b0 + j0, sbk, C, c0 + j0, scm, K, nseg, sseg, nlast,
+              alpha, beta)
 
 
 @numba.njit(**_OPTIONS)
@@ -331,7 +375,7 @@ def tile_gemm(trans_a, alpha, A, Bm, beta, C):
             while m0 + rows > M:
                 rows //= 2
             _tile_row_block(rows, A, m0 * sam + k0 * sak, sam, sak, Bm, k0 * sbk, sbk, C, m0 * scm, scm,
-                            steps, N, alpha, block_beta, width)
+                            steps, 1, 0, N, alpha, block_beta, width)
             m0 += rows
 
 
@@ -487,6 +531,62 @@ def pack_rows(w, G, H, U, u0, u1, out):
                 src = w[g * H + u0 + U * i + u]
                 for k in range(K):
                     block[k, u * G + g] = src[k]
+
+
+@numba.njit(**_OPTIONS)
+def pack_columns(w, G, H, u0, u1, out):
+    """``W``'s columns as the left operand of :func:`packed_product`, over the rows of units
+    ``u0 .. u1-1`` in every gate.
+
+    ``out[i]`` is ``(G*U, MR)`` (``U = u1 - u0``) with ``out[i, g*U + u, r] = w[g*H + u0 + u, MR*i + r]``:
+    block ``i`` holds ``MR`` rows of ``Wᵀ`` (columns of ``W``), each over these units' gate rows,
+    gate after gate, one contiguous block that a tile reads front to back.  Rows of the last block
+    beyond ``W``'s columns are zero.
+    """
+    U, C = u1 - u0, w.shape[1]
+    rows = out.shape[2]
+    for i in range(out.shape[0]):
+        block = out[i]
+        for g in range(G):
+            for u in range(U):
+                src = w[g * H + u0 + u]
+                dst = block[g * U + u]
+                for r in range(rows):
+                    c = rows * i + r
+                    dst[r] = src[c] if c < C else 0
+
+
+@numba.njit(**_OPTIONS)
+def packed_product(pack, d, k0, K, nseg, seg_rows, C):
+    """``C = Σ_s Aᵀ_s d[k0 + s*seg_rows : k0 + s*seg_rows + K]`` over ``nseg`` segments, the left
+    operand packed by :func:`pack_columns` (``pack[i]``: the ``MR`` rows of block ``i``, ``nseg*K``
+    steps; ``C``'s ``M`` rows are the first ``M`` of the blocks).
+
+    The whole reduction over every segment runs in one tile's registers (see
+    :meth:`_TileIR.reduce_segments`): for the backward of a step whose thread holds hidden units
+    ``u0 .. u1-1``, ``d`` is the ``(G*H, n)`` gate gradients, ``k0 = u0``, ``K = u1 - u0``, ``nseg = G``
+    and ``seg_rows = H``, so one call makes that thread's share of ``Wᵀ d`` without gathering its
+    rows of ``d`` first.  ``d`` and ``C`` have contiguous rows; ``C``'s old contents are ignored.
+    """
+    M, N = C.shape
+    if M == 0 or N == 0:
+        return
+    size = C.itemsize
+    width = VECTOR_BYTES // size
+    sbk, scm = d.strides[0] // size, C.strides[0] // size
+    sak = pack.strides[1] // size
+    one, zero = _scalar(C, 1.0), _scalar(C, 0.0)
+    mr = pack.shape[2]
+    for i in range((M + mr - 1) // mr):
+        left = min(mr, M - i * mr)
+        r = 0
+        while r < left:
+            rows = MR
+            while rows > left - r:
+                rows //= 2
+            _tile_row_block(rows, pack[i], r, 1, sak, d, k0 * sbk, sbk, C, (i * mr + r) * scm, scm, K, nseg,
+                            seg_rows * sbk, N, one, zero, width)
+            r += rows
 
 
 def fused_step(cell: FusedStep) -> Any:

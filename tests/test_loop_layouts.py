@@ -302,6 +302,85 @@ def test_batch_first_output_streamed_or_not(dtype: Any, aligned: bool) -> None:
     np.testing.assert_array_equal(out, want)
 
 
+@pytest.mark.parametrize("split", ["none", "units", "batch"])
+@pytest.mark.parametrize("variable", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 0), (2, 1, 0), (1, 2, 0), (1, 1, 5)], ids=["one", "stacked", "bidi", "proj"])
+def test_packed_backward_gives_the_gradients_of_the_plain_one(monkeypatch: pytest.MonkeyPatch, split: str,
+                                                             variable: bool, dtype: Any,
+                                                             shape: tuple[int, int, int]) -> None:
+    """From T = _MIN_PACK_STEPS steps the LSTM's backward packs [W_hh | W_ih]ᵀ per thread, and each
+    step makes its share of dx = W_ihᵀ da in the same product as dh_{t-1}'s: written batch-first by
+    the bottom layer's loop (through one direction), feature-major for the layer below or the other
+    direction, zero past each sequence's end.  Against the backward that reads W_hhᵀ and makes dx
+    after the loop (other orders of the same sums: to rounding), and against torch in float64."""
+    monkeypatch.setattr(rnnkit.unroll, "_MIN_SPLIT_FLOPS", 0)
+    monkeypatch.setattr(rnnkit.unroll, "_MIN_PART_UNITS", 2)
+    monkeypatch.setattr(rnnkit.unroll, "SPLIT_UNITS", split == "units")
+    monkeypatch.setattr(rnnkit.unroll, "SPLIT_BATCH", split == "batch")
+    layers, directions, proj_size = shape
+    B, T, I, H = 19, rnnkit.unroll._MIN_PACK_STEPS + 3, 37, 13   # I: 2 whole vectors and a rest, either dtype
+    layer = rnnkit.LSTM(I, H, num_layers=layers, bidirectional=directions == 2, proj_size=proj_size, dtype=dtype,
+                        seed=3)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((B, T, I)).astype(dtype)
+    d_out = rng.standard_normal((B, T, directions * (proj_size or H))).astype(dtype)
+    state = rng.standard_normal((layers * directions, B, proj_size or H)).astype(dtype), \
+        rng.standard_normal((layers * directions, B, H)).astype(dtype)
+    d_final = rng.standard_normal(state[0].shape).astype(dtype), rng.standard_normal(state[1].shape).astype(dtype)
+    lengths = rng.integers(1, T + 1, size=B) if variable else None
+    packs = []
+    pack_t_shape = LSTM_CELL.pack_t_shape
+    assert pack_t_shape is not None
+
+    def counted(units: int, P: int, I_: int) -> tuple[int, int, int]:
+        packs.append((units, P, I_))
+        return pack_t_shape(units, P, I_)
+
+    with rnnkit.threads(1 if split == "none" else 2):
+        monkeypatch.setattr(layer, "cell", dataclasses.replace(LSTM_CELL, pack_t_shape=counted))
+        _, _, cache = layer.forward(x, state, lengths)
+        packed = layer.backward(d_out, d_final, cache)
+        assert len(packs) == layers * directions     # every unit's backward packed
+        monkeypatch.setattr(layer, "cell", dataclasses.replace(LSTM_CELL, pack_t_shape=None))
+        _, _, cache = layer.forward(x, state, lengths)
+        plain = layer.backward(d_out, d_final, cache)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    dx, d_state, grads = packed
+    assert dx.flags.c_contiguous and dx.shape == (B, T, I)
+    np.testing.assert_allclose(dx, plain[0], rtol=tol, atol=tol)
+    if lengths is not None:                      # nothing past a sequence's end
+        assert not dx[np.arange(T)[None, :] >= lengths[:, None]].any()
+    for s, t in zip(d_state, plain[1], strict=True):
+        np.testing.assert_allclose(s, t, rtol=tol, atol=tol)
+    for name, g in grads.items():
+        np.testing.assert_allclose(g, plain[2][name], rtol=tol, atol=tol * max(1.0, float(np.abs(g).max())))
+    if dtype == np.float64:
+        peer = torch.nn.LSTM(I, H, num_layers=layers, bidirectional=directions == 2, proj_size=proj_size,
+                             batch_first=True, dtype=torch.float64)
+        with torch.no_grad():
+            for name, value in layer.params.items():
+                getattr(peer, name).copy_(torch.from_numpy(value))
+        xt = torch.from_numpy(x).requires_grad_(True)
+        h0, c0 = (torch.from_numpy(s).requires_grad_(True) for s in state)
+        if lengths is None:
+            out, (hn, cn) = peer(xt, (h0, c0))
+        else:
+            packed_x = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.from_numpy(lengths), batch_first=True,
+                                                               enforce_sorted=False)
+            out_p, (hn, cn) = peer(packed_x, (h0, c0))
+            out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_p, batch_first=True, total_length=T)
+        loss = (out * torch.from_numpy(d_out)).sum() + (hn * torch.from_numpy(d_final[0])).sum() \
+            + (cn * torch.from_numpy(d_final[1])).sum()
+        loss.backward()
+        assert xt.grad is not None and h0.grad is not None and c0.grad is not None
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(d_state[0], h0.grad.numpy(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(d_state[1], c0.grad.numpy(), rtol=0, atol=1e-12)
+        for name, param in peer.named_parameters():
+            assert param.grad is not None
+            np.testing.assert_allclose(grads[name], param.grad.numpy(), rtol=0, atol=1e-10)
+
 
 @pytest.mark.parametrize("split", ["none", "units", "batch"])
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])

@@ -1,6 +1,6 @@
 """Per-step cell math: compiled step kernels, one file per cell (see ``_spec.py`` for the contract)."""
 
-from rnnkit.cells._spec import CellSpec, step_backward, step_forward, step_pack
+from rnnkit.cells._spec import CellSpec, step_backward, step_forward, step_pack, step_pack_t
 from rnnkit.cells.gru import GRU_CELL, GRUCache
 from rnnkit.cells.lnlstm import LNLSTM_CELL, LNLSTMCache
 from rnnkit.cells.lstm import LSTM_CELL, LSTMCache
@@ -20,4 +20,5 @@ __all__ = [
     "step_backward",
     "step_forward",
     "step_pack",
+    "step_pack_t",
 ]

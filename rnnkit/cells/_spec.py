@@ -26,7 +26,7 @@ passes as empty arrays.
     makes ``W_ih x`` in the same pass.  Only a cell whose ``pack_shape`` is set is handed one.
     From Python, ``w_pack`` may be left out (none).
 
-``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev) -> None``
+``step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev, w_pack_t, dx)``
     ``dh`` (``dc``) hold ``∂L/∂h`` (``∂L/∂c``) of this step, ``dh`` already including this step's
     output gradient; the kernel overwrites ``dc`` *in place* with the gradient for ``c_prev`` and
     writes into ``dh_prev`` (``(P, n)``, every row) this call's share of the gradient for
@@ -39,7 +39,12 @@ passes as empty arrays.
     empty for the cells without extra parameters).  ``w_hh_t`` is ``W_hhᵀ``, ``(P, G*H)``
     C-contiguous, transposed once per backward pass by the caller (see :func:`gates_product_t`).
     Weight gradients are *not* formed per step: the loop forms them after the last step, one
-    matrix product each.
+    matrix product each.  ``w_pack_t`` (3-D) is either empty or, for a cell whose ``pack_t_shape``
+    is set, ``[W_hh | W_ih]ᵀ`` over its units' gate rows, rearranged by the cell's
+    ``step_pack_t(w_ih, w_hh, u0, u1, w_pack_t)`` (once per pass): then the kernel also writes into
+    ``dx`` (``(I, n)``) its units' share of the gradient for the step's input, ``W_ihᵀ d_xp``, made
+    in the same product as ``dh_prev``'s (the loop then skips the input gradient's matrix product
+    after the last step).  Otherwise ``dx`` is untouched (and may be empty).
 
 The kernels write only into the arrays they are given and keep nothing between calls: they are
 pure step functions in every sense that matters, and the time loop allocates nothing.
@@ -117,6 +122,9 @@ class CellSpec:
     pack_shape: Callable[[int, int], tuple[int, int, int]] | None = None
     """``(units, K) -> shape`` of the cell's packed ``[W_ih | W_hh]`` (``w_pack``) for ``units``
     hidden units and ``K = I + P`` weights a row; None: the cell packs nothing."""
+    pack_t_shape: Callable[[int, int, int], tuple[int, int, int]] | None = None
+    """``(units, P, I) -> shape`` of the cell's packed ``[W_hh | W_ih]ᵀ`` (the backward's
+    ``w_pack_t``) for ``units`` hidden units; None: the backward reads ``W_hhᵀ`` as it is."""
 
     def cache_sizes(self, H: int) -> tuple[int, int]:
         """Rows of the cache fields ``ca``, ``cb`` for hidden size H."""
@@ -214,6 +222,7 @@ def _pair(arrays: tuple[Array, ...], dtype: np.dtype[Any]) -> tuple[Array, Array
 _FORWARD: dict[int, Any] = {}
 _BACKWARD: dict[int, Any] = {}
 _PACK: dict[int, Any] = {}
+_PACK_T: dict[int, Any] = {}
 
 _EMPTY_PACK: dict[np.dtype[Any], Array] = {
     np.dtype(np.float32): np.empty((0, 0, 0), np.float32),
@@ -262,10 +271,12 @@ def _unbox_kind(typ, obj, c):  # type: ignore[no-untyped-def]
     return NativeValue(c.context.get_dummy_value())
 
 
-def register(number: int, forward: Any, backward: Any, pack: Any = None) -> CellKind:
-    """Make ``forward`` / ``backward`` the kernels of cell ``number`` and ``pack`` its weight-packing
-    kernel (None: the cell reads ``W_hh`` as it is); returns its :class:`CellKind`."""
-    _FORWARD[number], _BACKWARD[number], _PACK[number] = forward, backward, pack or _no_pack
+def register(number: int, forward: Any, backward: Any, pack: Any = None, pack_t: Any = None) -> CellKind:
+    """Make ``forward`` / ``backward`` the kernels of cell ``number`` and ``pack`` / ``pack_t`` its
+    weight-packing kernels for them (None: the step reads ``W_hh`` / ``W_hhᵀ`` as it is); returns
+    its :class:`CellKind`."""
+    _FORWARD[number], _BACKWARD[number] = forward, backward
+    _PACK[number], _PACK_T[number] = pack or _no_pack, pack_t or _no_pack
     return CellKind(number)
 
 
@@ -287,8 +298,21 @@ def step_pack(kind: CellKind, w_ih: Array, w_hh: Array, u0: int, u1: int, out: A
     _PACK[kind.number](w_ih, w_hh, u0, u1, out)
 
 
+def step_pack_t(kind: CellKind, w_ih: Array, w_hh: Array, u0: int, u1: int, out: Array) -> None:
+    """Fill ``out`` with cell ``kind``'s packed ``[W_hh | W_ih]ᵀ`` for units ``u0 .. u1-1`` (see
+    :attr:`CellSpec.pack_t_shape`)."""
+    _PACK_T[kind.number](w_ih, w_hh, u0, u1, out)
+
+
+_BACKWARD_ARGS = 18
+"""Arguments of a backward kernel (see the module docstring)."""
+
+
 def step_backward(kind: CellKind, *args: Any) -> None:
-    """Run cell ``kind``'s backward kernel (arguments as in the module docstring)."""
+    """Run cell ``kind``'s backward kernel (arguments as in the module docstring; ``w_pack_t`` and
+    ``dx`` may be left out)."""
+    if len(args) == _BACKWARD_ARGS - 2:
+        args = (*args, empty_pack(args[0].dtype), empty_state(args[0].dtype))
     _BACKWARD[kind.number](*args)
 
 
@@ -309,6 +333,7 @@ def _table_overload(table: dict[int, Any]) -> Any:
 overload(step_forward, jit_options={"cache": True})(_table_overload(_FORWARD))
 overload(step_backward, jit_options={"cache": True})(_table_overload(_BACKWARD))
 overload(step_pack, jit_options={"cache": True})(_table_overload(_PACK))
+overload(step_pack_t, jit_options={"cache": True})(_table_overload(_PACK_T))
 
 
 # ----------------------------------------------------------------------------- gate functions

@@ -78,7 +78,8 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev,  # type: ignore[no-untyped-def]
+    w_pack_t, dx):
     """Backward of one GRU step for units ``u0 .. u1-1``: ``dh_prev`` receives their share of the
     gradient for ``h_prev`` (the direct path ``z ⊙ dh`` of these units, and ``W_hhᵀ d_hp``)."""
     H, n = dh.shape

@@ -170,7 +170,8 @@ def step_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev,  # type: ignore[no-untyped-def]
+    w_pack_t, dx):
     """Backward of one layer-normalised LSTM step (all units): ``dc`` becomes the gradient for ``c_prev``,
     ``dh_prev`` (``dh`` itself in the time loop) the one for ``h_prev``; this step's gradients of ``p``
     are added into ``dp``."""

@@ -36,7 +36,17 @@ from typing import NamedTuple
 import numba
 
 from rnnkit._blas import gemm
-from rnnkit._tiles import MIN_COLUMNS, FusedStep, fused_point, fused_step, pack_rows, tile_width_of
+from rnnkit._tiles import (
+    MIN_COLUMNS,
+    MR,
+    FusedStep,
+    fused_point,
+    fused_step,
+    pack_columns,
+    pack_rows,
+    packed_product,
+    tile_width_of,
+)
 from rnnkit._types import Array
 from rnnkit._vector import Lanes
 from rnnkit.cells._spec import (
@@ -153,10 +163,30 @@ def step_pack(w_ih, w_hh, u0, u1, out):  # type: ignore[no-untyped-def]
     pack_rows(w_hh, 4, H, _TILE_UNITS, u0, u1, out[:, I:])
 
 
+def pack_t_shape(units: int, P: int, I: int) -> tuple[int, int, int]:
+    """The shape of :func:`step_pack_t`'s output for ``units`` hidden units, ``h`` of size ``P`` and
+    inputs of size ``I``."""
+    return (-(-P // MR) + -(-I // MR), 4 * units, MR)
+
+
 @numba.njit(**KERNEL_OPTIONS)
-def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+def step_pack_t(w_ih, w_hh, u0, u1, out):  # type: ignore[no-untyped-def]
+    """``out`` (:func:`pack_t_shape`) = ``[W_hh | W_ih]ᵀ`` over the gate rows of units ``u0 .. u1-1``,
+    in blocks of rows as :func:`rnnkit._tiles.packed_product` reads them: first ``W_hhᵀ``'s (for
+    ``dh_prev``), then ``W_ihᵀ``'s (for ``dx``)."""
+    H = w_hh.shape[0] // 4
+    nb = -(-w_hh.shape[1] // MR)
+    pack_columns(w_hh, 4, H, u0, u1, out[:nb])
+    pack_columns(w_ih, 4, H, u0, u1, out[nb:])
+
+
+@numba.njit(**KERNEL_OPTIONS)
+def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev,  # type: ignore[no-untyped-def]
+    w_pack_t, dx):
     """Backward of one LSTM step for units ``u0 .. u1-1``: ``dc`` becomes the gradient for ``c_prev``,
-    ``dh_prev`` receives these units' share of the gradient for ``h_prev``."""
+    ``dh_prev`` receives these units' share of the gradient for ``h_prev``.  With ``w_pack_t``
+    (:func:`step_pack_t`) ``dx`` ``(I, n)`` receives their share of the input's gradient ``W_ihᵀ da``
+    too, in the same kind of product (else ``dx`` is untouched and ``w_hh_t`` is read instead)."""
     H, n = dc.shape
     d_out = dh
     if w_hr.shape[0] > 0:  # dĥ = W_hrᵀ dh, written where d_o goes (each entry is read before d_o overwrites it)
@@ -183,10 +213,15 @@ def step_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp
             else:
                 for b in range(n):
                     d[b] *= y[b] * (ONE - y[b])
-    gates_product_t(w_hh_t, 4, H, u0, u1, d_xp, 0.0, dh_prev)    # dh_prev = W_hhᵀ da
+    if w_pack_t.shape[0] > 0:                               # [dh_prev; dx] = [W_hh | W_ih]ᵀ da
+        nb = -(-dh_prev.shape[0] // MR)
+        packed_product(w_pack_t[:nb], d_xp, u0, u1 - u0, 4, H, dh_prev)
+        packed_product(w_pack_t[nb:], d_xp, u0, u1 - u0, 4, H, dx)
+    else:
+        gates_product_t(w_hh_t, 4, H, u0, u1, d_xp, 0.0, dh_prev)    # dh_prev = W_hhᵀ da
 
 
-KIND = register(2, step_forward, step_backward, step_pack)
+KIND = register(2, step_forward, step_backward, step_pack, step_pack_t)
 
 LSTM_CELL = CellSpec(
     name="lstm",
@@ -199,4 +234,5 @@ LSTM_CELL = CellSpec(
     split_bias=split_bias,
     options={},
     pack_shape=pack_shape,
+    pack_t_shape=pack_t_shape,
 )

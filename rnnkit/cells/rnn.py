@@ -55,7 +55,8 @@ def tanh_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+def tanh_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev,  # type: ignore[no-untyped-def]
+    w_pack_t, dx):
     """Backward of one tanh RNN step for units ``u0 .. u1-1``: their share of the gradient for ``h_prev``."""
     H, n = dh.shape
     for j in range(u0, u1):
@@ -78,7 +79,8 @@ def relu_forward(xp, b_x, b_in, w_hh, w_hr, p, h_prev, c_prev, h, c, ca, cb, u0,
 
 
 @numba.njit(**KERNEL_OPTIONS)
-def relu_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev):  # type: ignore[no-untyped-def]
+def relu_backward(dh, dc, h_prev, c_prev, h, ca, cb, w_hh_t, w_hr, p, d_xp, d_hp, dp, u0, u1, dh_prev,  # type: ignore[no-untyped-def]
+    w_pack_t, dx):
     """Backward of one relu RNN step for units ``u0 .. u1-1``: their share of the gradient for ``h_prev``."""
     H, n = dh.shape
     for j in range(u0, u1):

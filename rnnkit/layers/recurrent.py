@@ -553,11 +553,14 @@ class Recurrent:
                 if d_o is not None and direction == 1:
                     d_o = self._reverse(d_o, rev_index)
                 w = self._weights(layer, direction, masks)
+                columns = np.arange(B) if order is None else order
                 dx, d_s0, g = unroll_backward(
                     self.cell, w, cache.units[u], d_layer if top_fused else d_o,
                     None if d_finals is None else d_finals[u],
-                    d_order=(np.arange(B) if order is None else order) if top_fused else None,
+                    d_order=columns if top_fused else None,
                     check_finite="d_out" if top_fused else None,
+                    # through one direction the bottom layer's dx comes batch-first from the loop
+                    dx_dest=columns if fused and layer == 0 else None,
                 )
                 if direction == 1:
                     dx = self._reverse(dx, rev_index)
@@ -568,7 +571,8 @@ class Recurrent:
                 grads.update(self._unit_grads(self._suffix(layer, direction), g, w_hh_mask))
             d_layer = d_in
         assert d_layer is not None
-        return _to_batch_first(d_layer, inv), self._pack_state(d_states0, inv), {k: grads[k] for k in self.params}
+        dx_batch_first = d_layer if fused else _to_batch_first(d_layer, inv)
+        return dx_batch_first, self._pack_state(d_states0, inv), {k: grads[k] for k in self.params}
 
     __call__ = forward
 
