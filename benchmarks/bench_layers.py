@@ -14,7 +14,8 @@ of quiet, interleaved blocks.
 (:func:`floor_fns`: the input projection a chunk of steps at a time and T per-step ``W_hh h``
 products -- for the LSTM, whose steps make their own input projection, T per-step
 ``[W_ih | W_hh] [x; h]`` products -- with the register-tile kernel split over the threads like the
-layer's, and for training T ``W_hhᵀ da`` products plus the three weight/input-gradient GEMMs);
+layer's, and for training T ``W_hhᵀ da`` products plus the three weight/input-gradient GEMMs -- for
+the LSTM T ``[W_hh | W_ih]ᵀ da`` products, which make dx too, and the two weight-gradient GEMMs);
 ``/floor`` is rnnkit's time as a multiple of it.  torch gets ``torch.set_num_threads`` equal to
 rnnkit's BLAS threads.  torch is a benchmark peer only, never a dependency of rnnkit.
 """
@@ -37,8 +38,8 @@ from _harness import Busy, Harness, footer, header  # noqa: E402
 import rnnkit  # noqa: E402
 from rnnkit._blas import matmul, run_in_threads  # noqa: E402
 from rnnkit._sync import barrier, new_counter  # noqa: E402
-from rnnkit._tiles import MIN_COLUMNS, tile_gemm  # noqa: E402
-from rnnkit.cells import CellSpec, step_pack  # noqa: E402
+from rnnkit._tiles import MIN_COLUMNS, packed_product, tile_gemm  # noqa: E402
+from rnnkit.cells import CellSpec, step_pack, step_pack_t  # noqa: E402
 from rnnkit.cells._spec import gates_product, gates_product_t  # noqa: E402
 from rnnkit.unroll import _CHUNK_COLUMNS, _MIN_PACK_STEPS, _aligned, _project, plan_parts  # noqa: E402
 
@@ -51,15 +52,21 @@ SHAPES = [(32, 100, 128, 128), (32, 100, 256, 256), (32, 100, 512, 512), (128, 5
 
 
 @numba.njit(nogil=True, cache=True)
-def _step_products(G, H, T, B, chunk, w_ih, w_hh, pack, xg, xp, xh, h, gate, da, share, backward, in_step,
-                   sync, parties, u0, u1):  # type: ignore[no-untyped-def]
+def _step_products(G, H, T, B, chunk, w_ih, w_hh, pack, pack_t, xg, xp, xh, h, gate, da, share, dx_share, backward,
+                   in_step, sync, parties, u0, u1):  # type: ignore[no-untyped-def]
     """The time loop's matrix products for one part (units u0..u1) and nothing else: the chunked
     input projection and each step's W_hh h, or with ``in_step`` each step's [W_ih | W_hh] [x; h]
     from the part's packed blocks, as the LSTM's steps read them (forward), or each step's W_hhᵀ da
-    share (backward), meeting the other parts at the same per-step barrier as the loop."""
+    share, with ``in_step`` its [W_hh | W_ih]ᵀ da share from the packed blocks, as the LSTM's
+    backward steps make dh_{t-1} and dx (backward), meeting the other parts at the same per-step
+    barrier as the loop."""
     rows = pack.shape[2]
+    nb = -(-share.shape[0] // pack_t.shape[2]) if pack_t.shape[2] > 0 else 0   # pack_t's blocks of W_hhᵀ
     for t in range(T):
-        if backward:
+        if backward and in_step:
+            packed_product(pack_t[:nb], da, u0, u1 - u0, G, H, share)
+            packed_product(pack_t[nb:], da, u0, u1 - u0, G, H, dx_share)
+        elif backward:
             gates_product_t(w_hh, G, H, u0, u1, da, 0.0, share)
         elif in_step:
             for i in range(pack.shape[0]):
@@ -96,21 +103,29 @@ def floor_fns(cell: CellSpec, B: int, T: int, I: int, H: int, rng: np.random.Gen
     chunk = max(1, min(T, _CHUNK_COLUMNS // B))
     in_step = cell.pack_shape is not None and T >= _MIN_PACK_STEPS and B >= MIN_COLUMNS
     packs = [np.empty((0, 0, 0), f)] * len(parts)
+    packs_t = [np.empty((0, 0, 0), f)] * len(parts)
     if in_step:
         assert cell.pack_shape is not None
         packs = [_aligned(cell.pack_shape(u1 - u0, I + H), f) for _, _, u0, u1 in parts]
         for pack, (_, _, u0, u1) in zip(packs, parts, strict=True):
             step_pack(cell.kind, w_ih, w_hh, u0, u1, pack)
+    in_step_t = cell.pack_t_shape is not None and in_step
+    if in_step_t:
+        assert cell.pack_t_shape is not None
+        packs_t = [_aligned(cell.pack_t_shape(u1 - u0, H, I), f) for _, _, u0, u1 in parts]
+        for pack, (_, _, u0, u1) in zip(packs_t, parts, strict=True):
+            step_pack_t(cell.kind, w_ih, w_hh, u0, u1, pack)
     # The step operands start cache lines, as the loop's own buffers do (a vector load across two
     # lines is slower).
     xh, xg, h, da = (_noise(rng, shape) for shape in ((I + H, B), (I, chunk * B), (H, B), (G * H, B)))
     xp, gates = _aligned((G * H, chunk * B), f), _aligned((len(parts), G * H, B), f)  # gates: one block a thread
-    shares = _aligned((len(parts), H, B), f)
+    shares, dx_shares = _aligned((len(parts), H, B), f), _aligned((len(parts), I, B), f)
 
     def products(backward: bool) -> None:
         sync = new_counter()
-        run_in_threads([functools.partial(_step_products, G, H, T, B, chunk, w_ih, w_hh, packs[i], xg, xp, xh, h,
-                                          gates[i], da, shares[i], backward, in_step, sync, len(parts), u0, u1)
+        run_in_threads([functools.partial(_step_products, G, H, T, B, chunk, w_ih, w_hh, packs[i], packs_t[i], xg, xp,
+                                          xh, h, gates[i], da, shares[i], dx_shares[i], backward,
+                                          in_step_t if backward else in_step, sync, len(parts), u0, u1)
                         for i, (_, _, u0, u1) in enumerate(parts)])
 
     def forward() -> None:
@@ -121,7 +136,8 @@ def floor_fns(cell: CellSpec, B: int, T: int, I: int, H: int, rng: np.random.Gen
         products(True)
         matmul(dA, x.T)
         matmul(dA, hs.T)
-        matmul(w_ih.T, dA)
+        if not in_step_t:  # (else the backward steps made dx)
+            matmul(w_ih.T, dA)
 
     return forward, train
 
