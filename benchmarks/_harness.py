@@ -3,10 +3,15 @@
 * Each measurement is a *pair of blocks*, one per library, in alternating order; each block is
   ``calls`` timed calls right after one untimed call of the same library, so its thread pools and
   caches are warm whichever library ran before.
-* Before every pair a quiet-machine probe (a fixed small sgemm, one thread) is timed.  A pair whose
-  probe is more than ``BURST`` times the quiet probe was taken during a contention burst: it is
-  discarded and retried (at most ``max_tries`` pairs in all).  With fewer than ``min_pairs`` kept,
-  the harness refuses to report the case (:class:`Busy`).
+* Before and after every pair a quiet-machine probe (a fixed small sgemm, one thread) is timed.  A
+  pair whose probe is more than ``BURST`` times the quiet probe was taken during a contention burst:
+  it is discarded and retried (at most ``max_tries`` pairs in all).  With fewer than ``min_pairs``
+  kept, the harness refuses to report the case (:class:`Busy`).
+* The quiet probe is the quietest probe seen so far in the run, not only at its start: a run that
+  starts in a slow phase of a shared machine (its neighbours busy for minutes, every probe 1.5x the
+  quiet one, the layers 1.5-1.7x slower) would otherwise take that phase for quiet.  A case's pairs
+  are judged when the case ends, against the reference then, so a slow stretch before a quieter one
+  is discarded too.
 * It reports medians of the per-call times of the kept pairs.
 * :func:`header` names the CPU, the libraries and the thread settings, and prints the probe; call
   :func:`footer` at the end to print it again, so a reader can see the machine stayed quiet.
@@ -23,8 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-BURST = 1.5
-"""A probe slower than this many times the quiet probe marks a contention burst."""
+BURST = 1.25
+"""A probe slower than this many times the quiet probe marks a contention burst (a quiet machine's
+probes spread over about 1.1x; its slow phases read 1.4-1.6x)."""
 
 
 def cpu_name() -> str:
@@ -88,41 +94,47 @@ class Harness:
             fn()
         return (time.perf_counter() - t0) / self.calls
 
+    def _probe(self) -> float:
+        """One probe, which also lowers the quiet reference when it is the quietest yet."""
+        us = probe_us(9)
+        self.quiet = min(self.quiet, us)
+        return us
+
+    def _quiet(self, probed: list[tuple[float, ...]]) -> list[bool]:
+        """Which measurements (each with its probes) were taken on a quiet machine, by the reference now."""
+        return [max(p) <= BURST * self.quiet for p in probed]
+
     def compare(self, ours: Callable[[], object], peer: Callable[[], object]) -> Pair:
         """Interleaved blocks of ``ours`` and ``peer``; medians over the quiet pairs."""
-        kept_ours: list[float] = []
-        kept_peer: list[float] = []
-        discarded = 0
+        taken: list[tuple[float, float, tuple[float, float]]] = []
         for attempt in range(self.max_tries):
-            if len(kept_ours) == self.pairs:
+            if sum(self._quiet([p for _, _, p in taken])) == self.pairs:
                 break
-            before = probe_us(9)
+            before = self._probe()
             if attempt % 2 == 0:
                 a, b = self._block(ours), self._block(peer)
             else:
                 b, a = self._block(peer), self._block(ours)
-            after = probe_us(9)
-            if max(before, after) > BURST * self.quiet:
-                discarded += 1
-                continue
-            kept_ours.append(a)
-            kept_peer.append(b)
+            taken.append((a, b, (before, self._probe())))
+        quiet = self._quiet([p for _, _, p in taken])
+        kept = [(a, b) for (a, b, _), q in zip(taken, quiet, strict=True) if q][: self.pairs]
+        discarded = len(taken) - sum(quiet)
         self.discarded += discarded
-        if len(kept_ours) < self.min_pairs:
-            raise Busy(f"only {len(kept_ours)} quiet pairs of {len(kept_ours) + discarded} (probe over "
-                       f"{BURST} x {self.quiet:.0f} us)")
-        return Pair(statistics.median(kept_ours), statistics.median(kept_peer), len(kept_ours), discarded)
+        if len(kept) < self.min_pairs:
+            raise Busy(f"only {len(kept)} quiet pairs of {len(taken)} (probe over {BURST} x {self.quiet:.0f} us)")
+        return Pair(statistics.median(a for a, _ in kept), statistics.median(b for _, b in kept), len(kept),
+                    discarded)
 
     def time(self, fn: Callable[[], object]) -> float:
         """Median seconds per call of ``fn`` alone (blocks after an untimed call), quiet blocks only."""
-        kept = []
+        taken: list[tuple[float, tuple[float, float]]] = []
         for _ in range(self.max_tries):
-            if len(kept) == self.pairs:
+            if sum(self._quiet([p for _, p in taken])) == self.pairs:
                 break
-            before = probe_us(9)
+            before = self._probe()
             t = self._block(fn)
-            if max(before, probe_us(9)) <= BURST * self.quiet:
-                kept.append(t)
+            taken.append((t, (before, self._probe())))
+        kept = [t for (t, _), q in zip(taken, self._quiet([p for _, p in taken]), strict=True) if q][: self.pairs]
         if len(kept) < self.min_pairs:
             raise Busy(f"only {len(kept)} quiet blocks")
         return statistics.median(kept)
