@@ -3,11 +3,12 @@
 * Each measurement is a *pair of blocks*, one per library, in alternating order; each block is
   ``calls`` timed calls right after one untimed call of the same library, so its thread pools and
   caches are warm whichever library ran before.
-* Before and after every pair a quiet-machine probe (a fixed small sgemm, one thread) is timed.  A
-  pair whose probe is more than ``BURST`` times the quiet probe was taken during a contention burst:
-  it is discarded and retried (at most ``max_tries`` pairs in all).  With fewer than ``min_pairs``
+* Before and after every pair two quiet-machine probes are timed: a fixed small sgemm (one thread,
+  in a core's cache) and a 32 MB copy (the memory side).  A pair either of whose probes read more
+  than ``BURST`` times its quiet reading was taken during a contention burst: it is discarded and
+  retried (at most ``max_tries`` pairs in all).  With fewer than ``min_pairs``
   kept, the harness refuses to report the case (:class:`Busy`).
-* The quiet probe is the quietest probe seen so far in the run, not only at its start: a run that
+* The quiet reading is the quietest probe seen so far in the run, not only at its start: a run that
   starts in a slow phase of a shared machine (its neighbours busy for minutes, every probe 1.5x the
   quiet one, the layers 1.5-1.7x slower) would otherwise take that phase for quiet.  A case's pairs
   are judged when the case ends, against the reference then, so a slow stretch before a quieter one
@@ -60,6 +61,25 @@ def probe_us(repeats: int = 21) -> float:
     return statistics.median(times) * 1e6
 
 
+_COPY_SRC = np.ones(8 << 20, np.float32)   # 32 MB: past every core's own caches
+_COPY_DST = np.empty_like(_COPY_SRC)
+
+
+def copy_probe_us(repeats: int = 3) -> float:
+    """Median time of copying a fixed 32 MB array, in microseconds: the memory side of the machine.
+
+    On a shared machine the neighbours' memory traffic slows the layers (whose caches and weights
+    stream through memory) without slowing the small sgemm of :func:`probe_us`, which stays in a
+    core's cache: measured on the 2-vCPU Xeon, torch's 256/256 LSTM forward tracked this copy's time
+    (correlation 0.8) better than the sgemm's (0.65)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(_COPY_DST, _COPY_SRC)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
 class Busy(RuntimeError):
     """Too few quiet measurements: the machine was busy; the case is not reported."""
 
@@ -85,6 +105,7 @@ class Harness:
     def __init__(self, pairs: int = 7, calls: int = 3, min_pairs: int = 5, max_tries: int = 30) -> None:
         self.pairs, self.calls, self.min_pairs, self.max_tries = pairs, calls, min_pairs, max_tries
         self.quiet = min(probe_us() for _ in range(5))
+        self.quiet_copy = min(copy_probe_us() for _ in range(3))
         self.discarded = 0
 
     def _block(self, fn: Callable[[], object]) -> float:
@@ -94,19 +115,20 @@ class Harness:
             fn()
         return (time.perf_counter() - t0) / self.calls
 
-    def _probe(self) -> float:
-        """One probe, which also lowers the quiet reference when it is the quietest yet."""
-        us = probe_us(9)
-        self.quiet = min(self.quiet, us)
-        return us
+    def _probe(self) -> tuple[float, float]:
+        """Both probes (sgemm, copy), each lowering its quiet reference when it is the quietest yet."""
+        us, copy = probe_us(9), copy_probe_us()
+        self.quiet, self.quiet_copy = min(self.quiet, us), min(self.quiet_copy, copy)
+        return us, copy
 
-    def _quiet(self, probed: list[tuple[float, ...]]) -> list[bool]:
-        """Which measurements (each with its probes) were taken on a quiet machine, by the reference now."""
-        return [max(p) <= BURST * self.quiet for p in probed]
+    def _quiet(self, probed: list[tuple[tuple[float, float], ...]]) -> list[bool]:
+        """Which measurements (each with its probes' readings) were taken on a quiet machine, judged
+        by the quiet references now: every reading within ``BURST`` times its reference."""
+        return [all(us <= BURST * self.quiet and copy <= BURST * self.quiet_copy for us, copy in p) for p in probed]
 
     def compare(self, ours: Callable[[], object], peer: Callable[[], object]) -> Pair:
         """Interleaved blocks of ``ours`` and ``peer``; medians over the quiet pairs."""
-        taken: list[tuple[float, float, tuple[float, float]]] = []
+        taken: list[tuple[float, float, tuple[tuple[float, float], tuple[float, float]]]] = []
         for attempt in range(self.max_tries):
             if sum(self._quiet([p for _, _, p in taken])) == self.pairs:
                 break
@@ -121,13 +143,13 @@ class Harness:
         discarded = len(taken) - sum(quiet)
         self.discarded += discarded
         if len(kept) < self.min_pairs:
-            raise Busy(f"only {len(kept)} quiet pairs of {len(taken)} (probe over {BURST} x {self.quiet:.0f} us)")
+            raise Busy(f"only {len(kept)} quiet pairs of {len(taken)} (probes over {BURST} x quiet)")
         return Pair(statistics.median(a for a, _ in kept), statistics.median(b for _, b in kept), len(kept),
                     discarded)
 
     def time(self, fn: Callable[[], object]) -> float:
         """Median seconds per call of ``fn`` alone (blocks after an untimed call), quiet blocks only."""
-        taken: list[tuple[float, tuple[float, float]]] = []
+        taken: list[tuple[float, tuple[tuple[float, float], tuple[float, float]]]] = []
         for _ in range(self.max_tries):
             if sum(self._quiet([p for _, p in taken])) == self.pairs:
                 break
@@ -159,5 +181,6 @@ def header(title: str, extra: str = "") -> str:
 
 def footer(harness: Harness) -> str:
     """The closing line: the probe again and how many measurements were discarded as contended."""
-    return (f"quiet-machine probe at end: {probe_us():.1f} us (quiet reference {harness.quiet:.1f} us); "
+    return (f"quiet-machine probe at end: {probe_us():.1f} us (quiet reference {harness.quiet:.1f} us; "
+            f"32 MB copy {copy_probe_us():.0f} us, quiet {harness.quiet_copy:.0f} us); "
             f"{harness.discarded} contended pairs discarded")

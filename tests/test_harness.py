@@ -1,7 +1,7 @@
 """``benchmarks/_harness.py``'s bookkeeping, with scripted probes (no timing is asserted).
 
-The harness keeps a pair of blocks only when the probes around it are within ``BURST`` times the
-quietest probe of the run, judged when the case ends: pairs taken in a slow phase before the
+The harness keeps a pair of blocks only when both probes around it (sgemm, 32 MB copy) are within
+``BURST`` times the quietest of theirs in the run, judged when the case ends: pairs taken in a slow phase before the
 quietest probe are discarded too, and a case with too few quiet pairs is refused (``Busy``).
 """
 
@@ -27,9 +27,13 @@ def _harness_module() -> Any:
     return module
 
 
-def _scripted(module: Any, monkeypatch: pytest.MonkeyPatch, probes: list[float]) -> None:
+def _scripted(module: Any, monkeypatch: pytest.MonkeyPatch, probes: list[float],
+              copies: list[float] | None = None) -> None:
+    """The sgemm probe reads ``probes`` in turn, the copy probe ``copies`` (else always 3000 us)."""
     values: Iterator[float] = iter(probes)
+    copy_values: Iterator[float] = iter(copies if copies is not None else [3000.0] * 1000)
     monkeypatch.setattr(module, "probe_us", lambda repeats=21: next(values))
+    monkeypatch.setattr(module, "copy_probe_us", lambda repeats=3: next(copy_values))
 
 
 def test_a_slow_phase_before_the_quiet_one_is_discarded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,3 +74,15 @@ def test_time_keeps_only_quiet_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     harness = h.Harness(pairs=5, calls=1, min_pairs=5, max_tries=30)
     harness.time(lambda: calls.append(1))
     assert len(calls) == 2 * 6                      # the second block's probe read a burst: one more block
+
+
+def test_a_pair_with_slow_memory_is_discarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sgemm probe stays quiet while the neighbours' memory traffic slows the 32 MB copy: those
+    pairs are discarded too."""
+    h = _harness_module()
+    # construction: 5 sgemm probes, then 3 copy probes; then (before, after) of both per pair
+    copies = [3000.0] * 3 + [6000.0, 6000.0] * 2 + [3000.0, 3000.0] * 5
+    _scripted(h, monkeypatch, [34.0] * 5 + [34.0, 34.0] * 7, copies)
+    harness = h.Harness(pairs=5, calls=1, min_pairs=5, max_tries=30)
+    pair = harness.compare(lambda: None, lambda: None)
+    assert (pair.kept, pair.discarded) == (5, 2)
