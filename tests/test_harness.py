@@ -38,8 +38,8 @@ def _scripted(module: Any, monkeypatch: pytest.MonkeyPatch, probes: list[float],
 
 def test_a_slow_phase_before_the_quiet_one_is_discarded(monkeypatch: pytest.MonkeyPatch) -> None:
     h = _harness_module()
-    # construction: five probes in a slow phase (50 us); then pairs: (before, after) probes
-    slow, quiet = 50.0, 34.0
+    # construction: five probes in a slow phase (60 us); then pairs: (before, after) probes
+    slow, quiet = 60.0, 34.0
     _scripted(h, monkeypatch, [slow] * 5 + [slow, slow] * 3 + [quiet, quiet] * 5 + [quiet] * 10)
     calls = {"ours": 0, "peer": 0}
 
