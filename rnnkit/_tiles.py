@@ -121,51 +121,63 @@ class _TileIR:
         else:
             self.builder.store(value, at, align=self.size)
 
+    def _loop(self, count: Any, initial: list[list[Any]], body: Callable[[Any, list[list[Any]]], list[list[Any]]],
+              name: str) -> list[list[Any]]:
+        """A counted loop ``i = 0 .. count-1`` that carries the tile's sums as loop-carried SSA values
+        (phi nodes), i.e. registers: ``body(i, sums)`` emits one iteration and returns the updated
+        sums.  Returns the sums after the last iteration (``initial`` when ``count`` is 0)."""
+        builder = self.builder
+        entry = builder.block
+        loop = builder.append_basic_block(name)
+        done = builder.append_basic_block(f"{name}.done")
+        builder.cbranch(builder.icmp_signed(">", count, self.const(0)), loop, done)
+        builder.position_at_end(loop)
+        i = builder.phi(ir.IntType(64))
+        i.add_incoming(self.const(0), entry)
+        carried = [[builder.phi(self.vec) for _ in row] for row in initial]
+        for phis, values in zip(carried, initial, strict=True):
+            for phi, value in zip(phis, values, strict=True):
+                phi.add_incoming(value, entry)
+        updated = body(i, carried)
+        latch = builder.block                       # (the body may have added blocks: a nested loop)
+        i_next = builder.add(i, self.const(1))
+        i.add_incoming(i_next, latch)
+        for phis, values in zip(carried, updated, strict=True):
+            for phi, value in zip(phis, values, strict=True):
+                phi.add_incoming(value, latch)
+        builder.cbranch(builder.icmp_signed("<", i_next, count), loop, done)
+        builder.position_at_end(done)
+        final: list[list[Any]] = []
+        for first, last in zip(initial, updated, strict=True):
+            final.append([])
+            for before, after in zip(first, last, strict=True):
+                phi = builder.phi(self.vec)
+                phi.add_incoming(before, entry)
+                phi.add_incoming(after, latch)
+                final[-1].append(phi)
+        return final
+
     def reduce(self, a_rows: list[Any], sak: Any, b_ptr: Any, sbk: Any, K: Any, nvec: int,
                initial: list[list[Any]]) -> list[list[Any]]:
         """The tile's sums ``initial[r][v] + Σ_k A[r, k] * B[k, v-th vector]`` over ``k < K``.
 
         ``a_rows[r]`` points at row ``r``'s first element of the left operand (its ``k``-th element
         ``sak`` further on), ``b_ptr`` at row 0 of the right one (row ``k`` ``k*sbk`` further on).  The
-        sums are loop-carried SSA values (phi nodes), i.e. registers, for the whole reduction.
+        sums stay in registers for the whole reduction (:meth:`_loop`).
         """
-        builder, rows = self.builder, len(a_rows)
-        entry = builder.block
-        loop = builder.append_basic_block("loop")
-        done = builder.append_basic_block("done")
-        builder.cbranch(builder.icmp_signed(">", K, self.const(0)), loop, done)
-        builder.position_at_end(loop)
-        k = builder.phi(ir.IntType(64))
-        k.add_incoming(self.const(0), entry)
-        sums = [[builder.phi(self.vec) for _ in range(nvec)] for _ in range(rows)]
-        for r in range(rows):
-            for v in range(nvec):
-                sums[r][v].add_incoming(initial[r][v], entry)
-        b_row = builder.gep(b_ptr, [builder.mul(k, sbk)])
-        b = [self.load(builder.gep(b_row, [self.const(v * self.width)]), v == nvec - 1) for v in range(nvec)]
-        a_at = builder.mul(k, sak)
-        updated = []
-        for r in range(rows):
-            a = self.splat(builder.load(builder.gep(a_rows[r], [a_at])))
-            updated.append([builder.call(self.fma, [a, b[v], sums[r][v]]) for v in range(nvec)])
-        k_next = builder.add(k, self.const(1))
-        body_end = builder.block
-        k.add_incoming(k_next, body_end)
-        for r in range(rows):
-            for v in range(nvec):
-                sums[r][v].add_incoming(updated[r][v], body_end)
-        builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
+        builder = self.builder
 
-        builder.position_at_end(done)
-        final: list[list[Any]] = []
-        for r in range(rows):
-            final.append([])
-            for v in range(nvec):
-                phi = builder.phi(self.vec)
-                phi.add_incoming(initial[r][v], entry)
-                phi.add_incoming(updated[r][v], body_end)
-                final[r].append(phi)
-        return final
+        def step(k: Any, sums: list[list[Any]]) -> list[list[Any]]:
+            b_row = builder.gep(b_ptr, [builder.mul(k, sbk)])
+            b = [self.load(builder.gep(b_row, [self.const(v * self.width)]), v == nvec - 1) for v in range(nvec)]
+            a_at = builder.mul(k, sak)
+            updated = []
+            for r, a_row in enumerate(a_rows):
+                a = self.splat(builder.load(builder.gep(a_row, [a_at])))
+                updated.append([builder.call(self.fma, [a, b[v], sums[r][v]]) for v in range(nvec)])
+            return updated
+
+        return self._loop(K, initial, step, "loop")
 
     def reduce_segments(self, a_rows: list[Any], sak: Any, b_ptr: Any, sbk: Any, K: Any, nseg: Any, sseg: Any,
                         nvec: int, initial: list[list[Any]]) -> list[list[Any]]:
@@ -173,38 +185,14 @@ class _TileIR:
         one segment to the next: segment ``s`` takes the left operand's steps ``s*K .. (s+1)*K - 1``
         and the right operand's ``K`` rows from ``b_ptr + s*sseg`` on (a product whose reduction runs
         over several blocks of rows far apart, such as one thread's units in each gate)."""
-        builder, rows = self.builder, len(a_rows)
-        entry = builder.block
-        outer = builder.append_basic_block("segment")
-        done = builder.append_basic_block("segments.done")
-        builder.cbranch(builder.icmp_signed(">", nseg, self.const(0)), outer, done)
-        builder.position_at_end(outer)
-        s = builder.phi(ir.IntType(64))
-        s.add_incoming(self.const(0), entry)
-        carried = [[builder.phi(self.vec) for _ in range(nvec)] for _ in range(rows)]
-        for r in range(rows):
-            for v in range(nvec):
-                carried[r][v].add_incoming(initial[r][v], entry)
-        a_step = builder.mul(builder.mul(s, K), sak)
-        sums = self.reduce([builder.gep(a, [a_step]) for a in a_rows], sak, builder.gep(b_ptr, [builder.mul(s, sseg)]),
-                           sbk, K, nvec, carried)
-        latch = builder.block
-        s_next = builder.add(s, self.const(1))
-        s.add_incoming(s_next, latch)
-        for r in range(rows):
-            for v in range(nvec):
-                carried[r][v].add_incoming(sums[r][v], latch)
-        builder.cbranch(builder.icmp_signed("<", s_next, nseg), outer, done)
-        builder.position_at_end(done)
-        final: list[list[Any]] = []
-        for r in range(rows):
-            final.append([])
-            for v in range(nvec):
-                phi = builder.phi(self.vec)
-                phi.add_incoming(initial[r][v], entry)
-                phi.add_incoming(sums[r][v], latch)
-                final[r].append(phi)
-        return final
+        builder = self.builder
+
+        def segment(s: Any, sums: list[list[Any]]) -> list[list[Any]]:
+            a_step = builder.mul(builder.mul(s, K), sak)
+            b_seg = builder.gep(b_ptr, [builder.mul(s, sseg)])
+            return self.reduce([builder.gep(a, [a_step]) for a in a_rows], sak, b_seg, sbk, K, nvec, sums)
+
+        return self._loop(nseg, initial, segment, "segment")
 
 
 def _new_function(module: ir.Module, name: str, args: list[ir.Type]) -> Any:
