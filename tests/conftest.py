@@ -70,6 +70,8 @@ def build_torch_twin(layer: Recurrent) -> Any:
         bidirectional=layer.bidirectional, batch_first=True,
         dtype=torch.float64 if layer.dtype == np.float64 else torch.float32,
     )
+    if layer.proj_size:
+        kwargs["proj_size"] = layer.proj_size
     if layer.cell.name.startswith("rnn_"):
         module = torch.nn.RNN(nonlinearity=layer.cell.options["nonlinearity"], **kwargs)
     else:
@@ -81,6 +83,35 @@ def build_torch_twin(layer: Recurrent) -> Any:
             assert torch_params[name].shape == value.shape, name
             torch_params[name].copy_(torch.from_numpy(value))
     return module
+
+
+def run_torch(
+    module: Any, x: np.ndarray, state: tuple[np.ndarray, ...], lengths: np.ndarray | None,
+    w_out: np.ndarray, w_state: tuple[np.ndarray, ...],
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+    """Forward and backward in torch of ``Σ out ⊙ w_out + Σ final ⊙ w_state`` (batch-first; with
+    ``lengths``, through a packed sequence): ``(out, final, dx, d_state0, grads)`` as NumPy arrays."""
+    import torch
+
+    x_t = torch.tensor(x, requires_grad=True)
+    state_t = tuple(torch.tensor(s, requires_grad=True) for s in state)
+    hx = state_t if len(state_t) > 1 else state_t[0]
+    if lengths is None:
+        out, final = module(x_t, hx)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            x_t, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+        out_packed, final = module(packed, hx)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=True, total_length=x.shape[1])
+    final = final if isinstance(final, tuple) else (final,)
+    loss = (out * torch.tensor(w_out)).sum()
+    for f, w in zip(final, w_state, strict=True):
+        loss = loss + (f * torch.tensor(w)).sum()
+    module.zero_grad()
+    loss.backward()
+    grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
+    return (out.detach().numpy(), tuple(f.detach().numpy() for f in final), x_t.grad.numpy(),
+            tuple(s.grad.numpy() for s in state_t), grads)
 
 
 @pytest.fixture(params=LAYER_KINDS)

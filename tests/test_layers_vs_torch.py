@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import run_torch
 
 # Pairwise distinct sizes, so that a mixed-up axis cannot go unnoticed.
 B, T, I, H = 5, 6, 4, 3
@@ -41,32 +42,6 @@ def _assert_matches(actual: np.ndarray, expected: np.ndarray, what: str) -> None
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, err_msg=what)
 
 
-def _run_torch(
-    module: Any, x: np.ndarray, state: tuple[np.ndarray, ...], lengths: np.ndarray | None,
-    w_out: np.ndarray, w_state: tuple[np.ndarray, ...],
-) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
-    """Forward and backward in torch: ``(out, final, dx, d_state0, grads)`` as NumPy arrays."""
-    x_t = torch.tensor(x, requires_grad=True)
-    state_t = tuple(torch.tensor(s, requires_grad=True) for s in state)
-    hx = state_t if len(state_t) > 1 else state_t[0]
-    if lengths is None:
-        out, final = module(x_t, hx)
-    else:
-        packed = torch.nn.utils.rnn.pack_padded_sequence(
-            x_t, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
-        out_packed, final = module(packed, hx)
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=True, total_length=x.shape[1])
-    final = final if isinstance(final, tuple) else (final,)
-    loss = (out * torch.tensor(w_out)).sum()
-    for f, w in zip(final, w_state, strict=True):
-        loss = loss + (f * torch.tensor(w)).sum()
-    module.zero_grad()
-    loss.backward()
-    grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
-    return (out.detach().numpy(), tuple(f.detach().numpy() for f in final), x_t.grad.numpy(),
-            tuple(s.grad.numpy() for s in state_t), grads)
-
-
 def _compare_with_torch(
     layer: Any, module: Any, batch: int, steps: int, lengths: np.ndarray | None, seed: int
 ) -> None:
@@ -80,7 +55,7 @@ def _compare_with_torch(
 
     out, final, cache = layer.forward(x, _as_layer_state(state), lengths)
     dx, d_state0, grads = layer.backward(w_out, _as_layer_state(w_state), cache)
-    t_out, t_final, t_dx, t_d_state0, t_grads = _run_torch(module, x, state, lengths, w_out, w_state)
+    t_out, t_final, t_dx, t_d_state0, t_grads = run_torch(module, x, state, lengths, w_out, w_state)
 
     _assert_matches(out, t_out, "out")
     for k, (a, e) in enumerate(zip(_states(final), t_final, strict=True)):

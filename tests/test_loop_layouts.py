@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import build_torch_twin, run_torch
 
 import rnnkit
 from rnnkit.cells import GRU_CELL, LSTM_CELL, RNN_TANH_CELL
@@ -356,30 +357,12 @@ def test_packed_backward_gives_the_gradients_of_the_plain_one(monkeypatch: pytes
     for name, g in grads.items():
         np.testing.assert_allclose(g, plain[2][name], rtol=tol, atol=tol * max(1.0, float(np.abs(g).max())))
     if dtype == np.float64:
-        peer = torch.nn.LSTM(I, H, num_layers=layers, bidirectional=directions == 2, proj_size=proj_size,
-                             batch_first=True, dtype=torch.float64)
-        with torch.no_grad():
-            for name, value in layer.params.items():
-                getattr(peer, name).copy_(torch.from_numpy(value))
-        xt = torch.from_numpy(x).requires_grad_(True)
-        h0, c0 = (torch.from_numpy(s).requires_grad_(True) for s in state)
-        if lengths is None:
-            out, (hn, cn) = peer(xt, (h0, c0))
-        else:
-            packed_x = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.from_numpy(lengths), batch_first=True,
-                                                               enforce_sorted=False)
-            out_p, (hn, cn) = peer(packed_x, (h0, c0))
-            out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_p, batch_first=True, total_length=T)
-        loss = (out * torch.from_numpy(d_out)).sum() + (hn * torch.from_numpy(d_final[0])).sum() \
-            + (cn * torch.from_numpy(d_final[1])).sum()
-        loss.backward()
-        assert xt.grad is not None and h0.grad is not None and c0.grad is not None
-        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=1e-12)
-        np.testing.assert_allclose(d_state[0], h0.grad.numpy(), rtol=0, atol=1e-12)
-        np.testing.assert_allclose(d_state[1], c0.grad.numpy(), rtol=0, atol=1e-12)
-        for name, param in peer.named_parameters():
-            assert param.grad is not None
-            np.testing.assert_allclose(grads[name], param.grad.numpy(), rtol=0, atol=1e-10)
+        _, _, t_dx, t_d_state, t_grads = run_torch(build_torch_twin(layer), x, state, lengths, d_out, d_final)
+        np.testing.assert_allclose(dx, t_dx, rtol=0, atol=1e-12)
+        for s, t in zip(d_state, t_d_state, strict=True):
+            np.testing.assert_allclose(s, t, rtol=0, atol=1e-12)
+        for name, g in t_grads.items():
+            np.testing.assert_allclose(grads[name], g, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("split", ["none", "units", "batch"])
